@@ -1,0 +1,98 @@
+"""The defence and Ens-10 (paper §8, §10; SPEC §1.4) on the embedded classifier."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pd_core.defence import (PAPER_DEFAULTS, DefenceConfig, defend, defend_batch, ensemble_predict,
+                             predict_probs, vote)
+from pd_core.deflection import deflect, make_generator
+
+
+@pytest.fixture(scope="module")
+def foolbox_samples(model):
+    from pd_core.images import gallery, load_batch
+
+    items = [g for g in gallery() if g.source == "foolbox"]
+    assert len(items) == 20
+    x = load_batch([g.path for g in items], spec=model.spec, device=model.device)
+    return x, torch.tensor([g.label_index for g in items])
+
+
+def test_same_seed_same_defence_and_seeds_differ(model, foolbox_samples):
+    x = foolbox_samples[0][:2]
+    a, b = defend(model, x, seed=3), defend(model, x, seed=3)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, defend(model, x, seed=4))
+
+
+def test_defend_is_denoise_of_deflect_with_the_map(model, foolbox_samples):
+    from pd_core.denoising import wavelet_denoise
+    from pd_core.maps import robust_activation_map
+
+    x = foolbox_samples[0][:2]
+    details = defend(model, x, seed=5, return_details=True)
+    rmap = robust_activation_map(model, x).rmap
+    assert torch.equal(details.rmap, rmap)
+    expected_deflected = deflect(x, rmap, 100, 10, generator=make_generator(5))
+    assert torch.equal(details.deflected, expected_deflected)
+    assert torch.allclose(details.defended, wavelet_denoise(expected_deflected), atol=1e-6)
+    assert details.defended.min() >= 0 and details.defended.max() <= 1
+
+
+def test_stage_switches(model, foolbox_samples):
+    from pd_core.denoising import jpeg_compress, wavelet_denoise
+
+    x = foolbox_samples[0][:2]
+    wd_only = defend(model, x, replace(PAPER_DEFAULTS, deflect=False))
+    assert torch.allclose(wd_only, wavelet_denoise(x), atol=1e-6)
+    pd_only = defend(model, x, replace(PAPER_DEFAULTS, denoise=False, use_map=False), seed=1)
+    assert torch.equal(pd_only, deflect(x, None, 100, 10, generator=make_generator(1)))
+    jpeg_only = defend(model, x, DefenceConfig(deflect=False, denoise=False, jpeg_quality=75))
+    assert torch.equal(jpeg_only, jpeg_compress(x, 75))
+
+
+def test_accuracy_and_defended_accuracy_on_foolbox_samples(model, foolbox_samples):
+    """SPEC §4: the model gets ≥ 14/20 right; the single defended run keeps ≥ 80% of those."""
+    x, labels = foolbox_samples
+    clean = predict_probs(model, x).argmax(1)
+    correct = clean == labels
+    assert int(correct.sum()) >= 14
+    defended = predict_probs(model, defend(model, x[correct], seed=0)).argmax(1)
+    kept = (defended == labels[correct]).float().mean().item()
+    assert kept >= 0.8
+
+
+def test_defend_batch_copies_are_independent_and_image_major(model, foolbox_samples):
+    x = foolbox_samples[0][:2]
+    copies = defend_batch(model, x, 3, seed=0)
+    assert copies.shape == (6, 3, 224, 224)
+    assert not torch.equal(copies[0], copies[1])
+    # copies of image 0 stay close to image 0, not image 1
+    d00 = (copies[0] - x[0]).abs().mean()
+    d01 = (copies[0] - x[1]).abs().mean()
+    assert d00 < d01
+
+
+def test_vote_majority_and_tie_break_by_mean_probability():
+    probs = torch.zeros(2, 4, 3)
+    # image 0: class 1 wins 3 votes to 1
+    probs[0, :, 1] = torch.tensor([0.6, 0.6, 0.6, 0.1])
+    probs[0, :, 0] = 1 - probs[0, :, 1]
+    # image 1: 2 votes each for classes 0 and 2; class 2 has the higher mean probability
+    probs[1] = torch.tensor([[0.5, 0.0, 0.5 - 1e-3], [0.6, 0.0, 0.4], [0.1, 0.0, 0.9], [0.1, 0.0, 0.9]])
+    result = vote(probs)
+    assert result.prediction.tolist() == [1, 2]
+    assert result.agreement.tolist() == [0.75, 0.5]
+
+
+def test_ensemble_predict_votes_over_ten_defended_copies(model, foolbox_samples):
+    x = foolbox_samples[0][:2]
+    ens = ensemble_predict(model, x, n=10, seed=0)
+    assert ens.votes.shape == (2, 10)
+    copies = defend_batch(model, x, 10, seed=0)
+    manual = vote(predict_probs(model, copies).view(2, 10, -1))
+    assert torch.equal(ens.prediction, manual.prediction)
+    assert torch.equal(ens.votes, manual.votes)
+    again = ensemble_predict(model, x, n=10, seed=0)
+    assert torch.equal(ens.mean_probs, again.mean_probs)
