@@ -1,0 +1,192 @@
+"""The adaptive attack (BPDA + EOT, SPEC §3) on the embedded classifier, kept fast: two Foolbox
+sample photos, a few steps, few EOT samples."""
+import csv
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pd_core.adaptive import (ADAPTIVE_CSV_COLUMNS, bpda, bpda_eot_attack, bpda_eot_gradient,
+                              quantize_within)
+from pd_core.defence import DefenceConfig, defend, defend_batch
+from pd_core.deflection import make_generator
+
+EPS = 4 / 255
+
+
+@pytest.fixture(scope="module")
+def pair(model):
+    """Two Foolbox ImageNet samples the undefended model classifies correctly."""
+    from pd_core.images import gallery, load_batch
+
+    items = [g for g in gallery() if g.path.name.startswith("imagenet_")]
+    x = load_batch([g.path for g in items[:6]], spec=model.spec, device=model.device)
+    labels = torch.tensor([g.label_index for g in items[:6]])
+    with torch.no_grad():
+        ok = (model(x).argmax(1) == labels).nonzero()[:, 0][:2]
+    assert len(ok) == 2
+    return x[ok], labels[ok]
+
+
+@pytest.fixture(scope="module")
+def untargeted(model, pair):
+    x, y = pair
+    calls = []
+    result = bpda_eot_attack(model, x, y, eps=EPS, steps=5, eot=2, seed=0,
+                             progress=lambda frac, msg: calls.append(frac))
+    return result, calls
+
+
+def test_bpda_gradient_is_the_model_gradient_at_the_defended_input(model, pair):
+    x, y = pair
+    grad, loss, votes = bpda_eot_gradient(model, x, y, eot=3, seed=7)
+    # Oracle: the same defence samples (same seed), the classifier differentiated at them.
+    z = defend_batch(model, x, 3, seed=7).requires_grad_(True)
+    ce = F.cross_entropy(model(z), y.repeat_interleave(3), reduction="none").view(2, 3).mean(1)
+    (gz,) = torch.autograd.grad(ce.sum(), z)
+    expected = gz.view(2, 3, *x.shape[1:]).sum(1)
+    assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-9)
+    assert torch.allclose(loss, ce.detach(), rtol=1e-5)
+    # It is not the gradient at the undefended image: the defence changes where it is evaluated.
+    xc = x.clone().requires_grad_(True)
+    (g_clean,) = torch.autograd.grad(F.cross_entropy(model(xc), y, reduction="sum"), xc)
+    cosine = F.cosine_similarity(grad.flatten(1), g_clean.flatten(1), dim=1)
+    assert bool((cosine < 0.99).all())
+
+
+def test_bpda_forward_is_the_defence_and_backward_the_identity():
+    x = torch.rand(1, 3, 4, 4, requires_grad=True)
+    d = torch.rand(1, 3, 4, 4)
+    out = bpda(x, d)
+    assert torch.equal(out, d)
+    weight = torch.randn(1, 3, 4, 4)
+    (g,) = torch.autograd.grad((out * weight).sum(), x)
+    assert torch.equal(g, weight)
+
+
+def test_eot_one_reproduces_plain_bpda(model, pair):
+    x, y = pair
+    alpha, steps, seed = 1.5 / 255, 3, 11
+    result = bpda_eot_attack(model, x, y, eps=EPS, step_size=alpha, steps=steps, eot=1, seed=seed,
+                             quantize=False)
+    # Plain BPDA written out: one defence sample per step from one seeded generator.
+    gen = make_generator(seed)
+    adv = x.clone()
+    for _ in range(steps):
+        d = defend(model, adv, DefenceConfig(), generator=gen).requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(d), y, reduction="sum"), d)
+        adv = torch.min(torch.max(adv + alpha * g.sign(), (x - EPS).clamp(0, 1)), (x + EPS).clamp(0, 1))
+    assert torch.equal(result.adversarial, adv)
+
+
+def test_attack_respects_eps_on_the_png_grid_and_fools_the_defence(model, pair, untargeted):
+    x, y = pair
+    result, calls = untargeted
+    adv = result.adversarial
+    assert float((adv - x).abs().max()) <= EPS + 1e-6
+    assert adv.min() >= 0 and adv.max() <= 1
+    # PNG-safe: multiples of 1/255, and within ε in whole 8-bit levels.
+    levels = adv * 255
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+    assert int((levels.round() - (x * 255).round()).abs().max()) <= 4
+    assert torch.allclose(result.linf, (adv - x).abs().flatten(1).amax(1))
+    # The attack ascends the loss and defeats the defence on these easy photos (Athalye & Carlini).
+    assert result.loss_history[-1] > result.loss_history[0] + 1.0
+    assert bool(result.success.all())
+    assert torch.equal(result.success, result.defended_pred != y)
+    assert result.steps_done == 5 and not result.stopped
+    assert calls == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def test_attack_leaves_the_model_and_the_input_untouched(model, pair, untargeted):
+    x, _ = pair
+    assert all(p.grad is None and not p.requires_grad for p in model.parameters())
+    assert not x.requires_grad and x.grad is None
+
+
+def test_targeted_mode_reaches_an_easy_target(model, pair):
+    x, y = pair
+    with torch.no_grad():
+        second = model(x).topk(2, dim=1).indices[:, 1]  # the runner-up class: an easy target
+    result = bpda_eot_attack(model, x, y, eps=8 / 255, steps=5, eot=2, targeted=True, target=second, seed=1)
+    assert torch.equal(result.targets, second)
+    assert torch.equal(result.defended_pred, second)
+    assert bool(result.success.all())
+    assert result.loss_history[-1] > result.loss_history[0]  # −CE of the target rises
+
+
+def test_default_targets_are_seeded_wrong_classes(model, pair):
+    x, y = pair
+    a = bpda_eot_attack(model, x, y, eps=EPS, steps=0, targeted=True, seed=3)
+    b = bpda_eot_attack(model, x, y, eps=EPS, steps=0, targeted=True, seed=3)
+    assert torch.equal(a.targets, b.targets) and bool((a.targets != y).all())
+    assert torch.equal(a.adversarial, x)  # no step: the clean image
+
+
+def test_should_stop_returns_the_current_iterate(model, pair):
+    x, y = pair
+    calls = []
+    result = bpda_eot_attack(model, x[:1], y[:1], eps=EPS, steps=10, eot=1,
+                             should_stop=lambda: len(calls) >= 1, progress=lambda f, m: calls.append(f))
+    assert result.stopped and result.steps_done == 1
+    assert float((result.adversarial - x[:1]).abs().max()) <= EPS + 1e-6
+
+
+def test_quantize_within_keeps_the_ball():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(2000, generator=gen)  # off the 8-bit grid
+    adv = (clean + (torch.rand(2000, generator=gen) * 2 - 1) * 0.05).clamp(0, 1)
+    for eps in (0.3 / 255, 1 / 255, 4 / 255):
+        q = quantize_within(adv, clean, eps)
+        assert float((q - clean).abs().max()) <= eps + 1e-7
+        assert q.min() >= 0 and q.max() <= 1
+        on_grid = torch.isclose(q * 255, (q * 255).round(), atol=1e-4)
+        if eps >= 0.5 / 255:
+            assert bool(on_grid.all())  # every interval of width 2ε ≥ 1/255 holds a grid point
+        else:
+            assert bool((on_grid | (q == clean)).all())
+    grid_clean = torch.round(clean * 255) / 255
+    q = quantize_within(grid_clean + 0.011, grid_clean, 2 / 255)
+    assert torch.allclose(q, (grid_clean + 2 / 255).clamp(max=1), atol=1e-6)  # 0.011 ≈ 2.8/255 clipped to 2
+
+
+def test_bad_parameters_are_plain_errors(model, pair):
+    x, y = pair
+    with pytest.raises(ValueError, match="eps"):
+        bpda_eot_attack(model, x, y, eps=2.0)
+    with pytest.raises(ValueError, match="eot"):
+        bpda_eot_attack(model, x, y, eot=0)
+
+
+def test_command_line_writes_accuracy_against_eps(model, tmp_path, capsys):
+    """End to end on a two-image folder: one row per (ε, defence), intervals around the accuracy."""
+    from pd_core.cli import main
+    from pd_core.images import gallery
+
+    items = [g for g in gallery() if g.path.name.startswith("imagenet_")][:2]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with open(folder / "labels.csv", "w") as fh:
+        fh.write("file,class_index\n")
+        for g in items:
+            (folder / g.path.name).write_bytes(g.path.read_bytes())
+            fh.write(f"{g.path.name},{g.label_index}\n")
+    out = tmp_path / "adaptive.csv"
+    code = main(["adaptive", "--images", str(folder), "--eps", "4", "--eot", "1", "--steps", "2",
+                 "--ensemble", "2", "--tuning-fraction", "0", "--no-progress", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "none" in printed and "single" in printed and "ens2" in printed
+    rows = list(csv.DictReader(open(out)))
+    assert list(rows[0]) == ADAPTIVE_CSV_COLUMNS
+    assert [(float(r["eps_255"]), r["defence"]) for r in rows] == [
+        (0.0, "none"), (0.0, "single"), (0.0, "ens2"), (4.0, "none"), (4.0, "single"), (4.0, "ens2")]
+    for r in rows:
+        n, correct = int(r["n"]), int(r["correct"])
+        assert float(r["accuracy"]) == pytest.approx(correct / n)
+        assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
+    assert float(rows[0]["accuracy"]) == 1.0  # only correctly classified images count
+    assert float(rows[3]["mean_linf_255"]) <= 4 + 1e-3
+    assert main(["adaptive", "--images", str(folder), "--eps", "four", "--out", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
