@@ -349,7 +349,7 @@ def _check_size(width: int, height: int, name: str | None, max_pixels: int, min_
     if width * height > max_pixels:
         raise _too_many_pixels(name, width * height, max_pixels, width, height)
     if min(width, height) < min_side:
-        raise ImageError(f"{_the_image(name)} is only {width} x {height} pixels; images must be at least "
+        raise ImageError(f"{_the_image(name)} is too small ({width} x {height} pixels); images must be at least "
                          f"{min_side} pixels on each side.", "too_small")
     if max(width, height) > max_aspect * min(width, height):
         raise ImageError(f"{_the_image(name)} is {width} x {height} pixels, too elongated to classify (more "
@@ -754,7 +754,7 @@ def _from_labels_csv(root: Path, csv_path: Path) -> LabelledFiles:
     if not rows or not {"file", "class_index"} <= set(rows[0]):
         raise PathError(f"The labels file '{shown}' needs a header row with the columns file and class_index "
                         "and at least one row; please fix it.", "invalid")
-    items, skipped, seen = [], [], set()
+    items, skipped, seen, mentioned = [], [], set(), set()
     for row in rows:
         file = (row.get("file") or "").strip()
         try:
@@ -762,6 +762,7 @@ def _from_labels_csv(root: Path, csv_path: Path) -> LabelledFiles:
         except PathError as exc:
             skipped.append((root / file, str(exc)))
             continue
+        mentioned.add(path)
         if path.is_dir() or path.suffix.lower() not in IMAGE_EXTENSIONS:
             skipped.append((path, "not an image file"))
             continue
@@ -779,7 +780,7 @@ def _from_labels_csv(root: Path, csv_path: Path) -> LabelledFiles:
         items.append((path, index))
     csv_resolved = csv_path.resolve()
     for path in sorted(p for p in root.resolve().rglob("*") if p.is_file()):
-        if path not in seen and path != csv_resolved:
+        if path not in mentioned and path != csv_resolved:
             skipped.append((path, "not listed in the labels file"))
     return LabelledFiles(items, skipped)
 
