@@ -722,7 +722,11 @@ def read_labelled_folder(folder: str | os.PathLike, labels_csv: str | os.PathLik
         return _from_labels_csv(root, csv_path)
     items, skipped = [], []
     wnids = imagenet_wnids()
+    real_root = root.resolve()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if not path.resolve().is_relative_to(real_root):  # a symbolic link leading out of the folder
+            skipped.append((path, "a link to a file outside the folder"))
+            continue
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             skipped.append((path, f"not an image file extension ({path.suffix or 'none'})"))
             continue

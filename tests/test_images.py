@@ -452,12 +452,15 @@ def test_read_labelled_folder_from_wordnet_ids(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "holiday.jpg").write_bytes(png)
     (tmp_path / "n99999999_fake.jpg").write_bytes(png)
+    (tmp_path.parent / "elsewhere.txt").write_text("secret")
+    (tmp_path / "n01443537_link.jpg").symlink_to(tmp_path.parent / "elsewhere.txt")
     result = read_labelled_folder(tmp_path)
     assert [(p.relative_to(tmp_path).as_posix(), i) for p, i in result] == [
         ("n01440764_1.JPEG", 0), ("n01443537_goldfish.png", 1), ("n02123045/img1.jpg", 281)]
     reasons = {p.name: r for p, r in result.skipped}
-    assert set(reasons) == {"notes.txt", "holiday.jpg", "n99999999_fake.jpg"}
+    assert set(reasons) == {"notes.txt", "holiday.jpg", "n99999999_fake.jpg", "n01443537_link.jpg"}
     assert "extension" in reasons["notes.txt"] and "WordNet" in reasons["holiday.jpg"]
+    assert "outside" in reasons["n01443537_link.jpg"]
 
 
 def test_read_labelled_folder_from_labels_csv(tmp_path):
