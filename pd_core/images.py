@@ -492,7 +492,7 @@ def uint8_to_tensor(arr: np.ndarray, device: str | torch.device | None = None) -
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"expected a uint8 array of shape (H, W, 3), got {arr.dtype} {arr.shape}")
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0)
-    return t.to(device=device, dtype=torch.float32).div_(255.0)
+    return t.to(device=device, dtype=torch.float32).div_(255.0).contiguous()
 
 
 def to_model_tensor(img: Image.Image, input_size: int = 224, resize: int | None = 256,

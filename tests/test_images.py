@@ -337,6 +337,7 @@ def test_preprocessing_matches_torchvision_resize_and_centre_crop():
         ref = T.Compose([T.Resize(resize, interpolation=mode), T.CenterCrop(size), T.PILToTensor()])(img)
         ours = to_model_tensor(img, size, resize, interp)
         assert ours.shape == (1, 3, size, size) and ours.dtype == torch.float32
+        assert ours.is_contiguous()  # callers .view() it; a permuted HWC buffer would not allow that
         assert torch.equal(ours[0], ref.float() / 255)
     # resize=None resizes the short side straight to the crop size: nothing is cut vertically.
     tall = _ramp(64, 128)
