@@ -170,7 +170,9 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no 1e-17 from rounding
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return (lo, hi)
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -336,6 +338,7 @@ def _versions() -> dict:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = None
+    out["torch"] = torch.__version__  # with the build tag (+cpu, +cu130), which the metadata lacks
     return out
 
 
@@ -930,7 +933,8 @@ def format_table(results, table: int = 1, preset: str = "paper", paper: bool = T
         lines.append(f"{r['attack']:8s} {r['n']:>4d} {l2:>6s}  " + "".join(cells))
     if paper:
         lines += ["", "Paper (ResNet-50, correctly classified images of 1000 ImageNet validation images):"]
-        header_p = f"{'Attack':8s} {'':>4s} {'|L2|':>6s}  " + "".join(f"{t:<{cell_w}s}" for t in titles)
+        paper_titles = ["Ens-10" if t.startswith("Ens-") else t for t in titles]  # the paper's vote is of 10
+        header_p = f"{'Attack':8s} {'':>4s} {'|L2|':>6s}  " + "".join(f"{t:<{cell_w}s}" for t in paper_titles)
         lines += [header_p, "-" * len(header_p)]
         for r in frame.to_dict("records"):
             vals = [r.get(f"paper {t}", math.nan) for t in titles]
@@ -985,7 +989,7 @@ def rank_histogram(results, preset: str | None = None, attacks: Sequence[str] | 
 
 def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adversarial: torch.Tensor | None = None,
                      attack: str = "fgsm", preset: str = "paper",
-                     deflections: Sequence[int] = (0, 50, 100, 200, 400, 800, 1600, 3200),
+                     deflections: Sequence[int] = (0, 100, 300, 1000, 3000, 10000),
                      copies: int = 4, window: int = 10, use_map: bool = False, denoise: bool = False,
                      seed: int = 0, batch_size: int = 32, progress: Progress | None = None):
     """Paper Figure 2: mean probability of the true class and of the adversarial class against the
