@@ -91,6 +91,7 @@ def deflect(images: torch.Tensor, rmap: torch.Tensor | None = None, deflections:
         if bool((keep_weight.sum(1) <= 0).any()):
             raise ValueError("the map is 1 everywhere for some image: no pixel can be deflected")
 
+    images = images.contiguous()
     out = images.clone()
     if deflections == 0:
         empty = torch.zeros(n, 0, dtype=torch.long, device=device)
@@ -111,7 +112,7 @@ def deflect(images: torch.Tensor, rmap: torch.Tensor | None = None, deflections:
     unique, inverse = torch.unique(target, return_inverse=True)
     last = torch.full((unique.numel(),), -1, dtype=torch.long, device=device)
     last.scatter_reduce_(0, inverse, order, reduce="amax")
-    out.view(-1)[target[last]] = images.reshape(-1)[source[last]]
+    out.view(-1)[target[last]] = images.view(-1)[source[last]]
     if return_record:
         return out, DeflectionRecord(channel, y, x, source_y, source_x)
     return out
