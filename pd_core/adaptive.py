@@ -43,6 +43,10 @@ from .models import Classifier
 
 __all__ = [
     "AdaptiveResult",
+    "AdaptiveDemo",
+    "adaptive_demo",
+    "read_adaptive_csv",
+    "accuracy_curve_figure",
     "bpda",
     "bpda_eot_gradient",
     "bpda_eot_attack",
@@ -228,7 +232,7 @@ class AdaptiveResult:
         return float(self.success.float().mean()) if self.success.numel() else float("nan")
 
 
-def perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor):
+def _perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor):
     """(L∞ in [0, 1] units, normalised L2 ‖δ‖₂/‖x‖₂, PSNR in dB) per image."""
     delta = (adversarial - clean).flatten(1)
     linf = delta.abs().amax(1)
@@ -345,8 +349,7 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
             loss_history.append(float(loss.mean()))
             steps_done = step + 1
             if progress is not None:
-                progress(steps_done / steps,
-                         f"step {steps_done}/{steps}: defended samples fooled {float(eot_fooled.mean()):.0%}")
+                progress(steps_done / steps, f"step {steps_done}/{steps}: {float(eot_fooled.mean()):.0%} fooled")
     if quantize:
         adv = quantize_within(adv, clean, eps)
 
@@ -358,7 +361,7 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
         else:
             defended_pred = labels.clone()
     success = (defended_pred == goal) if targeted else (defended_pred != goal)
-    linf, l2n, psnr = perturbation_norms(adv, clean)
+    linf, l2n, psnr = _perturbation_norms(adv, clean)
     params = {"eps": eps, "eps_255": eps * 255, "step_size": step_size, "steps": steps, "eot": eot,
               "targeted": targeted, "random_start": random_start, "quantize": quantize, "seed": seed,
               "model": getattr(model, "name", type(model).__name__), "defence": config.as_dict()}
@@ -468,7 +471,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
 
             def on_step(frac, msg, base=done_units, size=len(names), lo=start):
                 report(min(1.0, (base + frac * size * steps) / total_units),
-                       f"ε {eps_255:g}/255, images {lo + 1}-{lo + size} of {n}: {msg}")
+                       f"ε {eps_255:g}/255 · images {lo + 1}-{lo + size}/{n} · {msg}")
 
             result = bpda_eot_attack(
                 model, images[chunk], labels[chunk], eps=eps, steps=steps, eot=eot, config=config,
@@ -482,7 +485,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
             l2_parts.append(result.l2_normalised)
             done_units += len(names) * steps
         adversarial = torch.cat(adv_parts)
-        report(min(1.0, done_units / total_units), f"ε {eps_255:g}/255: classifying with and without the defence")
+        report(min(1.0, done_units / total_units), f"ε {eps_255:g}/255 · defending and classifying")
         pred_none, pred_single, pred_ens = [], [], []
         with torch.no_grad():
             for start in range(0, n, batch_images):
@@ -516,8 +519,8 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
                          "seed": int(seed), "model": model.name, "images": len(evaluation),
                          "dropped": len(good) - n + len(unreadable), "seconds": round(seconds, 1)})
         report(min(1.0, done_units / total_units),
-               f"ε {eps_255:g}/255: accuracy none {rows[-3]['accuracy']:.0%}, single {rows[-2]['accuracy']:.0%}, "
-               f"{ens_name} {rows[-1]['accuracy']:.0%}")
+               f"ε {eps_255:g}/255 · accuracy {rows[-3]['accuracy']:.0%} / {rows[-2]['accuracy']:.0%} / "
+               f"{rows[-1]['accuracy']:.0%}")
     if out_csv is not None:
         write_csv(rows, out_csv)
     return rows
@@ -556,6 +559,155 @@ def format_table(rows: list[dict]) -> str:
                          f"{r['accuracy']:6.1%} [{r['ci_low']:5.1%},{r['ci_high']:6.1%}]".rjust(21))
         lines.append(f"{eps_255:>8g}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# One image (the app's page) and the saved curve
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class AdaptiveDemo:
+    """The adaptive attack on one image, with the defended predictions before and after.
+
+    probs : stage -> (classes,) probabilities on the CPU, stages ``clean``, ``clean_single``,
+        ``clean_ensemble`` (mean softmax of the vote), ``adversarial``, ``adversarial_single``,
+        ``adversarial_ensemble``.
+    predictions : the same stages -> top-1 class (the ensemble stages: the vote's answer).
+    agreement : ``clean_ensemble`` / ``adversarial_ensemble`` -> fraction of copies voting for it.
+    label : the reference class (the true one, or the clean prediction for an unlabelled photo).
+    clean, adversarial : (3, S, S) on the CPU. attack : the :class:`AdaptiveResult`.
+    """
+
+    label: int
+    label_source: str
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+    probs: dict
+    predictions: dict
+    agreement: dict
+    attack: AdaptiveResult
+    ensemble: int
+    seed: int
+
+
+def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = None, *, eps: float = 4 / 255,
+                  steps: int = 10, eot: int = 4, targeted: bool = False, target: int | None = None,
+                  config: DefenceConfig | None = None, seed: int = 0, ensemble: int = 10,
+                  progress: ProgressCallback | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> AdaptiveDemo:
+    """Run :func:`bpda_eot_attack` on one image and classify it with and without the defence,
+    before and after. The defended predictions use fresh randomness (:func:`fresh_seed`), never the
+    attack's EOT samples; ``label=None`` takes the clean prediction as the reference class."""
+    from .defence import ensemble_predict
+
+    config = config or DefenceConfig()
+    x = image.detach().to(model.device, torch.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError("adaptive_demo takes one image, (3, S, S) or (1, 3, S, S)")
+    report = progress or (lambda frac, msg: None)
+    eval_seed = fresh_seed(seed)
+    with torch.no_grad():
+        clean_probs = model(x).softmax(-1)
+    label_source = "dataset" if label is not None else "clean prediction"
+    label = int(clean_probs.argmax(1)) if label is None else int(label)
+    report(0.0, "defending the clean photo")
+    probs, preds, agreement = {"clean": clean_probs[0]}, {"clean": int(clean_probs.argmax(1))}, {}
+
+    def defended(images, stage):
+        single = predict_probs(model, defend(model, images, config, generator=make_generator(eval_seed,
+                                                                                            model.device)))
+        ens = ensemble_predict(model, images, n=ensemble, config=config,
+                               generator=make_generator(eval_seed + 1, model.device))
+        probs[f"{stage}_single"], preds[f"{stage}_single"] = single[0], int(single.argmax(1))
+        probs[f"{stage}_ensemble"], preds[f"{stage}_ensemble"] = ens.mean_probs[0], int(ens.prediction[0])
+        agreement[f"{stage}_ensemble"] = float(ens.agreement[0])
+
+    defended(x, "clean")
+    labels = torch.tensor([label], device=model.device)
+    result = bpda_eot_attack(model, x, labels, eps=eps, steps=steps, eot=eot, targeted=targeted,
+                             target=None if target is None else [int(target)], config=config, seed=seed,
+                             progress=lambda f, m: report(0.05 + 0.9 * f, m), should_stop=should_stop)
+    if result.stopped:
+        raise InterruptedError("the adaptive attack was stopped before it finished.")
+    report(0.95, "defending the attacked photo")
+    adv = result.adversarial
+    with torch.no_grad():
+        adv_probs = model(adv).softmax(-1)
+    probs["adversarial"], preds["adversarial"] = adv_probs[0], int(adv_probs.argmax(1))
+    defended(adv, "adversarial")
+    report(1.0, "done")
+    return AdaptiveDemo(label=label, label_source=label_source, clean=x[0].cpu(), adversarial=adv[0].cpu(),
+                        probs={k: v.detach().cpu() for k, v in probs.items()}, predictions=preds,
+                        agreement=agreement, attack=result, ensemble=ensemble, seed=seed)
+
+
+def read_adaptive_csv(source) -> list[dict]:
+    """Rows of a CSV written by :func:`evaluate_adaptive` (path or text stream), numbers parsed.
+
+    Raises ``ValueError`` with a one-sentence message when it is not such a file.
+    """
+    import io
+
+    try:
+        if isinstance(source, (str, Path)):
+            text = Path(source).read_text()
+        else:
+            raw = source.read()
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"the results file cannot be read ({exc.__class__.__name__}).") from None
+    needed = {"eps_255", "defence", "n", "accuracy", "ci_low", "ci_high"}
+    if not rows or not needed <= set(rows[0]):
+        raise ValueError("this is not an adaptive-attack results file: it needs the columns "
+                         + ", ".join(sorted(needed)) + ".")
+    out = []
+    for row in rows:
+        try:
+            parsed = dict(row)
+            for key in ("eps_255", "accuracy", "ci_low", "ci_high"):
+                parsed[key] = float(row[key])
+            parsed["n"] = int(float(row["n"]))
+            for key in ("steps", "eot", "images", "correct"):
+                if row.get(key) not in (None, ""):
+                    parsed[key] = int(float(row[key]))
+        except ValueError:
+            raise ValueError("the results file has a row whose numbers cannot be read.") from None
+        out.append(parsed)
+    return out
+
+
+DEFENCE_TITLES = {"none": "no defence", "single": "defended, one run", "ens10": "Ens-10 (vote of 10 runs)"}
+
+
+def accuracy_curve_figure(rows: list[dict], title: str | None = None, height: int = 360):
+    """Plotly figure: accuracy (%) against ε (/255), one line per defence, Wilson 95% error bars."""
+    import plotly.graph_objects as go
+
+    colours = {"none": "#7986a8", "single": "#c62828", "ens10": "#2e7d32"}
+    fig = go.Figure()
+    defences = list(dict.fromkeys(r["defence"] for r in rows))
+    for name in defences:
+        pts = sorted((r for r in rows if r["defence"] == name), key=lambda r: r["eps_255"])
+        acc = [100 * r["accuracy"] for r in pts]
+        fig.add_trace(go.Scatter(
+            x=[r["eps_255"] for r in pts], y=acc, mode="lines+markers", name=DEFENCE_TITLES.get(name, name),
+            line=dict(color=colours.get(name)),
+            error_y=dict(type="data", symmetric=False,
+                         array=[100 * r["ci_high"] - a for r, a in zip(pts, acc)],
+                         arrayminus=[a - 100 * r["ci_low"] for r, a in zip(pts, acc)]),
+            customdata=[[r["n"], 100 * r["ci_low"], 100 * r["ci_high"]] for r in pts],
+            hovertemplate="ε %{x:g}/255: %{y:.1f}% [95%: %{customdata[1]:.1f}–%{customdata[2]:.1f}%], "
+                          "n = %{customdata[0]}<extra>%{fullData.name}</extra>"))
+    fig.update_layout(title=dict(text=title) if title else None, height=height,
+                      margin=dict(l=0, r=0, t=40 if title else 10, b=0),
+                      xaxis=dict(title="attack budget ε (/255)", tickmode="array",
+                                 tickvals=sorted({r["eps_255"] for r in rows})),
+                      yaxis=dict(title="accuracy (%)", range=[-3, 103]),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
 
 
 # --------------------------------------------------------------------------------------------

@@ -190,3 +190,19 @@ def test_command_line_writes_accuracy_against_eps(model, tmp_path, capsys):
     assert float(rows[3]["mean_linf_255"]) <= 4 + 1e-3
     assert main(["adaptive", "--images", str(folder), "--eps", "four", "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
+
+    # The app reads the same file back and draws one line per defence with its intervals.
+    from pd_core.adaptive import accuracy_curve_figure, read_adaptive_csv
+
+    back = read_adaptive_csv(out)
+    assert [(r["eps_255"], r["defence"], r["accuracy"]) for r in back] == [
+        (float(r["eps_255"]), r["defence"], float(r["accuracy"])) for r in rows]
+    fig = accuracy_curve_figure(back)
+    assert [t.name for t in fig.data] == ["no defence", "defended, one run", "ens2"]
+    single = fig.data[1]
+    assert list(single.x) == [0.0, 4.0]
+    assert single.error_y.array[0] + single.y[0] == pytest.approx(100 * back[1]["ci_high"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not an adaptive-attack results file"):
+        read_adaptive_csv(bad)
