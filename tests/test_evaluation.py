@@ -213,3 +213,63 @@ def test_cli_bad_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and err[0].startswith("error:")
     code = main(["evaluate", "--images", str(tmp_path), "--attacks", "nope", "--out", str(tmp_path / "r.csv")])
     assert code == 2
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+def test_figure5_search_uses_only_the_tuning_subset(model, monkeypatch):
+    from pd_core.images import gallery
+
+    items = [(g.path, g.label_index) for g in gallery() if g.source == "Foolbox"][:10]
+    evaluation, tuning = ev.split_tuning(ev.load_items(items), 0.5)
+    assert tuning and evaluation
+    seen = []
+    real_load = ev._load
+
+    def recording_load(chunk, model):
+        seen.extend(it.name for it in chunk)
+        return real_load(chunk, model)
+
+    monkeypatch.setattr(ev, "_load", recording_load)
+    grid = ev.tuning_grid(model, items, attacks=(), sigmas=(0.04,), windows=(10,), deflections=(100, 50),
+                          tuning_fraction=0.5, batch_size=8)
+    assert sorted(seen) == sorted(it.name for it in tuning)
+    assert not set(seen) & {it.name for it in evaluation}
+    assert list(grid["varied"]) == ["default", "deflections"] and (grid["attack"] == "clean").all()
+    assert (grid["n"] <= len(tuning)).all() and (grid["correct"] <= grid["n"]).all()
+
+
+def test_figure2_at_zero_deflections_is_the_plain_model(model, items):
+    """With K = 0 the curve is the model's own mean probability: swap two photos to make a
+    'successful attack' whose adversarial class is known."""
+    from pd_core.images import load_batch
+
+    x = load_batch([p for p, _ in items[:2]], spec=model.spec, device=model.device)
+    y = torch.tensor([lbl for _, lbl in items[:2]])
+    adversarial = x.flip(0)
+    curve = ev.deflection_curve(model, x, y, adversarial=adversarial, deflections=(0, 100), copies=2)
+    with torch.no_grad():
+        p_adv, p_clean = model(adversarial).softmax(1), model(x).softmax(1)
+    at0 = curve[curve["deflections"] == 0].set_index(["image", "class"])["mean_prob"]
+    swapped = y.flip(0)  # the adversarial class of image i is the other image's label
+    expect = {("adversarial", "true"): p_adv[[0, 1], y].mean(), ("adversarial", "adversarial"): p_adv[[0, 1], swapped].mean(),
+              ("clean", "true"): p_clean[[0, 1], y].mean(), ("clean", "adversarial"): p_clean[[0, 1], swapped].mean()}
+    for key, value in expect.items():
+        assert at0[key] == pytest.approx(float(value), abs=1e-5), key
+    assert set(curve["n"]) == {2} and len(curve) == 8
+
+
+def test_rank_histogram_counts_successful_attacks_only():
+    base = {"label": 1, "preset": "paper", "defence": "none", "prediction": 0, "norm_l2": 0.1, "linf_255": 1,
+            "psnr": 30}
+    rows = pd.DataFrame([
+        {**base, "image": "a", "attack": "clean", "preset": "none", "correct": 1},
+        {**base, "image": "b", "attack": "clean", "preset": "none", "correct": 1},
+        {**base, "image": "a", "attack": "fgsm", "correct": 0, "attack_success": 1,
+         "adv_rank_in_clean_top5": 2, "true_rank_in_adv_top5": 2},
+        {**base, "image": "b", "attack": "fgsm", "correct": 1, "attack_success": 0,
+         "adv_rank_in_clean_top5": 1, "true_rank_in_adv_top5": 1},
+    ])
+    h = ev.rank_histogram(rows)
+    left = h[(h["attack"] == "fgsm") & (h["direction"] == "adversarial class in clean top-5")].set_index("rank")
+    assert left["count"].tolist() == [0, 0, 1, 0, 0, 0] and left.loc[2, "fraction"] == 1.0

@@ -1,0 +1,137 @@
+"""Benchmark: throughput of ``pd_core.evaluation.evaluate`` (Table 1, all seven rows, single and Ens-10)
+against a naive per-image loop over the same library calls, in the same process.
+
+Both sides do the same work per image: classify the clean photo (drop it if wrong), and for the
+clean row and each attack: the adversarial image (``pd_core.attacks.attack``), the undefended
+prediction, one defended run and the Ens-10 vote.
+
+* batched: ``evaluate(model, items, attacks=..., table=1, ensemble=10, batch_size=N)``: one chunk of
+  N images per attack; one forward pass gives the undefended prediction and the R-CAM; the single
+  run is the first of the ten copies; copies are denoised and classified in batches.
+* naive: for each image, ``attack(model, x[None], ...)``, ``model(adv)``, ``defend(model, adv)`` +
+  ``model``, ``ensemble_predict(model, adv, n=10)`` — the way a user would script it with the public API.
+
+Slow attacks: JSMA, L-BFGS and C&W are minutes per image at their paper presets on a CPU. By default
+C&W uses its ``interactive`` preset (3×40 steps instead of 4×100), which the output states; the
+other attacks use ``--preset`` (paper). The ratio is what matters: both sides use the same presets.
+
+    PD_THREADS=2 python bench/bench_evaluation.py [--n 8] [--attacks fgsm,igsm,deepfool,jsma,lbfgs,cw]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pd_core import evaluation as ev  # noqa: E402
+from pd_core.attacks import ATTACKS, attack  # noqa: E402
+from pd_core.defence import defend, ensemble_predict  # noqa: E402
+from pd_core.images import gallery, load_image  # noqa: E402
+from pd_core.models import load_model  # noqa: E402
+
+DEV_DIR = ROOT.parent / "shared" / "imagenet-dev"
+
+
+def choose_items(n: int) -> tuple[list[tuple[Path, int]], str]:
+    if (DEV_DIR / "labels.csv").is_file():
+        items, _ = ev.split_tuning(ev.load_items(DEV_DIR), ev.DEFAULT_TUNING_FRACTION)
+        return [(it.path, it.label) for it in items[:n]], f"../shared/imagenet-dev (first {n} evaluation images)"
+    g = [x for x in gallery() if x.source == "Foolbox"][:n]
+    return [(x.path, x.label_index) for x in g], f"Foolbox gallery samples (first {n})"
+
+
+def naive(model, items, attacks, preset, overrides, ensemble, seed):
+    """Per-image loop over the public calls; returns {(row, defence): correct count}, kept."""
+    counts: dict[tuple[str, str], int] = {}
+    kept = 0
+    for path, label in items:
+        x = load_image(path, spec=model.spec, device=model.device)
+        y = torch.tensor([label], device=model.device)
+        with torch.no_grad():
+            if int(model(x).argmax(1)) != label:
+                continue
+        kept += 1
+        for name in ["clean", *attacks]:
+            if name == "clean":
+                adv = x
+            else:
+                adv = attack(model, x, y, name, preset=preset, seed=seed, **overrides.get(name, {})).adversarial
+            with torch.no_grad():
+                none = int(model(adv).argmax(1))
+                single = int(model(defend(model, adv, seed=seed)).argmax(1))
+            ens = int(ensemble_predict(model, adv, n=ensemble, seed=seed).prediction[0])
+            for d, pred in (("none", none), ("single", single), (f"ens{ensemble}", ens)):
+                counts[(name, d)] = counts.get((name, d), 0) + int(pred == label)
+    return counts, kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=8, help="images (default 8)")
+    parser.add_argument("--attacks", default="fgsm,igsm,deepfool,jsma,lbfgs,cw")
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--cw-preset", default="interactive",
+                        help="preset for C&W (default interactive: paper's 4x100 steps are minutes per image)")
+    parser.add_argument("--ensemble", type=int, default=10)
+    parser.add_argument("--nchw-too", action="store_true",
+                        help="also time the batched evaluation with the channels-last layout switched off")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("PD_THREADS", "2")))
+    attacks = [a for a in args.attacks.split(",") if a]
+    overrides = {}
+    if "cw" in attacks and args.cw_preset != args.preset:
+        overrides["cw"] = ATTACKS["cw"].preset(args.cw_preset)
+    model = load_model(device="cpu")
+    items, source = choose_items(args.n)
+    with torch.no_grad():  # warm-up: imports, allocator, first-call costs
+        model(load_image(items[0][0], spec=model.spec))
+    print(f"images: {source}; model {model.name} on {model.device}, {torch.get_num_threads()} threads")
+    print(f"rows: clean + {', '.join(attacks)} at preset '{args.preset}'"
+          + (f" (C&W at preset '{args.cw_preset}': {overrides['cw']})" if "cw" in overrides else "")
+          + f"; defences: none, single, Ens-{args.ensemble}")
+
+    t0 = time.perf_counter()
+    result = ev.evaluate(model, items, attacks=attacks, preset=args.preset, table=1, ensemble=args.ensemble,
+                         seed=0, batch_size=len(items), tuning_fraction=0.0, attack_params=overrides)
+    batched_s = time.perf_counter() - t0
+
+    if args.nchw_too:
+        ev.CHANNELS_LAST_ON_CPU = False
+        t0 = time.perf_counter()
+        ev.evaluate(model, items, attacks=attacks, preset=args.preset, table=1, ensemble=args.ensemble,
+                    seed=0, batch_size=len(items), tuning_fraction=0.0, attack_params=overrides)
+        nchw_s = time.perf_counter() - t0
+        ev.CHANNELS_LAST_ON_CPU = True
+
+    t0 = time.perf_counter()
+    counts, kept = naive(model, items, attacks, args.preset, overrides, args.ensemble, seed=0)
+    naive_s = time.perf_counter() - t0
+
+    n = len(items)
+    print(f"\nkept (correct before attack): batched {result.kept}/{n}, naive {kept}/{n}")
+    print(f"{'':28s}{'seconds':>10s}{'images/min':>12s}")
+    print(f"{'naive per-image loop':28s}{naive_s:10.1f}{60 * n / naive_s:12.2f}")
+    if args.nchw_too:
+        print(f"{'evaluate, NCHW layout':28s}{nchw_s:10.1f}{60 * n / nchw_s:12.2f}"
+              f"   (batched without channels-last: {naive_s / nchw_s:.2f}x)")
+    print(f"{'pd_core.evaluate (batched)':28s}{batched_s:10.1f}{60 * n / batched_s:12.2f}")
+    print(f"speed-up: {naive_s / batched_s:.2f}x (target >= 3x)")
+    s = result.summary.set_index(["attack", "defence"])
+    print("\ncorrect counts (batched | naive; seeds are drawn differently, so single runs may differ):")
+    for name in ["clean", *attacks]:
+        cells = []
+        for d in ("none", "single", f"ens{args.ensemble}"):
+            b = int(s.loc[(name, d), "correct"]) if (name, d) in s.index else -1
+            cells.append(f"{d} {b}|{counts.get((name, d), 0)}")
+        print(f"  {name:9s} " + "   ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
