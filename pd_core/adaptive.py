@@ -673,7 +673,7 @@ def read_adaptive_csv(source) -> list[dict]:
             for key in ("steps", "eot", "images", "correct"):
                 if row.get(key) not in (None, ""):
                     parsed[key] = int(float(row[key]))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: int(float("inf")) in a hostile file
             raise ValueError("the results file has a row whose numbers cannot be read.") from None
         out.append(parsed)
     return out

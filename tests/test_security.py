@@ -225,3 +225,17 @@ def test_safe_resolve_refuses_escapes(tmp_path):
             safe_resolve(root, escape)
         # The message is for the user and must not reveal where the server keeps its files.
         assert str(tmp_path) not in str(info.value), str(info.value)
+
+
+# --- other uploads -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", ["inf", "-inf", "nan", "1e999", "x"])
+def test_results_csv_upload_with_absurd_numbers_is_a_plain_error(n):
+    """The Adaptive attack page accepts a CSV upload; hostile numbers must give its one-sentence message."""
+    import io
+
+    from pd_core.adaptive import read_adaptive_csv
+
+    data = f"eps_255,defence,n,accuracy,ci_low,ci_high\n4,none,{n},0.5,0.1,0.9\n".encode()
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_adaptive_csv(io.BytesIO(data))
