@@ -1,0 +1,34 @@
+"""Pixel Deflection Lab: the web app. Run with ``streamlit run app.py``.
+
+The pages live in ``pages/``; each is a thin script that draws with :mod:`ui` and computes with
+:mod:`pd_core`. To add a page, add one line to ``PAGES`` below (in the order of the menu) and
+start the page with ``settings = ui.sidebar.settings()`` (the shared sidebar: model, device,
+seed, defence parameters). The page draws the sidebar itself rather than this file: Streamlit's
+AppTest (1.67) does not re-run an st.navigation entrypoint after the first run, so a sidebar drawn
+here would vanish from its element tree (a real server runs this file every time).
+"""
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(page_title="Pixel Deflection Lab", page_icon=":material/shield:", layout="wide",
+                   initial_sidebar_state="expanded")
+
+from ui.cache import start_warm_up  # noqa: E402  (after set_page_config)
+
+start_warm_up()  # once per server, in the background
+HERE = Path(__file__).parent
+
+# (file, menu title, icon, URL path). Pages whose file does not exist yet are left out of the menu.
+PAGES = [
+    ("pages/home.py", "Home", ":material/home:", "home"),
+    ("pages/attack_defend.py", "Attack & Defend", ":material/swords:", "attack-defend"),
+    ("pages/explorer.py", "Defence Explorer", ":material/tune:", "explorer"),
+    ("pages/benchmark.py", "Benchmark", ":material/table_chart:", "benchmark"),
+    ("pages/adaptive.py", "Adaptive attack", ":material/gpp_bad:", "adaptive"),
+    ("pages/about.py", "About the method", ":material/menu_book:", "about"),
+]
+
+pages = [st.Page(file, title=title, icon=icon, url_path=url, default=(url == "home"))
+         for file, title, icon, url in PAGES if (HERE / file).is_file()]
+st.navigation(pages).run()

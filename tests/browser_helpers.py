@@ -1,0 +1,125 @@
+"""Start the real app (``streamlit run app.py``) on a free port and drive it with headless Chromium.
+
+Used by tests/test_browser.py and bench/bench_app.py. Chromium is Debian's (/usr/bin/chromium):
+Playwright's own browsers cannot be downloaded here.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("PD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+# What an error looks like on a Streamlit page: an uncaught exception or an st.error alert.
+ERROR_SELECTOR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browser_available() -> bool:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return False
+    return Path(CHROMIUM).is_file()
+
+
+@contextmanager
+def streamlit_server(port: int | None = None, log_path: Path | None = None, env: dict | None = None,
+                     timeout: float = 90.0):
+    """Run ``streamlit run app.py`` until the block ends; yields (base_url, started_at, healthy_at).
+
+    ``started_at`` is when the process was launched and ``healthy_at`` when /_stcore/health first
+    answered "ok" (both ``time.perf_counter()``). The server is stopped (its process group) on exit.
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        healthy = None
+        while time.perf_counter() - started < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {proc.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        healthy = time.perf_counter()
+                        break
+            except OSError:
+                time.sleep(0.1)
+        if healthy is None:
+            raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s; see {log_path}")
+        yield url, started, healthy
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # our own process group only
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if log_path:
+            log.close()
+
+
+@contextmanager
+def chromium_page(width: int = 1500, height: int = 1000):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            yield page
+        finally:
+            browser.close()
+
+
+def go_to_page(page, title: str, timeout_ms: float = 60_000) -> None:
+    """Click the sidebar menu entry ``title`` and wait for the page's h1."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    wait_for_title(page, title, timeout_ms)
+
+
+def wait_for_title(page, title: str, timeout_ms: float = 60_000) -> None:
+    page.locator("h1", has_text=title).first.wait_for(state="visible", timeout=timeout_ms)
+
+
+def wait_until_idle(page, timeout_ms: float = 120_000) -> None:
+    """Wait until the script has finished running (the "Running..." indicator is gone)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+
+
+def full_screenshot(page, path, width: int = 1500) -> None:
+    """Screenshot of the whole page: Streamlit scrolls inside its main container, not the document,
+    so the viewport is made as tall as that container first."""
+    page.mouse.move(0, 0)  # no tooltip in the picture
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
+        " return Math.max(m.scrollHeight, 1000); }")
+    page.set_viewport_size({"width": width, "height": int(height) + 40})
+    page.wait_for_timeout(1500)  # let Plotly redraw at the new size
+    page.screenshot(path=str(path), full_page=True)

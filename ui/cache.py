@@ -1,0 +1,107 @@
+"""Process-wide caches: models, the gallery, model statuses (shared by every user of the server).
+
+``st.cache_resource`` returns the *same* object to every session, so a cached model must never be
+mutated: :func:`pd_core.load_model` gives a frozen, eval-mode classifier whose ``train()`` is a
+no-op and whose parameters have ``requires_grad=False``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import streamlit as st
+import torch
+
+log = logging.getLogger("pixel_deflection_app")
+
+
+@st.cache_resource(show_spinner="Loading the classifier (once per server)…")
+def get_model(name: str, device: str):
+    from pd_core.models import load_model, set_threads_from_env
+
+    set_threads_from_env()
+    return load_model(name, device=device)
+
+
+@st.cache_resource(show_spinner=False)
+def start_warm_up() -> threading.Thread:
+    """Once per server: load the default model and import the attack stack in a background thread,
+    so the first visitor's first click does not pay for them (the first page does not wait)."""
+    device = device_name()
+
+    def work() -> None:
+        try:
+            from pd_core.models import DEFAULT_MODEL, load_model, set_threads_from_env
+
+            set_threads_from_env()
+            model = load_model(DEFAULT_MODEL, device=device)
+            import foolbox  # noqa: F401  (about a second to import)
+            import plotly.graph_objects  # noqa: F401
+
+            import pd_core.attacks  # noqa: F401
+            import pd_core.demo  # noqa: F401
+            size = model.spec.input_size
+            with torch.no_grad():  # first calls allocate and pick kernels
+                model(torch.rand(11, 3, size, size, device=model.device))
+        except Exception:  # noqa: BLE001 - the page will report the problem when it loads the model
+            log.exception("warm-up failed")
+
+    thread = threading.Thread(target=work, name="pd-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+@st.cache_resource(show_spinner=False)
+def device_name() -> str:
+    """The device the app computes on: CUDA when present (the card picked by CUDA_VISIBLE_DEVICES)."""
+    from pd_core.models import default_device
+
+    return str(default_device())
+
+
+@st.cache_resource(show_spinner=False)
+def device_description() -> str:
+    device = torch.device(device_name())
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"GPU: {props.name} ({props.total_memory / 2**30:.0f} GiB)"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+@st.cache_resource(show_spinner=False, ttl=600)
+def model_statuses():
+    """Which models can be loaded here (re-checked every 10 minutes: an admin may add weights)."""
+    from pd_core.models import list_models
+
+    return list_models()
+
+
+@st.cache_resource(show_spinner=False)
+def gallery_images():
+    from pd_core.images import gallery
+
+    return gallery()
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def gallery_pil(path: str):
+    """The decoded gallery photo (read-only: callers never modify a PIL image in place)."""
+    from pd_core.images import open_image
+
+    return open_image(path)
+
+
+def model_tensor(image, model) -> torch.Tensor:
+    """The current image (ui.state.CurrentImage) preprocessed for ``model``: (1, 3, S, S) on its device.
+
+    Kept in the session state per (image, model), so a rerun never redoes the resize."""
+    from pd_core.images import to_model_tensor
+
+    cache = st.session_state.setdefault("_tensor_cache", {})
+    key = (image.key, model.name, str(model.device))
+    if key not in cache:
+        cache.clear()  # one image at a time per session is enough
+        spec = model.spec
+        cache[key] = to_model_tensor(image.pil, spec.input_size, spec.resize, spec.interpolation,
+                                     model.device)
+    return cache[key]
