@@ -81,10 +81,15 @@ def test_position_callbacks_count_down():
     _wait_until(lambda: all(positions[i] for i in range(4)))
     # Each waiter first hears its own place: 1 is next in line.
     assert [positions[i][0] for i in range(4)] == [1, 2, 3, 4]
+    # Serve one at a time, each time waiting until the last in line has heard its new place
+    # (a waiter reports the place it finds when it wakes; it may skip one if two leave at once).
     gate.set()
-    for i in range(4):
+    for i in range(3):
+        _wait_until(lambda i=i: positions[3][-1] == 3 - i)
         release[i].set()
         threads[i].join(10)
+    release[3].set()
+    threads[3].join(10)
     holder.join(10)
     # The last one moved 4 -> 3 -> 2 -> 1 as the others were served (repeats are heartbeats).
     distinct = [p for k, p in enumerate(positions[3]) if k == 0 or p != positions[3][k - 1]]
@@ -104,7 +109,7 @@ def test_no_callback_when_slot_is_free():
 
 def test_slot_count_is_respected():
     for slots in (1, 3):
-        queue = DeviceQueue("test", slots=slots)
+        queue = DeviceQueue("test", slots=1)
         lock = threading.Lock()
         active, peak = [0], [0]
 
@@ -113,17 +118,22 @@ def test_slot_count_is_respected():
                 with lock:
                     active[0] += 1
                     peak[0] = max(peak[0], active[0])
-                time.sleep(0.02)
+                time.sleep(0.05)
                 with lock:
                     active[0] -= 1
 
+        # Everyone queues behind the main thread first, so all are waiting when slots open up.
+        queue.acquire()
         threads = [threading.Thread(target=work, args=(i,)) for i in range(10)]
         for t in threads:
             t.start()
+        _wait_until(lambda: queue.waiting == 10)
+        queue.set_slots(slots)
+        queue.release()
         for t in threads:
             t.join(10)
         assert peak[0] == slots, (slots, peak[0])
-        assert queue.running == 0
+        assert queue.running == 0 and queue.waiting == 0
 
 
 def test_exception_inside_slot_releases_it():
