@@ -322,3 +322,20 @@ def test_map_batches_keeps_done_chunks_and_matches_unchunked(monkeypatch):
     # 8 fits, the next 8 does not, 4 does not, then 2s until the end (23 = 8 + 2*7 + 1).
     assert seen[:4] == [8, 8, 4, 2]
     assert sum(s for s in seen if s <= 2) + 8 == 23
+
+
+@pytest.mark.gpu
+def test_real_cuda_oom_is_retried_with_smaller_batches():
+    """On a real card: asking for 8/3 of its memory fails, halving reaches a size that fits."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    tried = []
+
+    def work(batch_size):
+        tried.append(batch_size)
+        block = torch.empty(batch_size * (total // 6), dtype=torch.uint8, device="cuda")
+        return block.numel()
+
+    allocated = run_with_oom_retry(work, 16)
+    assert tried[:3] == [16, 8, 4] and tried[-1] <= 4  # 16/6 and 8/6 of the card cannot fit
+    assert allocated == tried[-1] * (total // 6)
+    assert torch.cuda.memory_allocated() < total // 6  # the successful block was freed on return
