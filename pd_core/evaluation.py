@@ -28,7 +28,10 @@ PD, PD+JPEG and WD+PD see the same deflections. Attacks run on fixed chunks of `
 images (chunk i is always the same images), seeded from the chunk's image names, so a resumed run
 recomputes exactly what an uninterrupted one does; keep ``batch_size`` when resuming (the CSV
 sidecar records it) because batched floating point may differ in the last bits between batch
-compositions.
+compositions. Raising ``limit`` later extends the same prefix of images and reuses the finished
+rows; with a ``limit`` that is a multiple of ``batch_size`` the rows are exactly those of a single
+run with the larger limit (otherwise the last, partial chunk is attacked in a different batch,
+which changes PGD's random start).
 
 Accuracies carry their sample size and a Wilson 95% interval (:func:`wilson_interval`).
 """
@@ -249,7 +252,10 @@ def load_items(images: str | os.PathLike | Sequence, labels_csv: str | os.PathLi
         if not 0 <= it.label < 1000:
             raise EvaluationError(f"{it.name}: label {it.label} is not an ImageNet class index (0-999).")
     if not items:
-        raise EvaluationError("no labelled images found.")
+        skipped = getattr(pairs, "skipped", [])
+        detail = (f" ({len(skipped)} file(s) left out, e.g. {Path(skipped[0][0]).name}: {skipped[0][1]})"
+                  if skipped else "")
+        raise EvaluationError(f"no labelled images found{detail}.")
     return items
 
 
