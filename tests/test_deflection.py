@@ -32,7 +32,7 @@ def test_exactly_k_replacements_each_copied_from_inside_the_window():
             expected_changed += (sy, sx) != (y, xx)
         # nothing outside the targets changed, and every non-trivial replacement changed a value
         assert int(changed[i].sum()) == expected_changed
-        assert expected_changed >= k - 10  # collisions and self-copies are rare at this density
+        assert expected_changed >= k - 20  # ~4 self-copies (1/49) and ~3 collisions expected here
 
 
 def test_count_of_changed_values_matches_k_on_a_photo_sized_batch():
