@@ -108,7 +108,7 @@ def curve_section():
 
     st.subheader("Probability against the number of deflections (paper Fig. 2)")
     st.caption("How the class probabilities move as more and more pixels are deflected: a clean photo keeps "
-               "its class for a long time, an attacked one often drifts back towards the true class. Each "
+               "its class for a long time; an attacked one may drift back towards the true class. Each "
                "point is the mean over several random draws (band: ± one standard deviation).")
     a, b, c = st.columns(3)
     with a:

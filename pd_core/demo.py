@@ -340,8 +340,8 @@ STAGES: dict[str, str] = {
     "none": "No defence",
     "deflection": "Deflection only",
     "denoising": "Wavelet denoising only",
-    "both": "Deflection + denoising (the defence)",
-    "jpeg": "JPEG (quality 75) only",
+    "both": "Both (the defence)",
+    "jpeg": "JPEG (quality 75)",
 }
 
 

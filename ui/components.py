@@ -95,10 +95,10 @@ def result_cards(result, figs: dict, key_prefix: str = "ad", charts: bool = True
             with column:
                 st.markdown(f"**{STAGE_TITLES[stage]}**", help=STAGE_HELP[stage])
                 st.image(tensor_to_uint8(result.images[images[stage]]), width="stretch")
+                verdict_badge(*verdicts[stage])
                 if stage == "ensemble":
                     st.caption(f"{result.ensemble_agreement:.0%} of the {result.n_ensemble} defended copies "
                                f"agree (one copy shown).")
-                verdict_badge(*verdicts[stage])
                 if charts:
                     _chart(figs[f"top5_{stage}"], f"{key_prefix}_top5_{stage}")
     if charts:

@@ -1,0 +1,147 @@
+"""Responsiveness of the real app (issue 4): ``streamlit run app.py`` driven by headless Chromium.
+
+Measures, on this machine's CPU with EfficientNet-Lite0:
+
+* start -> first page rendered: from launching ``streamlit run`` to the Home page's title and the
+  sidebar drawn in the browser (Chromium is launched before the server, so its start-up is not
+  counted). Target <= 10 s.
+* click -> story shown: from clicking **Run** on Attack & Defend (the default gallery photo, FGSM,
+  the defence and Ens-10) to the four result columns, the maps and the heatmaps drawn, with the
+  page idle again. Target <= 3 s. The first click and the median of the next ``--repeats`` clicks
+  (with the seed changed each time, so nothing can be reused) are reported.
+
+The baseline is measured in the same run: the same pd_core work done directly in this process
+(``attack_and_defend`` plus building the figures), warm, median of the same number of repeats,
+and the cold cost of importing and loading the model. Ratios app/direct say how much the web layer
+(Streamlit, serialisation, the browser drawing Plotly) adds on top of the computation.
+
+    PD_THREADS=2 python bench/bench_app.py [--repeats 3]
+
+The machine's load average is printed: on a shared machine absolute times move with it, the
+ratios much less.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser_helpers import (ERROR_SELECTOR, chromium_page, go_to_page, streamlit_server,  # noqa: E402
+                             wait_for_title, wait_until_idle)
+
+STORY_IMAGE = "imagenet_04_949"
+
+
+def direct_baseline(repeats: int) -> dict:
+    """The app's computation without the app: load, then attack_and_defend + figures, warm."""
+    t0 = time.perf_counter()
+    import torch
+
+    from pd_core.demo import attack_and_defend
+    from pd_core.images import gallery_image, load_image
+    from pd_core.models import load_model, set_threads_from_env
+
+    set_threads_from_env()
+    model = load_model("efficientnet_lite0", device="cpu")
+    import foolbox  # noqa: F401
+
+    from ui.components import build_figures  # plain Plotly building (pd_core.visuals), no Streamlit calls
+    entry = gallery_image(STORY_IMAGE)
+    x = load_image(entry.path, spec=model.spec, device=model.device)
+    cold = time.perf_counter() - t0
+
+    def story(seed: int) -> tuple[float, float]:
+        t = time.perf_counter()
+        result = attack_and_defend(model, x, entry.label_index, attack="fgsm", preset="paper", seed=seed)
+        compute = time.perf_counter() - t
+        build_figures(result)
+        return compute, time.perf_counter() - t
+
+    first = story(0)
+    warm = [story(seed) for seed in range(1, repeats + 1)]
+    return {"cold_load": cold, "first_story": first[1], "compute": statistics.median(w[0] for w in warm),
+            "story": statistics.median(w[1] for w in warm), "threads": torch.get_num_threads()}
+
+
+def click_run(page, seed: int) -> float:
+    page.wait_for_timeout(300)
+    t = time.perf_counter()
+    page.get_by_role("button", name="Run", exact=True).click()
+    # Shown = this seed's result is on the page, the script finished and every chart is drawn.
+    page.get_by_text(f"seed {seed}; computed in").wait_for(state="visible", timeout=300_000)
+    wait_until_idle(page, timeout_ms=300_000)
+    page.locator(".st-key-ad_result_cards .js-plotly-plot").nth(3).wait_for(state="visible", timeout=60_000)
+    page.locator(".st-key-ad_heatmaps .js-plotly-plot").nth(2).wait_for(state="visible", timeout=60_000)
+    elapsed = time.perf_counter() - t
+    errors = page.locator(ERROR_SELECTOR)
+    if errors.count():
+        raise RuntimeError(f"the app showed an error: {errors.all_inner_texts()}")
+    return elapsed
+
+
+def app_timings(repeats: int, log: Path) -> dict:
+    with chromium_page() as page:  # the browser is up before the server starts
+        with streamlit_server(log_path=log, env={"PD_THREADS": os.environ.get("PD_THREADS", "2")}) as (url, t0, healthy):
+            page.goto(url)
+            wait_for_title(page, "Pixel Deflection Lab", timeout_ms=120_000)
+            page.locator('[data-testid="stSidebar"]').get_by_text("Computing on:").wait_for(timeout=120_000)
+            first_page = time.perf_counter() - t0
+            wait_until_idle(page)
+            go_to_page(page, "Attack & Defend")
+            wait_until_idle(page)
+            first_click = click_run(page, 0)
+            clicks = []
+            for seed in range(1, repeats + 1):
+                box = page.locator('[data-testid="stSidebar"] input[type="number"]').first
+                box.fill(str(seed))
+                box.press("Enter")
+                wait_until_idle(page)
+                clicks.append(click_run(page, seed))
+            return {"server_healthy": healthy - t0, "first_page": first_page, "first_click": first_click,
+                    "click": statistics.median(clicks), "clicks": clicks}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--log", default=str(ROOT / "artifacts" / "bench_app_streamlit.log"))
+    args = parser.parse_args()
+    os.environ.setdefault("PD_THREADS", "2")
+    Path(args.log).parent.mkdir(exist_ok=True)
+
+    load_before = os.getloadavg()[0]
+    app = app_timings(args.repeats, Path(args.log))
+    direct = direct_baseline(args.repeats)
+    load_after = os.getloadavg()[0]
+
+    print(f"bench_app: EfficientNet-Lite0 on CPU, PD_THREADS={os.environ['PD_THREADS']}, {os.cpu_count()} cores, "
+          f"load average {load_before:.1f} -> {load_after:.1f}; repeats {args.repeats}")
+    rows = [
+        ("start -> first page rendered", app["first_page"], direct["cold_load"], 10.0,
+         "direct: import + load model + foolbox"),
+        ("  (server answering /_stcore/health)", app["server_healthy"], None, None, ""),
+        ("first click -> story shown", app["first_click"], direct["first_story"], 3.0,
+         "direct: first attack_and_defend + figures"),
+        ("click -> story shown (median)", app["click"], direct["story"], 3.0,
+         "direct: attack_and_defend + figures (warm median)"),
+        ("  of which pd_core compute (direct)", None, direct["compute"], None, "attack_and_defend only"),
+    ]
+    print(f"{'metric':40s} {'app s':>8s} {'direct s':>9s} {'app/direct':>10s} {'target':>8s}  verdict")
+    for name, a, d, target, note in rows:
+        ratio = f"{a / d:10.2f}" if a is not None and d else f"{'':10s}"
+        verdict = "" if target is None or a is None else ("PASS" if a <= target else "FAIL")
+        print(f"{name:40s} {'' if a is None else f'{a:8.2f}':>8s} {'' if d is None else f'{d:9.2f}':>9s} {ratio} "
+              f"{'' if target is None else f'{target:8.1f}':>8s}  {verdict}  {note}")
+    print(f"individual clicks (s): {', '.join(f'{c:.2f}' for c in app['clicks'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
