@@ -1,4 +1,6 @@
 """Defence Explorer: every parameter of the defence, live, on the current photo (paper Fig. 2, Table 3)."""
+from pathlib import Path
+
 import streamlit as st
 import torch
 
@@ -6,7 +8,7 @@ from pd_core import visuals
 from pd_core.labels import label_name
 from ui import state
 from ui.cache import get_model, model_tensor
-from ui.components import verdict_badge
+from ui.components import command_line, verdict_badge
 from ui.compute import Failed, run_heavy
 from ui.images import ensure_image
 from ui.sidebar import settings as sidebar_settings
@@ -61,6 +63,10 @@ colours = dict(zip(follow, [visuals.TRUE_COLOUR, visuals.ADVERSARIAL_COLOUR]))
 cache = st.session_state.setdefault(state.EXPLORER, {})
 
 
+def curve_ks(max_k: int) -> list[int]:
+    return sorted({0, 50, 100, 200, 500, 1000, 2000, 5000} & set(range(max_k + 1)) | {max_k})
+
+
 def cached(key, compute):
     if key not in cache:
         if len(cache) > 8:
@@ -99,6 +105,24 @@ st.plotly_chart(
                                        {name: [float(s.probs[c]) for s in stages] for name, c in follow.items()},
                                        colours=colours),
     key="explorer_stage_chart", config={"displaylogo": False})
+changed = {k: v for k, v in config.as_dict().items() if v != getattr(type(config)(), k)}
+if which.startswith("Attacked"):
+    photo = "result.images['adversarial']  # the attacked photo: pd_core.demo.attack_and_defend(...)"
+elif image.source == "gallery":
+    photo = f"load_image(gallery_image({Path(image.path).stem!r}).path, spec=model.spec)"
+else:
+    photo = f"load_image({image.name!r}, spec=model.spec)"
+command_line(
+    "from pd_core import load_model\nfrom pd_core.defence import DefenceConfig\n"
+    "from pd_core.demo import defence_stages, deflection_curve\nfrom pd_core.images import gallery_image, load_image\n\n"
+    f"model = load_model({settings.model_name!r})\nx = {photo}\n"
+    f"config = DefenceConfig({', '.join(f'{k}={v!r}' for k, v in changed.items())})\n"
+    f"stages = defence_stages(model, x, config, seed={settings.seed})\n"
+    f"curve = deflection_curve(model, x, {list(follow.values())}, {curve_ks(st.session_state.get('curve_max_k', 2000))}, "
+    f"samples={st.session_state.get('curve_samples', 4)}, config=config, "
+    f"denoise={st.session_state.get('curve_denoise', False)}, seed={settings.seed})",
+    "The same computations in Python, with this page's settings and seed.", language="python",
+    title="Reproduce these numbers in Python")
 
 
 # --- paper Fig. 2, on demand ---------------------------------------------------------------------
@@ -120,7 +144,7 @@ def curve_section():
     with c:
         denoise = st.toggle("Also denoise", value=False, key="curve_denoise",
                             help="Off: deflection only, as in the paper's figure. On: the full defence.")
-    ks = sorted({0, 50, 100, 200, 500, 1000, 2000, 5000} & set(range(max_k + 1)) | {max_k})
+    ks = curve_ks(max_k)
     key = ("curve", settings.model_name, source_key, config, settings.seed, tuple(ks), samples, denoise,
            tuple(follow.values()))
     if key not in cache:

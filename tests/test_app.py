@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+# No background warm-up thread in the test process (it could still be inside torch at exit).
+os.environ["PD_WARM_UP"] = "0"
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

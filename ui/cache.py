@@ -7,6 +7,7 @@ no-op and whose parameters have ``requires_grad=False``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import streamlit as st
@@ -30,6 +31,8 @@ def start_warm_up() -> threading.Thread:
     device = device_name()
 
     def work() -> None:
+        if os.environ.get("PD_WARM_UP", "1") == "0":  # tests that start and stop many apps turn it off
+            return
         try:
             from pd_core.models import DEFAULT_MODEL, load_model, set_threads_from_env
 

@@ -191,10 +191,11 @@ def downloads(result, file_stem: str) -> None:
                            on_click="ignore", key="dl_json")
 
 
-def command_line(command: str, note: str | None = None) -> None:
-    with st.expander("Reproduce these numbers from the command line"):
+def command_line(command: str, note: str | None = None, language: str = "bash",
+                 title: str = "Reproduce these numbers from the command line") -> None:
+    with st.expander(title):
         st.caption(note or "The same seed and settings give the same numbers (on the same kind of device).")
-        st.code(command, language="bash")
+        st.code(command, language=language)
 
 
 def settings_changed_notice(stale: bool) -> None:
