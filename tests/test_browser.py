@@ -25,7 +25,7 @@ def test_home_to_attack_and_defend_in_chromium(tmp_path):
         sidebar = page.locator('[data-testid="stSidebar"]')
         sidebar.get_by_text("Computing on:").wait_for(state="visible", timeout=60_000)
         wait_until_idle(page)
-        assert sidebar.get_by_text("Classifier").count() >= 1
+        sidebar.get_by_text("Classifier").first.wait_for(state="visible", timeout=30_000)
         assert sidebar.get_by_text("Computing on:").count() == 1
 
         go_to_page(page, "Attack & Defend")
