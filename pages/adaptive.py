@@ -75,6 +75,12 @@ with right:
     targeted = st.toggle("Aim at a random wrong class (targeted)", **state.sticky("adaptive_targeted", False),
                          help="Off: any wrong answer will do. On: the attack tries to make the defended model "
                               "answer one particular class, drawn at random from the seed (harder).")
+    loss = st.radio("What the attack pushes", ["ce", "margin"], horizontal=True,
+                    format_func={"ce": "lower the true class's probability", "margin": "lift another class above it"}.get,
+                    **state.sticky("adaptive_loss", "ce"),
+                    help="Cross-entropy (the usual choice) lowers the probability of the true class; it can stall "
+                         "on a flat prediction that still ranks the true class first. The margin loss "
+                         "(Carlini & Wagner) pushes the best other class above the true one: often stronger.")
     st.caption(f"Step size {2.5 * eps_255 / steps:.2f}/255 (2.5·ε/steps). Each step runs {eot} defended "
                f"copies forward and backward; the defended predictions shown use fresh runs of the defence, "
                f"never the ones the attack saw.")
@@ -85,7 +91,11 @@ if image is None:
     st.error("No image is available: no sample photos were found and nothing was uploaded; please upload a photo.")
     st.stop()
 
-run_key = (image.key, settings.key, eps_255, steps, eot, targeted)
+run_key = (image.key, settings.key, eps_255, steps, eot, targeted, loss)
+
+
+_LOSS_TITLES = {("ce", False): "−log p(true class)", ("ce", True): "log p(target)",
+                ("margin", False): "best other logit − true logit", ("margin", True): "target logit − best other"}
 
 
 def _figures(demo) -> dict:
@@ -116,7 +126,7 @@ def _figures(demo) -> dict:
     curve = go.Figure(go.Scatter(x=list(range(1, len(loss) + 1)), y=loss, mode="lines+markers"))
     curve.update_layout(height=260, margin=dict(l=0, r=0, t=30, b=0),
                         title=dict(text="what the attack climbs, averaged over the defence runs", font=dict(size=13)),
-                        xaxis_title="step", yaxis_title="−log p(target)" if target is not None else "−log p(true class)")
+                        xaxis_title="step", yaxis_title=_LOSS_TITLES[(demo.attack.params["loss"], target is not None)])
     figs["loss"] = curve
     return figs
 
@@ -132,7 +142,7 @@ if run:
 
             def work():
                 return adaptive_demo(model, x, image.label_index, eps=eps_255 / 255, steps=steps, eot=eot,
-                                     targeted=targeted, config=settings.config, seed=settings.seed,
+                                     targeted=targeted, loss=loss, config=settings.config, seed=settings.seed,
                                      ensemble=settings.n_ensemble, progress=report)
 
             demo = run_heavy(work, "the adaptive attack", settings.device, waiting=status.empty())
@@ -191,7 +201,7 @@ else:
     with h2:
         st.plotly_chart(figs["amplified"], key="adaptive_amplified", config={"displayModeBar": False})
     with h3:
-        st.plotly_chart(figs["loss"], key="adaptive_loss", config={"displayModeBar": False})
+        st.plotly_chart(figs["loss"], key="adaptive_loss_curve", config={"displayModeBar": False})
     from pd_core.images import to_png_bytes
 
     st.download_button("Download the attacked photo (PNG, lossless)", to_png_bytes(demo.adversarial),

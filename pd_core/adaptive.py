@@ -109,15 +109,32 @@ def bpda(images: torch.Tensor, defended: torch.Tensor) -> torch.Tensor:
     return _StraightThrough.apply(images, defended.detach())
 
 
-def _attack_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Per-row loss the attack *ascends*: CE of the true label, or −CE of the target."""
-    ce = F.cross_entropy(logits, labels, reduction="none")
-    return -ce if targeted else ce
+LOSSES = ("ce", "margin")
+
+
+def _attack_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool, loss: str = "ce") -> torch.Tensor:
+    """Per-row loss the attack *ascends*.
+
+    ``"ce"``: cross-entropy of the true label (untargeted), or −cross-entropy of the target.
+    ``"margin"`` (Carlini & Wagner 2017): ``max_{j≠y} z_j − z_y`` (untargeted) or
+    ``z_t − max_{j≠t} z_j`` (targeted), in logits: positive exactly when the goal is met, and it
+    keeps pushing towards one other class where cross-entropy can settle on a flat distribution
+    that still ranks the true class first.
+    """
+    if loss == "ce":
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        return -ce if targeted else ce
+    if loss == "margin":
+        own = logits.gather(1, labels[:, None])[:, 0]
+        others = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+        return own - others if targeted else others - own
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
 
 
 def bpda_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Tensor, eot: int = 1,
                       config: DefenceConfig | None = None, *, generator: torch.Generator | None = None,
-                      seed: int | None = 0, targeted: bool = False, batch_size: int | None = None):
+                      seed: int | None = 0, targeted: bool = False, batch_size: int | None = None,
+                      loss: str = "ce"):
     """EOT average of the BPDA gradient of the attack loss, one defence batch of N·eot images.
 
     Parameters
@@ -129,6 +146,7 @@ def bpda_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Ten
         forward pass per image on ``images``, then n deflect + denoise samples).
     generator / seed : the randomness of the defence samples (``generator`` wins).
     batch_size : rows per forward+backward pass (memory bound); the default suits the device.
+    loss : ``"ce"`` or ``"margin"`` (see :func:`_attack_loss`).
 
     Returns
     -------
@@ -138,6 +156,8 @@ def bpda_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Ten
     """
     if eot < 1:
         raise ValueError(f"eot must be at least 1, got {eot}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     n = images.shape[0]
     batch_size = batch_size or _default_batch_size(images.device)
     if generator is None:
@@ -156,11 +176,11 @@ def bpda_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Ten
             rows = slice(start * eot, stop * eot)
             z = bpda(x.repeat_interleave(eot, dim=0), defended[rows])
             logits = model(z)
-            loss = _attack_loss(logits, labels_rep[rows], targeted).view(stop - start, eot).mean(1)
+            value = _attack_loss(logits, labels_rep[rows], targeted, loss).view(stop - start, eot).mean(1)
             # Gradient w.r.t. the input only: the model's parameters are frozen and never get .grad.
-            (grad,) = torch.autograd.grad(loss.sum(), x)
+            (grad,) = torch.autograd.grad(value.sum(), x)
             grads.append(grad)
-            losses.append(loss.detach())
+            losses.append(value.detach())
             votes.append(logits.detach().argmax(1).view(stop - start, eot))
     return torch.cat(grads), torch.cat(losses), torch.cat(votes)
 
@@ -205,7 +225,7 @@ class AdaptiveResult:
     linf : (N,) L∞ of the perturbation, in [0, 1] units (×255 for /255).
     l2_normalised : (N,) ``‖δ‖₂ / ‖x‖₂`` (the paper's |L2|, SPEC §2).
     psnr : (N,) dB (inf for a zero perturbation).
-    loss_history : per step, the mean attack loss over the batch (CE of the label, or −CE of the target).
+    loss_history : per step, the mean attack loss over the batch (the quantity ascended, see ``loss``).
     seconds : wall time. steps_done : steps actually run (fewer when stopped). stopped : stopped early.
     params : the attack's parameters, for records.
     """
@@ -252,7 +272,7 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
                     step_size: float | None = None, steps: int = 40, eot: int = 10, targeted: bool = False,
                     target: torch.Tensor | int | None = None, config: DefenceConfig | None = None,
                     seed: int = 0, random_start: bool = False, quantize: bool = True,
-                    batch_size: int | None = None, progress: ProgressCallback | None = None,
+                    batch_size: int | None = None, loss: str = "ce", progress: ProgressCallback | None = None,
                     should_stop: Callable[[], bool] | None = None) -> AdaptiveResult:
     """L∞ PGD through the defence with BPDA and EOT (Athalye & Carlini 2018; SPEC §3).
 
@@ -281,6 +301,8 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
     random_start : start from a uniform point of the ε-ball instead of the clean image.
     quantize : round the final adversarial to multiples of 1/255 inside the ε-ball (PNG-safe).
     batch_size : rows (defended copies) per forward+backward pass; bounds memory only.
+    loss : ``"ce"`` (cross-entropy, the usual PGD loss) or ``"margin"`` (Carlini–Wagner
+        logit margin, :func:`_attack_loss`).
     progress : ``progress(fraction, message)`` after every step.
     should_stop : checked before every step; when it returns True the attack stops and returns
         the current iterate (``stopped=True``).
@@ -296,6 +318,8 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
         raise ValueError(f"eps must be between 0 and 1 (e.g. 4/255), got {eps}")
     if steps < 0 or eot < 1:
         raise ValueError("steps must be ≥ 0 and eot ≥ 1")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if step_size is None:
         step_size = 2.5 * eps / max(steps, 1)
     step_size = float(step_size)
@@ -340,13 +364,13 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            grad, loss, votes = bpda_eot_gradient(model, adv, goal, eot, config, generator=eot_gen,
-                                                  targeted=targeted, batch_size=batch_size)
+            grad, value, votes = bpda_eot_gradient(model, adv, goal, eot, config, generator=eot_gen,
+                                                   targeted=targeted, batch_size=batch_size, loss=loss)
             met = (votes == goal[:, None]) if targeted else (votes != goal[:, None])
             eot_fooled = met.float().mean(1)
             # grad is of the loss to ascend (−CE for targeted), so the update is always "+".
             adv = torch.minimum(torch.maximum(adv + step_size * grad.sign(), lower), upper)
-            loss_history.append(float(loss.mean()))
+            loss_history.append(float(value.mean()))
             steps_done = step + 1
             if progress is not None:
                 progress(steps_done / steps, f"step {steps_done}/{steps}: {float(eot_fooled.mean()):.0%} fooled")
@@ -363,7 +387,7 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
     success = (defended_pred == goal) if targeted else (defended_pred != goal)
     linf, l2n, psnr = _perturbation_norms(adv, clean)
     params = {"eps": eps, "eps_255": eps * 255, "step_size": step_size, "steps": steps, "eot": eot,
-              "targeted": targeted, "random_start": random_start, "quantize": quantize, "seed": seed,
+              "targeted": targeted, "loss": loss, "random_start": random_start, "quantize": quantize, "seed": seed,
               "model": getattr(model, "name", type(model).__name__), "defence": config.as_dict()}
     return AdaptiveResult(
         adversarial=adv, labels=labels, targets=targets, clean_pred=clean_logits.argmax(1),
@@ -377,7 +401,7 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
 # --------------------------------------------------------------------------------------------
 
 ADAPTIVE_CSV_COLUMNS = ["eps_255", "defence", "n", "correct", "accuracy", "ci_low", "ci_high",
-                        "mean_linf_255", "mean_l2_normalised", "steps", "eot", "step_size_255",
+                        "mean_linf_255", "mean_l2_normalised", "steps", "eot", "loss", "step_size_255",
                         "copies", "seed", "model", "images", "dropped", "seconds"]
 
 
@@ -387,7 +411,8 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
                       labels_csv: Path | str | None = None, config: DefenceConfig | None = None,
                       step_size_fraction: float | None = None, ensemble: int = 10, batch_images: int = 16,
                       include_clean: bool = True, tuning_fraction: float | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> list[dict]:
+                      should_stop: Callable[[], bool] | None = None,
+                      per_image: list | None = None, loss: str = "ce") -> list[dict]:
     """Accuracy under the adaptive attack against ε, on labelled images (issue 5's protocol).
 
     Protocol (:mod:`pd_core.evaluation`): the folder's evaluation part (its deterministic tuning
@@ -412,6 +437,9 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
     progress : ``progress(fraction, message)``; should_stop : checked before every attack step
         (returning True raises ``InterruptedError``).
     tuning_fraction : share held apart for tuning (default: the evaluation module's, 0.2).
+    loss : the attack's loss, ``"ce"`` or ``"margin"`` (:func:`bpda_eot_attack`).
+    per_image : a list to which one dict per (image, ε) is appended: ``image, label, eps_255,
+        pred_none, pred_single, pred_ens, agreement, linf_255`` (to find the images that survive).
 
     Returns
     -------
@@ -477,7 +505,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
                 model, images[chunk], labels[chunk], eps=eps, steps=steps, eot=eot, config=config,
                 step_size=None if step_size_fraction is None else step_size_fraction * eps,
                 seed=derive_seed(seed, "adaptive-eot", eps_255, *names), progress=on_step,
-                should_stop=should_stop)
+                should_stop=should_stop, loss=loss)
             if result.stopped:
                 raise InterruptedError("the adaptive evaluation was stopped.")
             adv_parts.append(result.adversarial)
@@ -486,7 +514,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
             done_units += len(names) * steps
         adversarial = torch.cat(adv_parts)
         report(min(1.0, done_units / total_units), f"ε {eps_255:g}/255 · defending and classifying")
-        pred_none, pred_single, pred_ens = [], [], []
+        pred_none, pred_single, pred_ens, agree = [], [], [], []
         with torch.no_grad():
             for start in range(0, n, batch_images):
                 chunk = slice(start, start + batch_images)
@@ -502,9 +530,16 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
                 pred_none.append(logits.argmax(1))
                 pred_single.append(voted.votes[:, 0])
                 pred_ens.append(voted.prediction)
+                agree.append(voted.agreement)
         done_units += n
+        if per_image is not None:
+            cols = [torch.cat(p).tolist() for p in (pred_none, pred_single, pred_ens, agree, linf_parts)]
+            per_image.extend({"image": it.name, "label": it.label, "eps_255": eps_255, "pred_none": a,
+                              "pred_single": b, "pred_ens": c, "agreement": d, "linf_255": round(e * 255, 3)}
+                             for it, a, b, c, d, e in zip(kept, *cols))
         seconds = time.perf_counter() - started
-        mean_linf = float(torch.cat(linf_parts).mean()) * 255
+        # k/255 in float32 carries ~1e-5 (/255) of rounding: report L-inf to 1e-3 of a level.
+        mean_linf = round(float(torch.cat(linf_parts).double().mean()) * 255, 3)
         mean_l2 = float(torch.cat(l2_parts).mean())
         step_255 = 0.0 if eps_255 == 0 else (
             2.5 * eps_255 / steps if step_size_fraction is None else step_size_fraction * eps_255)
@@ -515,6 +550,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
                          "accuracy": correct / n, "ci_low": lo, "ci_high": hi,
                          "mean_linf_255": mean_linf, "mean_l2_normalised": mean_l2,
                          "steps": 0 if eps_255 == 0 else int(steps), "eot": 0 if eps_255 == 0 else int(eot),
+                         "loss": "" if eps_255 == 0 else loss,
                          "step_size_255": step_255, "copies": 1 if name != ens_name else int(ensemble),
                          "seed": int(seed), "model": model.name, "images": len(evaluation),
                          "dropped": len(good) - n + len(unreadable), "seconds": round(seconds, 1)})
@@ -591,7 +627,7 @@ class AdaptiveDemo:
 
 
 def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = None, *, eps: float = 4 / 255,
-                  steps: int = 10, eot: int = 4, targeted: bool = False, target: int | None = None,
+                  steps: int = 10, eot: int = 4, targeted: bool = False, target: int | None = None, loss: str = "ce",
                   config: DefenceConfig | None = None, seed: int = 0, ensemble: int = 10,
                   progress: ProgressCallback | None = None,
                   should_stop: Callable[[], bool] | None = None) -> AdaptiveDemo:
@@ -626,7 +662,7 @@ def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = No
 
     defended(x, "clean")
     labels = torch.tensor([label], device=model.device)
-    result = bpda_eot_attack(model, x, labels, eps=eps, steps=steps, eot=eot, targeted=targeted,
+    result = bpda_eot_attack(model, x, labels, eps=eps, steps=steps, eot=eot, targeted=targeted, loss=loss,
                              target=None if target is None else [int(target)], config=config, seed=seed,
                              progress=lambda f, m: report(0.05 + 0.9 * f, m), should_stop=should_stop)
     if result.stopped:
@@ -742,7 +778,8 @@ def _cmd_adaptive(args) -> int:
         rows = evaluate_adaptive(model, args.images, eps_list, eot=args.eot, steps=args.steps, limit=args.limit,
                                  seed=args.seed, out_csv=args.out, progress=update, labels_csv=args.labels,
                                  config=config, step_size_fraction=args.step_fraction, ensemble=args.ensemble,
-                                 batch_images=args.batch_images, tuning_fraction=args.tuning_fraction)
+                                 batch_images=args.batch_images, tuning_fraction=args.tuning_fraction,
+                                 loss=args.loss)
     except (ValueError, OSError) as exc:  # EvaluationError is a ValueError
         raise CliError(str(exc)) from None
     finally:
@@ -766,6 +803,9 @@ def add_adaptive_parser(sub) -> None:
     p.add_argument("--eps", default="1,2,4,8", help="L-inf budgets in /255, comma separated (default 1,2,4,8)")
     p.add_argument("--eot", type=int, default=10, metavar="N", help="defence samples averaged per step (default 10)")
     p.add_argument("--steps", type=int, default=40, metavar="S", help="PGD steps (default 40)")
+    p.add_argument("--loss", choices=LOSSES, default="ce",
+                   help="what the attack ascends: cross-entropy of the true class (ce, default) or the "
+                        "Carlini-Wagner logit margin (margin, stronger where ce stalls on a flat prediction)")
     p.add_argument("--step-fraction", type=float, default=None, metavar="F",
                    help="step size as a fraction of eps (default 2.5/steps)")
     p.add_argument("--limit", type=int, default=None, metavar="N",

@@ -1,7 +1,6 @@
 """The adaptive attack (BPDA + EOT, SPEC §3) on the embedded classifier, kept fast: two Foolbox
 sample photos, a few steps, few EOT samples."""
 import csv
-import math
 
 import pytest
 import torch
@@ -63,6 +62,21 @@ def test_bpda_forward_is_the_defence_and_backward_the_identity():
     weight = torch.randn(1, 3, 4, 4)
     (g,) = torch.autograd.grad((out * weight).sum(), x)
     assert torch.equal(g, weight)
+
+
+def test_attack_losses_on_known_logits():
+    from pd_core.adaptive import _attack_loss
+
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 4.0]])
+    labels = torch.tensor([0, 2])
+    ce = -torch.log_softmax(logits, 1)[[0, 1], [0, 2]]
+    assert torch.allclose(_attack_loss(logits, labels, False, "ce"), ce)
+    assert torch.allclose(_attack_loss(logits, labels, True, "ce"), -ce)
+    # margin: best other logit minus the label's (untargeted), target's minus best other (targeted)
+    assert torch.equal(_attack_loss(logits, labels, False, "margin"), torch.tensor([2.0, -4.0]))
+    assert torch.equal(_attack_loss(logits, torch.tensor([2, 1]), True, "margin"), torch.tensor([-1.0, -5.0]))
+    with pytest.raises(ValueError, match="loss"):
+        _attack_loss(logits, labels, False, "hinge")
 
 
 def test_eot_one_reproduces_plain_bpda(model, pair):
