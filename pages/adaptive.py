@@ -111,7 +111,7 @@ def _figures(demo) -> dict:
                                                      adversarial_index=wrong, height=200)
     delta = (demo.adversarial - demo.clean) * 255
     eps = demo.attack.params["eps_255"]
-    heat = go.Figure(go.Heatmap(z=delta.mean(0).numpy(), colorscale="RdBu", zmid=0, zmin=-eps, zmax=eps,
+    heat = go.Figure(go.Heatmap(z=delta.mean(0).numpy(), colorscale="RdBu", reversescale=True, zmid=0, zmin=-eps, zmax=eps,
                                 colorbar=dict(title="/255"),
                                 hovertemplate="x %{x}, y %{y}: %{z:.2f}/255 (mean of R, G, B)<extra></extra>"))
     heat.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
@@ -125,7 +125,7 @@ def _figures(demo) -> dict:
     loss = demo.attack.loss_history
     curve = go.Figure(go.Scatter(x=list(range(1, len(loss) + 1)), y=loss, mode="lines+markers"))
     curve.update_layout(height=260, margin=dict(l=0, r=0, t=30, b=0),
-                        title=dict(text="what the attack climbs, averaged over the defence runs", font=dict(size=13)),
+                        title=dict(text="the attack's objective, step by step", font=dict(size=13)),
                         xaxis_title="step", yaxis_title=_LOSS_TITLES[(demo.attack.params["loss"], target is not None)])
     figs["loss"] = curve
     return figs
@@ -177,9 +177,14 @@ else:
         with column:
             st.subheader(title)
             st.image(picture.permute(1, 2, 0).numpy().clip(0, 1), width=224)
-            kind = "clean" if stage == "clean" else "adversarial"
             st.markdown("**Model alone**")
-            verdict_badge(*verdict(kind, demo.predictions[stage], demo.label))
+            if stage == "adversarial" and demo.predictions[stage] == demo.label:
+                # The attack aims at the defended model; the bare model may well keep its answer.
+                verdict_badge("resisted", f"Still “{label_name(demo.label)}”: this attack aims at the defended "
+                                          "model, not the bare one.")
+            else:
+                verdict_badge(*verdict("clean" if stage == "clean" else "adversarial", demo.predictions[stage],
+                                       demo.label))
             st.markdown("**Defended, one run**")
             verdict_badge(*verdict("clean" if stage == "clean" else "defended",
                                    demo.predictions[f"{stage}_single"], demo.label))
@@ -193,8 +198,9 @@ else:
                f"runs, step {attack.params['step_size'] * 255:.2f}/255, seed {demo.seed}; "
                f"{attack.seconds:.1f} s on {settings.device}.")
     st.subheader("The perturbation")
-    st.caption("What the attack added to the photo. Red: brighter, blue: darker. The amplified picture makes the "
-               "invisible change visible (grey = unchanged).")
+    st.caption("What the attack added to the photo. Left: the change of each pixel (mean of its colours), red "
+               "brighter, blue darker. Middle: the same change amplified so it becomes visible (grey = unchanged). "
+               "Right: the quantity the attack pushes up, averaged over the defence runs of each step.")
     h1, h2, h3 = st.columns(3)
     with h1:
         st.plotly_chart(figs["heatmap"], key="adaptive_heatmap")
