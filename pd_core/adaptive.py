@@ -770,6 +770,8 @@ def _cmd_adaptive(args) -> int:
         eps_list = _parse_eps(args.eps)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if args.step_fraction is not None and not (0 < args.step_fraction <= 10):
+        raise CliError("--step-fraction must be a number above 0 (a fraction of eps, e.g. 0.25)")
     model = _load_model(args.model)
     config = DefenceConfig(deflections=args.deflections, window=args.window, sigma=args.sigma,
                            use_map=not args.no_map)
