@@ -194,6 +194,7 @@ def _add_lazy(module: str, function: str):
 
 
 _SUBCOMMANDS = [_add_models, _add_classify, _add_defend]
+_SUBCOMMANDS.append(_add_lazy("attacks", "add_attack_parser"))
 _SUBCOMMANDS.append(_add_lazy("evaluation", "add_evaluate_parser"))
 _SUBCOMMANDS.append(_add_lazy("adaptive", "add_adaptive_parser"))
 _SUBCOMMANDS.append(_add_lazy("demo", "add_demo_parser"))  # the app's Attack & Defend story
