@@ -345,7 +345,23 @@ def _versions() -> dict:
         except metadata.PackageNotFoundError:
             out[dist] = None
     out["torch"] = torch.__version__  # with the build tag (+cpu, +cu130), which the metadata lacks
+    out["git_commit"] = _git_commit()
     return out
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (with "+dirty" when pd_core has uncommitted changes), or None."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(here)], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) if head else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,10 +469,35 @@ def _defended_copies(model, x: torch.Tensor, rmap: torch.Tensor | None, config: 
     return out
 
 
-# Batches go through the model in channels-last (NHWC) layout on the CPU: oneDNN's convolutions
-# (forward and input gradient) ran 2-2.5x faster on batches of 16-40 here, while a single image is
-# faster in NCHW. bench/bench_evaluation.py reports the evaluation with and without it.
+# How the model sees batches on the CPU. Measured here (one thread, CPU time per image,
+# EfficientNet-Lite0 at 224²): forward 21.6 ms at batch 1 (NCHW), 16.2 ms at batch 4 channels-last
+# (NHWC), 23.5 / 27.0 ms at 8 / 16 NHWC, 38.2 ms at 16 NCHW; forward + input gradient 53.4 ms at 1
+# NCHW, 43.8 / 43.4 / 45.3 ms at 4 / 8 / 16 NHWC, 61.5 ms at 16 NCHW. Large batches spill the
+# caches, so on the CPU the model gets mini-batches of CPU_MODEL_BATCH images in NHWC layout; on a
+# GPU it gets whole chunks. Values are the same up to float rounding order.
 CHANNELS_LAST_ON_CPU = True
+CPU_MODEL_BATCH = 4
+
+
+def _model_batch(model, default: int) -> int:
+    """Images per model call: :data:`CPU_MODEL_BATCH` on the CPU, ``default`` elsewhere."""
+    return CPU_MODEL_BATCH if model.device.type == "cpu" else max(1, int(default))
+
+
+def _classify(model, images: torch.Tensor, default_batch: int) -> torch.Tensor:
+    """Softmax probabilities of a batch, in the device's best mini-batch size and layout."""
+    return predict_probs(model, _fast_layout(images), _model_batch(model, default_batch))
+
+
+def _maps(model, images: torch.Tensor, top_k: int, default_batch: int):
+    """:func:`robust_activation_map` in the device's best mini-batch size (one forward pass per
+    image gives both the prediction and the map)."""
+    from .maps import ActivationMaps
+
+    parts = [robust_activation_map(model, _fast_layout(c), top_k=top_k)
+             for c in images.split(_model_batch(model, default_batch))]
+    return ActivationMaps(*(torch.cat([getattr(p, f) for p in parts]).contiguous()
+                            for f in ("rmap", "logits", "classes", "cams")), parts[0].gradcam)
 
 
 def _fast_layout(x: torch.Tensor) -> torch.Tensor:
@@ -708,7 +749,10 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
         index = {it.name: i for i, it in enumerate(good)}
         labels = torch.tensor([it.label for it in good], dtype=torch.long, device=model.device)
         with torch.no_grad():
-            clean_logits = model(_fast_layout(x)) if len(good) else torch.empty(0, 1000, device=model.device)
+            # One pass per image gives the clean prediction (to drop misclassified images) and the
+            # map that the clean row's defence uses.
+            clean_maps = _maps(model, x, config.top_k, batch_size) if len(good) else None
+        clean_logits = clean_maps.logits if clean_maps is not None else torch.empty(0, 1000, device=model.device)
         clean_pred = clean_logits.argmax(1)
         clean_top5 = clean_logits.topk(5, dim=1).indices
         for it in good:
@@ -729,7 +773,7 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
             if todo:
                 rows += _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, a, preset, defences,
                              ensemble, table, seed, batch_size, config, run_attack, attack_params, meta,
-                             done, lambda f, m, ci=ci, a=a: tracker.report((ci, a, f), m))
+                             done, lambda f, m, ci=ci, a=a: tracker.report((ci, a, f), m), clean_maps)
             if not rows:
                 tracker.finish(ci, a, len(chunk), 0.0, skipped=True)
                 continue
@@ -758,7 +802,8 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
 
 
 def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name, preset, defences, ensemble,
-              table, seed, batch_size, config, run_attack, attack_params, meta, done, report) -> list[dict]:
+              table, seed, batch_size, config, run_attack, attack_params, meta, done, report,
+              clean_maps=None) -> list[dict]:
     """One (chunk × attack) unit: the adversarial batch, then every defence; returns the CSV rows."""
     sel = torch.tensor([index[it.name] for it in todo], device=x.device)
     xs, ys = x[sel], labels[sel]
@@ -771,7 +816,8 @@ def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name
         linf = torch.zeros(n)
         psnr = torch.full((n,), math.inf)
     else:
-        res = run_attack(_FastLayoutModel(model), xs, ys, attack_name, preset=preset, seed=attack_seed, batch_size=batch_size,
+        res = run_attack(_FastLayoutModel(model), xs, ys, attack_name, preset=preset, seed=attack_seed,
+                         batch_size=_model_batch(model, batch_size),
                          progress=lambda f, m="": report(0.8 * float(f), f"{ATTACK_TITLES.get(attack_name, attack_name)}: {m}"),
                          **attack_params.get(attack_name, {}))
         adv = res.adversarial.to(x.device).contiguous()  # NCHW for deflection
@@ -780,7 +826,10 @@ def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name
         psnr = torch.as_tensor(res.psnr).detach().float().cpu().reshape(n)
         meta["attack_params"].setdefault(f"{attack_name}/{preset}", dict(res.params))
     # One pass gives the undefended prediction and the robust activation map (SPEC §1.1).
-    maps = robust_activation_map(model, _fast_layout(adv), top_k=config.top_k)
+    if attack_name == "clean" and clean_maps is not None:
+        maps = type(clean_maps)(*(t[sel] for t in clean_maps[:4]), clean_maps.gradcam)
+    else:
+        maps = _maps(model, adv, config.top_k, batch_size)
     adv_pred = maps.logits.argmax(1)
     adv_top5 = maps.logits.topk(5, dim=1).indices
     rank_adv = _ranks(clean_top5[sel], adv_pred).cpu()
@@ -793,9 +842,9 @@ def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name
     preds["none"] = (adv_pred.cpu(), ones, (adv_pred == ys).cpu(), 1)
     for j, (name, (cfg, copies)) in enumerate(defences.items()):
         report(0.8 + 0.2 * j / max(len(defences), 1), f"{ATTACK_TITLES.get(attack_name, attack_name)}: defending")
-        rmap = maps.rmap.contiguous() if (cfg.deflect and cfg.use_map) else None
+        rmap = maps.rmap if (cfg.deflect and cfg.use_map) else None
         defended = _defended_copies(model, adv, rmap, cfg, copies, seeds)
-        probs = predict_probs(model, _fast_layout(defended), 4 * batch_size).view(n, copies, -1)
+        probs = _classify(model, defended, 4 * batch_size).view(n, copies, -1)
         voted = vote(probs)
         single = voted.votes[:, 0]
         if table == 1:
@@ -1050,12 +1099,12 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
     if adversarial is None:
         from .attacks import attack as run_attack
 
-        adversarial = run_attack(_FastLayoutModel(model), images, labels, attack, preset=preset,
-                                 seed=seed).adversarial
+        adversarial = run_attack(_FastLayoutModel(model), images, labels, attack, preset=preset, seed=seed,
+                                 batch_size=_model_batch(model, batch_size)).adversarial
     adversarial = adversarial.to(images.device).contiguous()
     with torch.no_grad():
-        clean_pred = model(_fast_layout(images)).argmax(1)
-        adv_pred = model(_fast_layout(adversarial)).argmax(1)
+        clean_pred = _classify(model, images, batch_size).argmax(1)
+        adv_pred = _classify(model, adversarial, batch_size).argmax(1)
     keep = (clean_pred == labels) & (adv_pred != labels)
     out = []
     if not bool(keep.any()):
@@ -1066,13 +1115,13 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
     config = replace(PAPER_DEFAULTS, window=int(window), use_map=use_map, denoise=denoise)
     steps = len(deflections) * 2
     for si, (kind, x) in enumerate(sources.items()):
-        rmap = robust_activation_map(model, _fast_layout(x), top_k=config.top_k).rmap.contiguous() if use_map else None
+        rmap = _maps(model, x, config.top_k, batch_size).rmap if use_map else None
         for ki, k in enumerate(deflections):
             cfg = replace(config, deflections=int(k))
             seeds = [derive_seed(seed, "figure2", kind, i, int(k)) for i in range(n)]
             c = copies if k > 0 else 1
             defended = _defended_copies(model, x, rmap, cfg, c, seeds)
-            probs = predict_probs(model, _fast_layout(defended), batch_size).view(n, c, -1).mean(1)
+            probs = _classify(model, defended, batch_size).view(n, c, -1).mean(1)
             for cls_name, cls in (("true", y_true), ("adversarial", y_adv)):
                 p = probs.gather(1, cls[:, None])[:, 0].double().cpu()
                 sem = float(p.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
@@ -1139,7 +1188,7 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
         x, good, _ = _load(chunk, model)
         labels = torch.tensor([it.label for it in good], dtype=torch.long, device=model.device)
         with torch.no_grad():
-            keep = model(_fast_layout(x)).argmax(1) == labels if len(good) else torch.zeros(0, dtype=torch.bool)
+            keep = _classify(model, x, batch_size).argmax(1) == labels if len(good) else torch.zeros(0, dtype=torch.bool)
         x, labels = x[keep], labels[keep]
         good = [it for it, k in zip(good, keep.tolist()) if k]
         if not good:
@@ -1150,14 +1199,15 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
                 adv = x
             else:
                 adv = run_attack(_FastLayoutModel(model), x, labels, a, preset=preset,
+                                 batch_size=_model_batch(model, batch_size),
                                  seed=derive_seed(seed, a, preset, *[it.name for it in good])).adversarial.contiguous()
-            rmap = robust_activation_map(model, _fast_layout(adv), top_k=base.top_k).rmap.contiguous()
+            rmap = _maps(model, adv, base.top_k, batch_size).rmap
             seeds = [derive_seed(seed, it.name, a) for it in good]
             for varied, s, w, k in points:
                 cfg = replace(base, sigma=float(s), window=int(w), deflections=int(k))
                 copies = max(1, int(ensemble))
                 defended = _defended_copies(model, adv, rmap, cfg, copies, seeds)
-                probs = predict_probs(model, _fast_layout(defended), 4 * batch_size).view(len(good), copies, -1)
+                probs = _classify(model, defended, 4 * batch_size).view(len(good), copies, -1)
                 pred = vote(probs).prediction
                 c = counts.setdefault((a, varied, float(s), int(w), int(k)), [0, 0])
                 c[0] += int((pred == labels).sum())
