@@ -142,7 +142,7 @@ ATTACKS: dict[str, AttackInfo] = {
                     "towards a target class (Papernot et al. 2016); target: the runner-up class.",
         norm="L0", budgeted=False, targeted=True, strength="gamma",
         presets={
-            "interactive": {"gamma": 0.1, "theta": 0.1, "features_per_step": 64, "target": "auto"},
+            "interactive": {"gamma": 0.1, "theta": 0.1, "features_per_step": 128, "target": "auto"},
             "paper": {"gamma": 0.1, "theta": 0.075, "features_per_step": 64, "target": "auto"},
             "large": {"gamma": 0.1, "theta": 0.2, "features_per_step": 64, "target": "auto"},
         },
@@ -177,7 +177,7 @@ CALIBRATION: dict[str, dict[str, tuple[float, float]]] = {
     "pgd": {"interactive": (0.0222, 1.00), "paper": (0.0219, 1.00), "large": (0.0415, 1.00)},
     "deepfool": {"interactive": (0.0019, 1.00), "paper": (0.0194, 1.00), "large": (0.0799, 1.00)},
     "cw": {"interactive": (0.0072, 1.00), "paper": (0.0401, 1.00), "large": (0.0915, 1.00)},
-    "jsma": {"interactive": (0.0257, 1.00), "paper": (0.0190, 1.00), "large": (0.0527, 1.00)},
+    "jsma": {"interactive": (0.0273, 1.00), "paper": (0.0190, 1.00), "large": (0.0527, 1.00)},
     "lbfgs": {"interactive": (0.0019, 1.00), "paper": (0.0206, 1.00), "large": (0.0409, 0.85)},
 }
 
