@@ -707,9 +707,24 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
     meta["settings"] = settings
     meta["model"] = {"name": model.name, "title": model.spec.title, "source": model.spec.source}
     meta["versions"] = _versions()
+    run_record["versions"] = meta["versions"]
     meta.setdefault("attack_params", {})
+    # Rows of one file must come from one setting of each attack: a preset edited since the file
+    # was started (or other overrides) would silently mix two attacks in one row of the table.
+    for name in attacks:
+        requested = json.loads(json.dumps({**ATTACKS[name].preset(preset), **attack_params.get(name, {})},
+                                          default=str))  # as the sidecar stores it (tuples -> lists)
+        stored = meta["attack_params"].get(f"{name}/{preset}")
+        if stored is not None:
+            changed = sorted(k for k in requested if k in stored and stored[k] != requested[k])
+            if changed:
+                raise EvaluationError(
+                    f"the results file has {name} '{preset}' rows made with other parameters "
+                    f"({', '.join(f'{k}: {stored[k]!r} then, {requested[k]!r} now' for k in changed)}); "
+                    "choose another output file.")
     meta.setdefault("runs", []).append(run_record)
-    meta["defences"] = {name: {"config": cfg.as_dict(), "copies": c} for name, (cfg, c) in defences.items()}
+    meta.setdefault("defences", {})[f"table {table}"] = {name: {"config": cfg.as_dict(), "copies": c}
+                                                          for name, (cfg, c) in defences.items()}
     meta["protocol"] = ("images the undefended model misclassifies are dropped; per image and attack the "
                         "deflection seed is derive_seed(seed, image, attack) (SHA-256); tuning split: "
                         f"SHA-256('{TUNING_SALT}|name') < tuning_fraction")

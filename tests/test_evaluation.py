@@ -172,6 +172,10 @@ def test_resume_refuses_other_settings(model, items, full_run, tmp_path):
     ev._meta_path(out).write_text(ev._meta_path(full_path).read_text())
     with pytest.raises(ev.EvaluationError, match="other settings"):
         ev.evaluate(model, items, out_csv=out, **{**SETTINGS, "seed": 8})
+    # An attack preset edited since the file was started must not mix two attacks in one row.
+    with pytest.raises(ev.EvaluationError, match="fgsm 'paper' rows made with other parameters"):
+        ev.evaluate(model, items, out_csv=out, **SETTINGS, attack_params={"fgsm": {"eps": 8 / 255}})
+    assert out.read_text() == full_path.read_text()  # nothing was added by the refused runs
 
 
 def test_defended_copies_do_not_depend_on_the_batch(model, items):
