@@ -910,7 +910,10 @@ def _rows_of(results):
 
 
 def _paper_value(table: int, preset: str, attack: str, defence: str) -> float | None:
-    """The paper's (ResNet-50) accuracy in % for one cell, or None where the paper has none."""
+    """The paper's (ResNet-50) accuracy in % for one cell, or None where the paper has none.
+    The clean row does not depend on the attack preset."""
+    if attack == "clean":
+        preset = "paper"
     t1 = PAPER_TABLE1.get(preset, {}).get(attack)
     if defence == "none":
         return t1[1] if t1 else None
@@ -966,25 +969,31 @@ def table_frame(results, table: int = 1, preset: str = "paper", ensemble: int | 
         ensemble = results.ensemble
     defences = _table_defences(summary, table, ensemble)
     titles = _column_titles(table, defences)
+    counted = _counted(rows)
     out = []
     for attack in _table_attacks(summary, preset):
         pre = "none" if attack == "clean" else preset
-        sub = summary[(summary["attack"] == attack) & (summary["preset"] == pre)]
-        if sub.empty:
-            continue
-        by_def = {r.defence: r for r in sub.itertuples()}
-        base = by_def.get("none")
-        paper_t1 = PAPER_TABLE1.get(preset, {}).get(attack)
-        rec = {"attack": ATTACK_TITLES.get(attack, attack), "key": attack,
-               "n": int(base.n) if base is not None else int(sub["n"].max()),
-               "|L2|": float(base.mean_norm_l2) if base is not None else math.nan,
+        sub = counted[(counted["attack"] == attack) & (counted["preset"] == pre) & counted["defence"].isin(defences)]
+        present = [d for d in defences if (sub["defence"] == d).any()]
+        if not [d for d in present if d != "none"]:
+            continue  # e.g. PGD in Table 3: only its undefended rows exist
+        # Every cell of a row is computed on the same images: those with all the row's columns (a
+        # file may hold Table 1 on many images and Table 3 on a few).
+        images = set.intersection(*(set(sub.loc[sub["defence"] == d, "image"]) for d in present))
+        sub = sub[sub["image"].isin(images)]
+        base = sub[sub["defence"] == present[0]]
+        paper_t1 = PAPER_TABLE1.get("paper" if attack == "clean" else preset, {}).get(attack)
+        rec = {"attack": ATTACK_TITLES.get(attack, attack), "key": attack, "n": len(images),
+               "|L2|": float(pd.to_numeric(base["norm_l2"], errors="coerce").mean()),
                "paper |L2|": paper_t1[0] if paper_t1 else math.nan}
         for d in defences:
             title = titles[d]
-            r = by_def.get(d)
-            rec[title] = 100 * r.accuracy if r is not None else math.nan
-            rec[f"{title} CI"] = (f"{100 * r.ci_low:.1f}–{100 * r.ci_high:.1f}" if r is not None else "")
-            rec[f"{title} n"] = int(r.n) if r is not None else 0
+            g = sub[sub["defence"] == d]
+            n, k = len(g), int(g["correct"].astype(int).sum())
+            lo, hi = wilson_interval(k, n)
+            rec[title] = 100 * k / n if n else math.nan
+            rec[f"{title} CI"] = f"{100 * lo:.1f}–{100 * hi:.1f}" if n else ""
+            rec[f"{title} n"] = n
             p = _paper_value(table, preset, attack, d)
             rec[f"paper {title}"] = p if p is not None else math.nan
         out.append(rec)
@@ -1013,7 +1022,7 @@ def format_table(results, table: int = 1, preset: str = "paper", paper: bool = T
             4: "Table 4: thresholding after pixel deflection"}[table]
     lines = [f"{head}" + (f" · {model}" if model else "") + f" · attack preset '{preset}'",
              f"top-1 accuracy % [Wilson 95% interval]; {kept} images counted, {dropped} dropped "
-             f"(misclassified without attack)"]
+             f"(misclassified without attack); every cell of a row uses the row's n images"]
     if table in (3, 4):
         lines.append("randomised columns are the majority vote of the ensemble (as the paper's, "
                      "whose WD+PD / Bayes columns equal its Ens-10)")
