@@ -77,32 +77,8 @@ def naive(model, items, attacks, preset, overrides, ensemble, seed):
     return counts, kept
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=8, help="images (default 8)")
-    parser.add_argument("--attacks", default="fgsm,igsm,deepfool,jsma,lbfgs,cw")
-    parser.add_argument("--preset", default="paper")
-    parser.add_argument("--cw-preset", default="interactive",
-                        help="preset for C&W (default interactive: paper's 4x100 steps are minutes per image)")
-    parser.add_argument("--ensemble", type=int, default=10)
-    parser.add_argument("--nchw-too", action="store_true",
-                        help="also time the batched evaluation with whole chunks in NCHW through the model "
-                             "(no channels-last, no CPU mini-batches)")
-    args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("PD_THREADS", "2")))
-    attacks = [a for a in args.attacks.split(",") if a]
-    overrides = {}
-    if "cw" in attacks and args.cw_preset != args.preset:
-        overrides["cw"] = ATTACKS["cw"].preset(args.cw_preset)
-    model = load_model(device="cpu")
-    items, source = choose_items(args.n)
-    with torch.no_grad():  # warm-up: imports, allocator, first-call costs
-        model(load_image(items[0][0], spec=model.spec))
-    print(f"images: {source}; model {model.name} on {model.device}, {torch.get_num_threads()} threads")
-    print(f"rows: clean + {', '.join(attacks)} at preset '{args.preset}'"
-          + (f" (C&W at preset '{args.cw_preset}': {overrides['cw']})" if "cw" in overrides else "")
-          + f"; defences: none, single, Ens-{args.ensemble}")
-
+def compare(model, items, attacks, args, overrides, title):
+    """Time evaluate() (and optionally its whole-chunk NCHW variant) against the naive loop."""
     t0, c0 = time.perf_counter(), time.process_time()
     result = ev.evaluate(model, items, attacks=attacks, preset=args.preset, table=1, ensemble=args.ensemble,
                          seed=0, batch_size=len(items), tuning_fraction=0.0, attack_params=overrides)
@@ -122,11 +98,12 @@ def main() -> None:
     naive_s, naive_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     n = len(items)
-    print(f"\nkept (correct before attack): batched {result.kept}/{n}, naive {kept}/{n}")
+    print(f"\n== {title}: {1 + len(attacks)} row(s); kept (correct before attack): batched {result.kept}/{n}, "
+          f"naive {kept}/{n}")
     print(f"{'':30s}{'wall s':>9s}{'CPU s':>9s}{'images/min (CPU)':>18s}")
 
-    def line(title, wall, cpu, extra=""):
-        print(f"{title:30s}{wall:9.1f}{cpu:9.1f}{60 * n / cpu:18.2f}{extra}")
+    def line(name, wall, cpu, extra=""):
+        print(f"{name:30s}{wall:9.1f}{cpu:9.1f}{60 * n / cpu:18.2f}{extra}")
 
     line("naive per-image loop", naive_s, naive_cpu)
     if args.nchw_too:
@@ -134,8 +111,46 @@ def main() -> None:
     line("pd_core.evaluate (batched)", batched_s, batched_cpu)
     print(f"speed-up: {naive_cpu / batched_cpu:.2f}x in CPU time, {naive_s / batched_s:.2f}x in wall time "
           f"(target >= 3x)")
+    return result, counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=8, help="images (default 8)")
+    parser.add_argument("--attacks", default="fgsm,igsm,deepfool,jsma,lbfgs,cw")
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--cw-preset", default="interactive",
+                        help="preset for C&W (default interactive: paper's 4x100 steps are minutes per image)")
+    parser.add_argument("--ensemble", type=int, default=10)
+    parser.add_argument("--nchw-too", action="store_true",
+                        help="also time the batched evaluation with whole chunks in NCHW through the model "
+                             "(no channels-last, no CPU mini-batches)")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("PD_THREADS", "2")))
+    attacks = [a for a in args.attacks.split(",") if a]
+    overrides = {}
+    if "cw" in attacks and args.cw_preset != args.preset:
+        overrides["cw"] = ATTACKS["cw"].preset(args.cw_preset)
+    model = load_model(device="cpu")
+    items, source = choose_items(args.n)
+    # Warm-up of both paths on one image (imports such as Foolbox's, oneDNN kernel set-up for the
+    # batch shapes, allocator), so that neither side pays first-call costs inside its timing.
+    warm = [a for a in ("fgsm",) if a in attacks] or []
+    ev.evaluate(model, items[:min(len(items), ev.CPU_MODEL_BATCH + 1)], attacks=warm, preset=args.preset,
+                ensemble=args.ensemble, batch_size=len(items), tuning_fraction=0.0)
+    naive(model, items[:1], warm, args.preset, overrides, args.ensemble, seed=0)
+    print(f"images: {source}; model {model.name} on {model.device}, {torch.get_num_threads()} threads")
+    print(f"rows: clean + {', '.join(attacks)} at preset '{args.preset}'"
+          + (f" (C&W at preset '{args.cw_preset}': {overrides['cw']})" if "cw" in overrides else "")
+          + f"; defences: none, single, Ens-{args.ensemble}")
+
     print("CPU time (time.process_time) is the fair measure on a shared machine: wall time counts the other "
           "users' load, which changes between the runs.")
+    result = None
+    for rows, title in ((attacks, "Table 1, all rows"), ([], "clean row only: the defence's cost (single + Ens-10)")):
+        r = compare(model, items, rows, args, overrides, title)
+        result = result or r
+    result, counts = result
     s = result.summary.set_index(["attack", "defence"])
     print("\ncorrect counts (batched | naive; seeds are drawn differently, so single runs may differ):")
     for name in ["clean", *attacks]:
