@@ -8,7 +8,7 @@ from ui import state
 from ui.cache import get_model, model_tensor
 from ui.components import command_line, progress_reporter, verdict_badge
 from ui.compute import Failed, run_heavy
-from ui.images import ensure_image, image_picker
+from ui.images import image_panel
 from ui.sidebar import settings
 
 RESULT_KEY = "adaptive_result"  # (image key, settings key, AdaptiveDemo, figures)
@@ -47,22 +47,10 @@ accuracy against ε on a folder of ImageNet photos below.
 """
     )
 
-ensure_image()
 left, right = st.columns([1, 1], gap="large")
 with left:
-    image_picker()
+    image_panel('')
     image = state.current_image()
-    if image is not None:
-        thumb, info = st.columns([1, 2])
-        with thumb:
-            st.image(image.pil, width="stretch")
-        with info:
-            st.markdown(f"**{image.name}**")
-            if image.label_index is not None:
-                st.markdown(f"True class: **{label_name(image.label_index)}** ({image.label_index})")
-            else:
-                st.caption("No true class is known for your photo: the model's answer on the clean photo is "
-                           "used as the reference.")
 with right:
     eps_255 = st.select_slider("Budget ε (/255)", options=[1, 2, 4, 8, 16], **state.sticky("adaptive_eps", 4),
                                help="The largest change allowed to any pixel value, in steps of 1/255. "

@@ -9,7 +9,7 @@ from ui import state
 from ui.components import (command_line, downloads, maps_section, norms_table, perturbation_section,
                            result_cards, settings_changed_notice)
 from ui.compute import Failed
-from ui.images import ensure_image, image_picker
+from ui.images import image_panel
 from ui.sidebar import settings as sidebar_settings
 from ui.story import attack_controls, run_story, settings_key
 
@@ -19,24 +19,10 @@ st.title("Attack & Defend")
 st.caption("Pick a photo and an attack, press **Run**: the model's answer on the clean photo, on the attacked "
            "photo, after one run of the defence, and after the vote of ten runs (Ens-10).")
 
-ensure_image()
 left, right = st.columns([1, 1], gap="large")
 with left:
-    image_picker()
+    image_panel(', so *correct* means *the same answer as before the attack*')
     image = state.current_image()
-    if image is not None:
-        thumb, info = st.columns([1, 2])
-        with thumb:
-            st.image(image.pil, width="stretch")
-        with info:
-            st.markdown(f"**{image.name}**")
-            if image.label_index is not None:
-                st.markdown(f"True class: **{label_name(image.label_index)}** ({image.label_index})")
-            else:
-                st.caption("No true class is known for your photo: the model's answer on the clean photo is "
-                           "used as the reference, so *correct* means *the same answer as before the attack*.")
-            st.caption(f"{image.pil.width} × {image.pil.height} pixels; the model sees the centre "
-                       f"square, resized.")
 with right:
     attack, preset, overrides = attack_controls()
     run = st.button("Run", type="primary", icon=":material/play_arrow:", disabled=image is None,

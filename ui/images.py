@@ -99,3 +99,27 @@ def image_picker() -> None:
         state.set_current_image(last)
     elif last is None:
         st.caption("No photo uploaded yet: the image below is still the gallery photo.")
+
+
+def image_panel(upload_note: str = "") -> None:
+    """The picker plus a thumbnail of the current image with its true class (shared by the pages).
+
+    ``upload_note`` is appended to the caption shown for an upload (which has no true class)."""
+    from pd_core.labels import label_name
+
+    ensure_image()
+    image_picker()
+    image = state.current_image()
+    if image is None:
+        return
+    thumb, info = st.columns([1, 2])
+    with thumb:
+        st.image(image.pil, width="stretch")
+    with info:
+        st.markdown(f"**{image.name}**")
+        if image.label_index is not None:
+            st.markdown(f"True class: **{label_name(image.label_index)}** ({image.label_index})")
+        else:
+            st.caption("No true class is known for your photo: the model's answer on the clean photo is "
+                       "used as the reference" + upload_note + ".")
+        st.caption(f"{image.pil.width} × {image.pil.height} pixels; the model sees the centre square, resized.")
