@@ -46,9 +46,10 @@ def direct_baseline(repeats: int) -> dict:
 
     from pd_core.demo import attack_and_defend
     from pd_core.images import gallery_image, load_image
-    from pd_core.models import load_model, set_threads_from_env
+    from pd_core.models import load_model
+    from pd_core.runtime import configure_from_env
 
-    set_threads_from_env()
+    configure_from_env()
     model = load_model("efficientnet_lite0", device="cpu")
     import foolbox  # noqa: F401
 

@@ -26,7 +26,8 @@ os.environ.setdefault("PD_THREADS", "2")
 
 from pd_core.attacks import ATTACKS, PAPER_NORMS, attack  # noqa: E402
 from pd_core.images import gallery_image, load_image  # noqa: E402
-from pd_core.models import load_model, set_threads_from_env  # noqa: E402
+from pd_core.models import load_model  # noqa: E402
+from pd_core.runtime import configure_from_env  # noqa: E402
 
 TARGET_SECONDS = {"fgsm": 0.3, "igsm": 1.5, "pgd": 2.0, "deepfool": 3.0, "cw": 15.0, "lbfgs": 30.0, "jsma": 60.0}
 FAST = {"fgsm", "igsm", "pgd", "deepfool"}
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--image", default="imagenet_00_243")
     args = ap.parse_args(argv)
-    set_threads_from_env()
+    configure_from_env()
     model = load_model(device="cpu")
     item = gallery_image(args.image)
     x = load_image(item.path, spec=model)

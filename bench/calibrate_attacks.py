@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pd_core.attacks import ATTACKS, PAPER_NORMS, attack  # noqa: E402
-from pd_core.models import load_model, set_threads_from_env  # noqa: E402
+from pd_core.models import load_model  # noqa: E402
+from pd_core.runtime import configure_from_env  # noqa: E402
 
 DEV = Path(os.environ.get("PD_DEV_SET", Path(__file__).resolve().parents[2] / "shared" / "imagenet-dev"))
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
-    set_threads_from_env()
+    configure_from_env()
     model = load_model(device="cpu")
     images, labels = load_dev(model, args.images)
     with torch.no_grad():

@@ -33,9 +33,10 @@ def _top5(probs, k: int = 5) -> list[dict]:
 
 
 def _load_model(name: str):
-    from .models import ModelUnavailableError, load_model, set_threads_from_env
+    from .models import ModelUnavailableError, load_model
+    from .runtime import configure_from_env
 
-    set_threads_from_env()
+    configure_from_env()
     try:
         return load_model(name)
     except (ModelUnavailableError, ValueError) as exc:

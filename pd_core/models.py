@@ -343,7 +343,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
 
 
 def set_threads_from_env() -> None:
-    """Honour ``PD_THREADS`` for CPU inference (benchmarks and CI pin it)."""
-    n = os.environ.get("PD_THREADS")
-    if n:
-        torch.set_num_threads(int(n))
+    """Honour ``PD_THREADS``; kept here for callers of the first release (see :mod:`pd_core.runtime`)."""
+    from .runtime import set_threads_from_env as _set
+
+    _set()

@@ -18,9 +18,10 @@ log = logging.getLogger("pixel_deflection_app")
 
 @st.cache_resource(show_spinner="Loading the classifier (once per server)…")
 def get_model(name: str, device: str):
-    from pd_core.models import load_model, set_threads_from_env
+    from pd_core.models import load_model
+    from pd_core.runtime import configure_from_env
 
-    set_threads_from_env()
+    configure_from_env()
     return load_model(name, device=device)
 
 
@@ -34,9 +35,10 @@ def start_warm_up() -> threading.Thread:
         if os.environ.get("PD_WARM_UP", "1") == "0":  # tests that start and stop many apps turn it off
             return
         try:
-            from pd_core.models import DEFAULT_MODEL, load_model, set_threads_from_env
+            from pd_core.models import DEFAULT_MODEL, load_model
+            from pd_core.runtime import configure_from_env
 
-            set_threads_from_env()
+            configure_from_env()
             model = load_model(DEFAULT_MODEL, device=device)
             import foolbox  # noqa: F401  (about a second to import)
             import plotly.graph_objects  # noqa: F401
