@@ -60,7 +60,7 @@ _CPU_BLOCK_ELEMENTS = 1_250_000
 # Thresholds
 # --------------------------------------------------------------------------------------------
 
-def bayes_threshold(details: torch.Tensor, sigma: float) -> torch.Tensor:
+def bayes_threshold(details: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     """BayesShrink threshold of each detail sub-band (paper §7, eq. 6; Chang, Yu & Vetterli 2000).
 
     ``T = σ² / sqrt(max(mean(d²) − σ², ε))``, with ε the machine epsilon of ``details``' dtype,
@@ -71,31 +71,34 @@ def bayes_threshold(details: torch.Tensor, sigma: float) -> torch.Tensor:
     ----------
     details : torch.Tensor, shape (..., h, w)
         Detail coefficients; the last two axes are one sub-band, leading axes are batched.
-    sigma : float
-        Noise standard deviation, in the units of the coefficients (≥ 0).
+    sigma : float or torch.Tensor of shape (...,)
+        Noise standard deviation, in the units of the coefficients (≥ 0); a tensor gives each
+        sub-band its own σ.
 
     Returns
     -------
     torch.Tensor, shape (...,)
         One threshold per sub-band, same dtype and device as ``details``.
     """
-    var = float(sigma) ** 2
-    signal_var = details.square().mean(dim=(-2, -1)) - var
+    var = _as_sigma(sigma, details).square()
+    # ||d||² / n in one pass without a squared copy of the sub-band.
+    mean_sq = torch.linalg.vector_norm(details, dim=(-2, -1)).square_().div_(details.shape[-2] * details.shape[-1])
     eps = torch.finfo(details.dtype).eps
-    return var / torch.sqrt(signal_var.clamp_min(eps))
+    return var / torch.sqrt((mean_sq - var).clamp_min(eps))
 
 
-def visu_threshold(num_pixels: int, sigma: float) -> float:
+def visu_threshold(num_pixels: int, sigma: float | torch.Tensor) -> float | torch.Tensor:
     """VisuShrink "universal" threshold ``σ·sqrt(2·log N)`` (Donoho & Johnstone 1994).
 
     ``N`` is the number of pixels of the channel being denoised (scikit-image's ``img.size``);
     the same threshold applies to every detail sub-band. Removes Gaussian noise of standard
     deviation σ with high probability, at the cost of a smoother image than BayesShrink.
     """
-    return float(sigma) * math.sqrt(2.0 * math.log(num_pixels))
+    factor = math.sqrt(2.0 * math.log(num_pixels))
+    return sigma * factor if isinstance(sigma, torch.Tensor) else float(sigma) * factor
 
 
-def sure_threshold(details: torch.Tensor, sigma: float) -> torch.Tensor:
+def sure_threshold(details: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     """SUREShrink threshold of each detail sub-band (Donoho & Johnstone 1995).
 
     With ``x = d / σ`` (n coefficients), Stein's unbiased estimate of the risk of soft thresholding
@@ -112,8 +115,9 @@ def sure_threshold(details: torch.Tensor, sigma: float) -> torch.Tensor:
     ----------
     details : torch.Tensor, shape (..., h, w)
         Detail coefficients; the last two axes are one sub-band, leading axes are batched.
-    sigma : float
-        Noise standard deviation, in the units of the coefficients (≥ 0).
+    sigma : float or torch.Tensor of shape (...,)
+        Noise standard deviation, in the units of the coefficients (≥ 0); a tensor gives each
+        sub-band its own σ (a sub-band with σ = 0 gets threshold 0).
 
     Returns
     -------
@@ -121,9 +125,9 @@ def sure_threshold(details: torch.Tensor, sigma: float) -> torch.Tensor:
         One threshold per sub-band, same dtype and device as ``details``.
     """
     lead = details.shape[:-2]
-    if sigma == 0:
-        return details.new_zeros(lead)
-    x = details.reshape(*lead, -1).abs() / float(sigma)
+    sigma = _as_sigma(sigma, details).expand(lead)
+    safe_sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
+    x = details.reshape(*lead, -1).abs() / safe_sigma[..., None]
     n = x.shape[-1]
     a, _ = torch.sort(x, dim=-1)  # ascending |x|
     a2 = a.square()
@@ -137,17 +141,23 @@ def sure_threshold(details: torch.Tensor, sigma: float) -> torch.Tensor:
     # and n otherwise, so comparing with n covers it.
     best_risk, best_k = risk.min(dim=-1)
     t_star = torch.gather(a, -1, best_k.unsqueeze(-1)).squeeze(-1)
-    t_star = torch.where(best_risk < n, t_star, torch.zeros_like(t_star))
-    return t_star * float(sigma)
+    t_star = torch.where((best_risk < n) & (sigma > 0), t_star, torch.zeros_like(t_star))
+    return t_star * sigma
 
 
-def _apply_threshold(d: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:
-    """Soft ``sign(d)·max(|d| − T, 0)`` or hard ``d·[|d| ≥ T]`` (pywt.threshold semantics)."""
+def _as_sigma(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """σ as a tensor on ``like``'s device and dtype (a float becomes a 0-d tensor)."""
+    return torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
+
+
+def _threshold_(d: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:
+    """Soft ``sign(d)·max(|d| − T, 0)`` or hard ``d·[|d| ≥ T]`` (pywt.threshold semantics), in
+    place on ``d`` (a temporary sub-band of the transform)."""
     t = t[..., None, None]
     if mode == "soft":
         # d − clamp(d, −T, T) is sign(d)·max(|d| − T, 0) in two passes instead of four.
-        return d - torch.maximum(torch.minimum(d, t), -t)
-    return torch.where(d.abs() < t, torch.zeros_like(d), d)
+        return d.sub_(torch.clamp(d, -t, t))
+    return d.masked_fill_(d.abs() < t, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,88 +175,129 @@ def wavelet_levels(height: int, width: int, wavelet: str = "db1") -> int:
     return max(pywt.dwtn_max_level((height, width), pywt.Wavelet(wavelet)) - 3, 1)
 
 
-def _haar_forward(x: torch.Tensor, levels: int):
-    """Orthonormal 2-D Haar DWT, equal to ``pywt.wavedec2(x, "db1", mode="symmetric")``.
+# The fast Haar path leaves out the 1/2 factors of the orthonormal transform (one pass over the
+# data per factor and level): level l's detail sub-bands (l = 1 finest) come out multiplied by
+# 2**(2 - l), the returned approximation carries the coarsest level's factor, and the inverse
+# returns the signal multiplied by _HAAR_OUTPUT_SCALE. The thresholds are scale-equivariant
+# (T(c·d, c·σ) = c·T(d, σ) for BayesShrink, VisuShrink and SURE; soft and hard thresholding
+# commute with c > 0), so each level is thresholded with σ·2**(2 − l) and the result is the
+# orthonormal one; the output factor is folded into the caller's final colour transform.
+_HAAR_OUTPUT_SCALE = 4.0
 
-    An odd axis is extended by repeating its last sample (PyWavelets' symmetric extension by one
-    sample), which gives ``ceil(n/2)`` coefficients as PyWavelets does. Returns
-    ``[approximation, (d1, d2, d3) coarsest, ..., (d1, d2, d3) finest]`` like ptwt; the order and
-    signs of the three details differ from PyWavelets, which thresholds do not see.
+
+def _haar_forward_scaled(x: torch.Tensor, levels: int):
+    """2-D Haar DWT without normalisation factors (see above) -> ``(coeffs, scales)``.
+
+    ``coeffs`` is ``[approximation, (d1, d2, d3) coarsest, ..., (d1, d2, d3) finest]`` like ptwt;
+    ``scales[j]`` is the factor of ``coeffs[j + 1]`` relative to ``pywt.wavedec2(x, "db1",
+    mode="symmetric")`` (and ``scales[0]`` also that of the approximation). An odd axis is extended
+    by repeating its last sample (PyWavelets' symmetric extension by one sample), which gives
+    ``ceil(n/2)`` coefficients as PyWavelets does. The order of the three details matches
+    PyWavelets; their signs may differ, which thresholds do not see.
     """
     details = []
     a = x
-    for _ in range(levels):
+    for level in range(1, levels + 1):
         if a.shape[-2] % 2:
             a = torch.cat([a, a[..., -1:, :]], dim=-2)
         if a.shape[-1] % 2:
             a = torch.cat([a, a[..., :, -1:]], dim=-1)
-        p, q = a[..., 0::2, 0::2], a[..., 0::2, 1::2]
-        r, s = a[..., 1::2, 0::2], a[..., 1::2, 1::2]
-        # (p±q±r±s)/2 is the tensor product of (u±v)/√2 along each axis.
-        pq_sum, pq_diff = p + q, p - q
-        rs_sum, rs_diff = r + s, r - s
-        a = (pq_sum + rs_sum) * 0.5
-        details.append(((pq_sum - rs_sum) * 0.5, (pq_diff + rs_diff) * 0.5, (pq_diff - rs_diff) * 0.5))
-    return [a] + details[::-1]
+        lead, (h, w) = a.shape[:-2], a.shape[-2:]
+        # Separable: sums and differences of row pairs (contiguous rows, vectorised), then of
+        # column pairs. With p, q / r, s the 2×2 block's rows: a = p+q+r+s, rows = p+q−r−s,
+        # columns = p−q+r−s, diagonal = p−q−r+s (twice the orthonormal coefficients).
+        pairs = a.reshape(*lead, h // 2, 2, w)
+        even, odd = pairs[..., 0, :], pairs[..., 1, :]
+        row_sum, row_diff = even + odd, even - odd
+        s0, s1 = row_sum[..., 0::2], row_sum[..., 1::2]
+        d0, d1 = row_diff[..., 0::2], row_diff[..., 1::2]
+        details.append((d0 + d1, s0 - s1, d0 - d1))
+        a = s0 + s1
+        if level < levels:
+            a.mul_(0.25)  # the next level's input at half the scale of this level's details
+    scales = [2.0 ** (2 - level) for level in range(levels, 0, -1)]
+    return [a] + details[::-1], scales
 
 
-def _haar_inverse(coeffs) -> torch.Tensor:
-    """Inverse of :func:`_haar_forward`; the approximation is cropped to each finer level's size."""
+def _haar_inverse_scaled(coeffs) -> torch.Tensor:
+    """Inverse of :func:`_haar_forward_scaled` times ``_HAAR_OUTPUT_SCALE``; the approximation is
+    cropped to each finer level's size as ``pywt.waverecn`` trims the extra sample of odd sizes."""
     a = coeffs[0]
     for d_rows, d_cols, d_diag in coeffs[1:]:
         h, w = d_rows.shape[-2:]
-        a = a[..., :h, :w]  # pywt.waverecn trims the one extra sample of odd sizes the same way
-        pq_sum, rs_sum = a + d_rows, a - d_rows
-        pq_diff, rs_diff = d_cols + d_diag, d_cols - d_diag
-        # Writing the four polyphase components straight into the strided output avoids the
-        # copies of stack + reshape (1.6x faster on CPU).
-        out = a.new_empty(*a.shape[:-2], 2 * h, 2 * w)
-        torch.add(pq_sum, pq_diff, out=out[..., 0::2, 0::2])
-        torch.sub(pq_sum, pq_diff, out=out[..., 0::2, 1::2])
-        torch.add(rs_sum, rs_diff, out=out[..., 1::2, 0::2])
-        torch.sub(rs_sum, rs_diff, out=out[..., 1::2, 1::2])
-        a = out.mul_(0.5)
+        a = a[..., :h, :w]
+        lead = a.shape[:-2]
+        # Column pairs first (written interleaved through strided outputs, no stack + reshape
+        # copies), then row pairs into contiguous rows of the output.
+        row_sum = a.new_empty(*lead, h, 2 * w)
+        row_diff = a.new_empty(*lead, h, 2 * w)
+        torch.add(a, d_cols, out=row_sum[..., 0::2])
+        torch.sub(a, d_cols, out=row_sum[..., 1::2])
+        torch.add(d_rows, d_diag, out=row_diff[..., 0::2])
+        torch.sub(d_rows, d_diag, out=row_diff[..., 1::2])
+        out = a.new_empty(*lead, h, 2, 2 * w)
+        torch.add(row_sum, row_diff, out=out[..., 0, :])
+        torch.sub(row_sum, row_diff, out=out[..., 1, :])
+        a = out.view(*lead, 2 * h, 2 * w)
     return a
 
 
+def _haar_forward(x: torch.Tensor, levels: int):
+    """Orthonormal 2-D Haar DWT, equal to ``pywt.wavedec2(x, "db1", mode="symmetric")`` (for tests
+    and analysis; the denoiser uses the scaled form directly)."""
+    coeffs, scales = _haar_forward_scaled(x, levels)
+    return [coeffs[0] / scales[0]] + [tuple(d / c for d in level) for level, c in zip(coeffs[1:], scales)]
+
+
+def _haar_inverse(coeffs) -> torch.Tensor:
+    """Inverse of :func:`_haar_forward` (orthonormal)."""
+    levels = len(coeffs) - 1
+    scales = [2.0 ** (2 - level) for level in range(levels, 0, -1)]
+    scaled = [coeffs[0] * scales[0]] + [tuple(d * c for d in level) for level, c in zip(coeffs[1:], scales)]
+    return _haar_inverse_scaled(scaled) / _HAAR_OUTPUT_SCALE
+
+
 def _dwt(x: torch.Tensor, wavelet: str, levels: int):
+    """``(coeffs, scales)``: the DWT of ``x`` and the factor of each detail level (see above)."""
     if _HAAR_FAST_PATH and wavelet in ("db1", "haar"):
-        return _haar_forward(x, levels)
+        return _haar_forward_scaled(x, levels)
     import ptwt
 
     coeffs = ptwt.wavedec2(x, wavelet, mode="symmetric", level=levels)
-    return [coeffs[0]] + [tuple(level) for level in coeffs[1:]]
+    return [coeffs[0]] + [tuple(level) for level in coeffs[1:]], [1.0] * levels
 
 
-def _idwt(coeffs, wavelet: str) -> torch.Tensor:
+def _idwt(coeffs, wavelet: str) -> tuple[torch.Tensor, float]:
+    """``(signal × factor, factor)``: the inverse DWT of :func:`_dwt`'s coefficients."""
     if _HAAR_FAST_PATH and wavelet in ("db1", "haar"):
-        return _haar_inverse(coeffs)
+        return _haar_inverse_scaled(coeffs), _HAAR_OUTPUT_SCALE
     import ptwt
 
-    return ptwt.waverec2([coeffs[0]] + [tuple(level) for level in coeffs[1:]], wavelet)
+    return ptwt.waverec2([coeffs[0]] + [tuple(level) for level in coeffs[1:]], wavelet), 1.0
 
 
-def _denoise_channels(
-    channels: torch.Tensor, sigma: float, wavelet: str, method: str, mode: str
-) -> torch.Tensor:
-    """Wavelet-threshold every (H, W) plane of ``channels`` (B, H, W); no clipping here."""
+def _denoise_channels(channels: torch.Tensor, sigma: float | torch.Tensor, wavelet: str, method: str,
+                      mode: str) -> tuple[torch.Tensor, float]:
+    """Wavelet-threshold every (H, W) plane of ``channels`` (B, H, W) -> ``(denoised × factor,
+    factor)``, no clipping. ``sigma``: a float or one σ per plane (B,). The input's sub-bands are
+    thresholded in place (``channels`` itself is left as it is)."""
     height, width = channels.shape[-2:]
-    coeffs = _dwt(channels, wavelet, wavelet_levels(height, width, wavelet))
-    if method == "visu":
-        t_all = channels.new_full(channels.shape[:-2], visu_threshold(height * width, sigma))
-    out = [coeffs[0]]  # the approximation band is left untouched
-    for level in coeffs[1:]:
-        new_level = []
+    coeffs, scales = _dwt(channels, wavelet, wavelet_levels(height, width, wavelet))
+    if isinstance(sigma, torch.Tensor):
+        sigma = sigma.reshape(channels.shape[:-2])
+    for level, factor in zip(coeffs[1:], scales):  # the approximation band is left untouched
+        level_sigma = sigma * factor
+        if method == "visu":
+            t = visu_threshold(height * width, level_sigma)
+            t = _as_sigma(t, channels).expand(channels.shape[:-2])
         for d in level:
             if method == "bayes":
-                t = bayes_threshold(d, sigma)
+                t = bayes_threshold(d, level_sigma)
             elif method == "sure":
-                t = sure_threshold(d, sigma)
-            else:
-                t = t_all
-            new_level.append(_apply_threshold(d, t, mode))
-        out.append(tuple(new_level))
-    return _idwt(out, wavelet)[..., :height, :width]
+                t = sure_threshold(d, level_sigma)
+            _threshold_(d, t, mode)
+    den, factor = _idwt(coeffs, wavelet)
+    return den[..., :height, :width], factor
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,26 +422,26 @@ def _denoise_images(
     written into ``out`` (a contiguous block of the same shape)."""
     n, _, height, width = x.shape
     if not ycbcr:
-        channels = x.reshape(n * 3, height, width)
-        out.copy_(_denoise_channels(channels, sigma, wavelet, method, mode).reshape(n, 3, height, width))
+        den, factor = _denoise_channels(x.reshape(n * 3, height, width), sigma, wavelet, method, mode)
+        out.copy_(den.reshape(n, 3, height, width))
+        if factor != 1:
+            out.mul_(1.0 / factor)
         return out.clamp_(0, 1)
-    # The YCbCr offset cancels in the min-max renormalisation (lo absorbs it), so it is never added:
-    # ycc' = M·rgb, lo' = lo − offset, and the inverse below uses lo − offset directly.
-    ycc = _color_transform(x, _YCBCR_FROM_RGB).reshape(n, 3, height * width)
-    lo = ycc.amin(dim=-1, keepdim=True)
-    scale = ycc.amax(dim=-1, keepdim=True) - lo
-    # A constant channel (scale 0) is left as it is by skimage; here it becomes all zeros, and
-    # den·scale + lo below gives back exactly its value lo.
-    inv_scale = 1 / torch.where(scale == 0, torch.ones_like(scale), scale)
-    channels = torch.addcmul(-lo * inv_scale, ycc, inv_scale).reshape(n * 3, height, width)
-    den = _denoise_channels(channels, sigma, wavelet, method, mode).clamp_(0, 1)
-    # Undo the renormalisation and convert back in one batched matmul:
-    # rgb = M⁻¹(den·scale + lo − offset) = (M⁻¹·diag(scale)) den + M⁻¹(lo − offset).
-    # bench/bench_defence.py: 2.33 -> 2.16 ms/image at 1 thread from writing blocks into ``out``.
-    m_inv = torch.as_tensor(_RGB_FROM_YCBCR, dtype=x.dtype, device=x.device)
-    weights = m_inv * scale.transpose(1, 2)  # (n, 3, 3): column j times scale of channel j
-    bias = m_inv @ lo  # (n, 3, 1); lo is already "lo − offset" (see above)
-    torch.baddbmm(bias, weights, den.reshape(n, 3, height * width), out=out.view(n, 3, height * width))
+    # The min-max renormalisation of each YCbCr channel is folded into the transform instead of
+    # being a pass over the data: the DWT is linear, so thresholding c = (y − lo)/s with σ equals
+    # thresholding y with σ·s (the offset lo only moves the approximation band, which is not
+    # thresholded), and clipping c to [0, 1] is clipping y to [lo, hi]. The YCbCr offset cancels in
+    # the renormalisation as well, so it is never added: y = M·rgb, rgb = M⁻¹·y.
+    ycc = _color_transform(x, _YCBCR_FROM_RGB)
+    flat = ycc.view(n, 3, height * width)
+    lo = flat.amin(dim=-1)
+    hi = flat.amax(dim=-1)
+    plane_sigma = (hi - lo).mul_(sigma).reshape(n * 3)
+    den, factor = _denoise_channels(ycc.view(n * 3, height, width), plane_sigma, wavelet, method, mode)
+    # A constant channel (hi = lo) has σ = 0: nothing is thresholded and it comes back as it was.
+    den = den.clamp_(min=(lo * factor).reshape(n * 3, 1, 1), max=(hi * factor).reshape(n * 3, 1, 1))
+    m_inv = torch.as_tensor(_RGB_FROM_YCBCR / factor, dtype=x.dtype, device=x.device)
+    torch.matmul(m_inv, den.reshape(n, 3, height * width), out=out.view(n, 3, height * width))
     return out.clamp_(0, 1)
 
 

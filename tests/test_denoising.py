@@ -331,6 +331,32 @@ def test_sure_threshold_is_the_brute_force_minimiser():
     assert sure_threshold(torch.full((1, 5, 5), 10.0, dtype=torch.float64), 1.0).item() == 0.0
 
 
+def test_thresholds_take_one_sigma_per_sub_band():
+    """The denoiser folds each channel's renormalisation and each level's scale into σ, so the
+    thresholds get one σ per sub-band: it must equal calling them band by band with a float."""
+    rng = np.random.default_rng(3)
+    d = torch.from_numpy(rng.normal(0, 0.2, (5, 16, 18)))
+    sigmas = torch.tensor([0.0, 0.01, 0.04, 0.1, 0.3], dtype=torch.float64)
+    for fn in (bayes_threshold, sure_threshold):
+        together = fn(d, sigmas)
+        alone = torch.stack([fn(d[i:i + 1], float(sigmas[i]))[0] for i in range(5)])
+        torch.testing.assert_close(together, alone, rtol=1e-12, atol=0)
+    assert bayes_threshold(d, sigmas)[0] == 0 and sure_threshold(d, sigmas)[0] == 0
+    torch.testing.assert_close(visu_threshold(288, sigmas), sigmas * math.sqrt(2 * math.log(288)))
+
+
+def test_renormalisation_folded_into_sigma_keeps_constant_channels_exact():
+    """A constant channel (σ·range = 0) must come back as it was (up to the colour round trip's
+    rounding), and a constant image unchanged."""
+    grey = torch.full((2, 3, 32, 40), 0.25, dtype=torch.float64)
+    assert (wavelet_denoise(grey) - grey).abs().max() < 1e-12
+    x = torch.from_numpy(np.random.default_rng(4).random((1, 3, 32, 40)))
+    x[:, :] = x[:, :1]  # R = G = B: Cb and Cr are constant, Y is not
+    out = wavelet_denoise(x)
+    assert torch.allclose(out[:, 0], out[:, 1], atol=1e-12) and torch.allclose(out[:, 0], out[:, 2], atol=1e-12)
+    assert (out - x).abs().max() > 1e-3  # Y was denoised
+
+
 def test_sureshrink_denoise_matches_pywt_oracle(photos_224):
     crops = photos_224[:2, 80:144, 60:124]  # 64×64: 3 levels, small enough for the brute force
     out = _to_numpy(wavelet_denoise(_to_torch(crops), method="sure"))
