@@ -98,6 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     threads = int(os.environ.get("PD_THREADS", "2"))
     torch.set_num_threads(threads)
+    from pd_core.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as every entry point does (pd_core.runtime.configure_from_env)
 
     batch = load_batch(args.n)
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()

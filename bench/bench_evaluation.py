@@ -127,6 +127,9 @@ def main() -> None:
                              "(no channels-last, no CPU mini-batches)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("PD_THREADS", "2")))
+    from pd_core.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as every entry point does (pd_core.runtime.configure_from_env)
     attacks = [a for a in args.attacks.split(",") if a]
     overrides = {}
     if "cw" in attacks and args.cw_preset != args.preset:
