@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .attacks.core import perturbation_norms, quantize_to_grid
 from .defence import DefenceConfig, defend, defend_batch, predict_probs
 from .deflection import make_generator
 from .maps import robust_activation_map
@@ -50,7 +51,6 @@ __all__ = [
     "bpda",
     "bpda_eot_gradient",
     "bpda_eot_attack",
-    "quantize_within",
     "fresh_seed",
     "evaluate_adaptive",
     "add_adaptive_parser",
@@ -189,31 +189,12 @@ def bpda_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Ten
 # The attack
 # --------------------------------------------------------------------------------------------
 
-def quantize_within(adversarial: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
-    """Round to the 8-bit grid (multiples of 1/255, what a PNG stores) while staying in the ε-ball.
-
-    Each value is rounded to the nearest multiple of 1/255 inside
-    ``[max(clean − ε, 0), min(clean + ε, 1)]``; when that interval holds no multiple of 1/255
-    (ε < 0.5/255 and ``clean`` off the grid) the clean value is kept. So the result is PNG-safe
-    wherever possible and ``|result − clean| ≤ ε`` always.
-    """
-    tol = 1e-6  # absorbs float error of ε·255 for ε = k/255
-    lo = torch.ceil(((clean - eps).clamp_min(0) * 255) - tol) / 255
-    hi = torch.floor(((clean + eps).clamp_max(1) * 255) + tol) / 255
-    q = torch.round(adversarial * 255) / 255
-    q = torch.maximum(torch.minimum(q, hi), lo)
-    inside = lo <= hi
-    q = torch.where(inside, q, clean)
-    # Float rounding of k/255 can exceed ε by ~1e-8: project exactly.
-    return torch.minimum(torch.maximum(q, clean - eps), clean + eps).clamp(0, 1)
-
-
 @dataclass
 class AdaptiveResult:
     """Outcome of :func:`bpda_eot_attack` on a batch of N images.
 
     adversarial : (N, 3, S, S) in [0, 1], ``‖adversarial − clean‖∞ ≤ eps``; multiples of 1/255
-        when ``quantize`` (see :func:`quantize_within`).
+        when ``quantize`` (see :func:`pd_core.attacks.core.quantize_to_grid`).
     labels, targets : (N,) true labels and, when targeted, the target classes (else None).
     clean_pred / adversarial_pred : (N,) top-1 of the *undefended* model.
     defended_pred : (N,) top-1 after one run of the defence on the adversarial image, with fresh
@@ -250,16 +231,6 @@ class AdaptiveResult:
     @property
     def success_rate(self) -> float:
         return float(self.success.float().mean()) if self.success.numel() else float("nan")
-
-
-def _perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor):
-    """(L∞ in [0, 1] units, normalised L2 ‖δ‖₂/‖x‖₂, PSNR in dB) per image."""
-    delta = (adversarial - clean).flatten(1)
-    linf = delta.abs().amax(1)
-    l2n = delta.norm(dim=1) / clean.flatten(1).norm(dim=1).clamp_min(1e-12)
-    mse = delta.pow(2).mean(1)
-    psnr = torch.where(mse > 0, 10 * torch.log10(1.0 / mse.clamp_min(1e-30)), torch.full_like(mse, math.inf))
-    return linf, l2n, psnr
 
 
 def _random_targets(labels: torch.Tensor, classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -375,7 +346,7 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
             if progress is not None:
                 progress(steps_done / steps, f"step {steps_done}/{steps}: {float(eot_fooled.mean()):.0%} fooled")
     if quantize:
-        adv = quantize_within(adv, clean, eps)
+        adv = quantize_to_grid(adv, clean, eps)
 
     with torch.no_grad():
         adv_pred = model(adv).argmax(1) if n else labels.clone()
@@ -385,7 +356,8 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
         else:
             defended_pred = labels.clone()
     success = (defended_pred == goal) if targeted else (defended_pred != goal)
-    linf, l2n, psnr = _perturbation_norms(adv, clean)
+    norms = perturbation_norms(clean, adv)
+    linf, l2n, psnr = norms["linf_255"] / 255, norms["norm_l2"], norms["psnr"]
     params = {"eps": eps, "eps_255": eps * 255, "step_size": step_size, "steps": steps, "eot": eot,
               "targeted": targeted, "loss": loss, "random_start": random_start, "quantize": quantize, "seed": seed,
               "model": getattr(model, "name", type(model).__name__), "defence": config.as_dict()}
@@ -445,7 +417,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
     -------
     One dict per (ε, defence), ε ascending, defences in the order none, single, ens10.
     """
-    from .evaluation import (DEFAULT_TUNING_FRACTION, EvaluationError, _defended_copies, _load,
+    from .evaluation import (DEFAULT_TUNING_FRACTION, EvaluationError, defended_copies, load_labelled_images,
                              derive_seed, load_items, split_tuning, wilson_interval)
     from .defence import vote
 
@@ -467,7 +439,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
     report = progress or (lambda frac, msg: None)
 
     report(0.0, f"loading {len(evaluation)} images")
-    images, good, unreadable = _load(evaluation, model)
+    images, good, unreadable = load_labelled_images(evaluation, model)
     if not good:
         raise EvaluationError("none of the images could be read.")
     labels = torch.tensor([it.label for it in good], dtype=torch.long, device=device)
@@ -525,7 +497,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
                     logits, rmap = maps.logits, maps.rmap
                 else:
                     logits, rmap = model(adv), None
-                copies = _defended_copies(model, adv, rmap, config, int(ensemble), seeds)
+                copies = defended_copies(model, adv, rmap, config, int(ensemble), seeds)
                 voted = vote(predict_probs(model, copies).view(adv.shape[0], int(ensemble), -1))
                 pred_none.append(logits.argmax(1))
                 pred_single.append(voted.votes[:, 0])
@@ -764,7 +736,7 @@ def _cmd_adaptive(args) -> int:
     import sys
 
     from .cli import CliError, _load_model
-    from .evaluation import _progress_bar
+    from .evaluation import progress_bar
 
     try:
         eps_list = _parse_eps(args.eps)
@@ -775,7 +747,7 @@ def _cmd_adaptive(args) -> int:
     model = _load_model(args.model)
     config = DefenceConfig(deflections=args.deflections, window=args.window, sigma=args.sigma,
                            use_map=not args.no_map)
-    update, close = _progress_bar(not args.no_progress and sys.stderr.isatty() or args.progress)
+    update, close = progress_bar(not args.no_progress and sys.stderr.isatty() or args.progress)
     try:
         rows = evaluate_adaptive(model, args.images, eps_list, eot=args.eot, steps=args.steps, limit=args.limit,
                                  seed=args.seed, out_csv=args.out, progress=update, labels_csv=args.labels,

@@ -446,7 +446,7 @@ def _defences_for(table: int, ensemble: int, config: DefenceConfig) -> dict[str,
     return out
 
 
-def _defended_copies(model, x: torch.Tensor, rmap: torch.Tensor | None, config: DefenceConfig,
+def defended_copies(model, x: torch.Tensor, rmap: torch.Tensor | None, config: DefenceConfig,
                      copies: int, seeds: Sequence[int]) -> torch.Tensor:
     """``copies`` defended versions of each image, image-major (N·copies, 3, S, S).
 
@@ -534,7 +534,7 @@ def _ranks(clean_top5: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     return (hit * pos).sum(1)
 
 
-def _load(items: Sequence[Item], model) -> tuple[torch.Tensor, list[Item], dict[str, str]]:
+def load_labelled_images(items: Sequence[Item], model) -> tuple[torch.Tensor, list[Item], dict[str, str]]:
     """Load a chunk; unreadable files are skipped and reported (never a crash)."""
     from .images import ImageError, load_batch, load_image
 
@@ -759,7 +759,7 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
                 tracker.finish(ci, a, len(chunk), 0.0, skipped=True)
             tracker.report(message=f"chunk {ci + 1}/{len(chunks)} already done")
             continue
-        x, good, bad = _load(chunk, model)
+        x, good, bad = load_labelled_images(chunk, model)
         unreadable.update(bad)
         index = {it.name: i for i, it in enumerate(good)}
         labels = torch.tensor([it.label for it in good], dtype=torch.long, device=model.device)
@@ -858,7 +858,7 @@ def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name
     for j, (name, (cfg, copies)) in enumerate(defences.items()):
         report(0.8 + 0.2 * j / max(len(defences), 1), f"{ATTACK_TITLES.get(attack_name, attack_name)}: defending")
         rmap = maps.rmap if (cfg.deflect and cfg.use_map) else None
-        defended = _defended_copies(model, adv, rmap, cfg, copies, seeds)
+        defended = defended_copies(model, adv, rmap, cfg, copies, seeds)
         probs = _classify(model, defended, 4 * batch_size).view(n, copies, -1)
         voted = vote(probs)
         single = voted.votes[:, 0]
@@ -1144,7 +1144,7 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
             cfg = replace(config, deflections=int(k))
             seeds = [derive_seed(seed, "figure2", kind, i, int(k)) for i in range(n)]
             c = copies if k > 0 else 1
-            defended = _defended_copies(model, x, rmap, cfg, c, seeds)
+            defended = defended_copies(model, x, rmap, cfg, c, seeds)
             probs = _classify(model, defended, batch_size).view(n, c, -1).mean(1)
             for cls_name, cls in (("true", y_true), ("adversarial", y_adv)):
                 p = probs.gather(1, cls[:, None])[:, 0].double().cpu()
@@ -1209,7 +1209,7 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
     total = len(chunks) * (1 + len(attacks)) * len(points)
     step = 0
     for chunk in chunks:
-        x, good, _ = _load(chunk, model)
+        x, good, _ = load_labelled_images(chunk, model)
         labels = torch.tensor([it.label for it in good], dtype=torch.long, device=model.device)
         with torch.no_grad():
             keep = _classify(model, x, batch_size).argmax(1) == labels if len(good) else torch.zeros(0, dtype=torch.bool)
@@ -1230,7 +1230,7 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
             for varied, s, w, k in points:
                 cfg = replace(base, sigma=float(s), window=int(w), deflections=int(k))
                 copies = max(1, int(ensemble))
-                defended = _defended_copies(model, adv, rmap, cfg, copies, seeds)
+                defended = defended_copies(model, adv, rmap, cfg, copies, seeds)
                 probs = _classify(model, defended, 4 * batch_size).view(len(good), copies, -1)
                 pred = vote(probs).prediction
                 c = counts.setdefault((a, varied, float(s), int(w), int(k)), [0, 0])
@@ -1252,7 +1252,7 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
 # Command line: python -m pd_core evaluate ...
 # --------------------------------------------------------------------------------------------
 
-def _progress_bar(enabled: bool):
+def progress_bar(enabled: bool):
     """A callback drawing a progress bar on stderr (tqdm when installed) and a closer."""
     if not enabled:
         return None, lambda: None
@@ -1293,7 +1293,7 @@ def _cmd_evaluate(args) -> int:
 
     model = _load_model(args.model)
     attacks = [a for a in args.attacks.split(",") if a.strip()] if args.attacks else []
-    update, close = _progress_bar(not args.no_progress and sys.stderr.isatty() or args.progress)
+    update, close = progress_bar(not args.no_progress and sys.stderr.isatty() or args.progress)
     if args.figure5:
         try:
             grid = tuning_grid(model, args.images, labels_csv=args.labels, attacks=attacks, preset=args.preset,

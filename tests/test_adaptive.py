@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pd_core.adaptive import (ADAPTIVE_CSV_COLUMNS, bpda, bpda_eot_attack, bpda_eot_gradient,
-                              quantize_within)
+from pd_core.adaptive import ADAPTIVE_CSV_COLUMNS, bpda, bpda_eot_attack, bpda_eot_gradient
+from pd_core.attacks.core import quantize_to_grid
 from pd_core.defence import DefenceConfig, defend, defend_batch
 from pd_core.deflection import make_generator
 
@@ -147,12 +147,12 @@ def test_should_stop_returns_the_current_iterate(model, pair):
     assert float((result.adversarial - x[:1]).abs().max()) <= EPS + 1e-6
 
 
-def test_quantize_within_keeps_the_ball():
+def test_quantize_to_grid_keeps_the_ball_for_any_eps():
     gen = torch.Generator().manual_seed(0)
     clean = torch.rand(2000, generator=gen)  # off the 8-bit grid
     adv = (clean + (torch.rand(2000, generator=gen) * 2 - 1) * 0.05).clamp(0, 1)
     for eps in (0.3 / 255, 1 / 255, 4 / 255):
-        q = quantize_within(adv, clean, eps)
+        q = quantize_to_grid(adv, clean, eps)
         assert float((q - clean).abs().max()) <= eps + 1e-7
         assert q.min() >= 0 and q.max() <= 1
         on_grid = torch.isclose(q * 255, (q * 255).round(), atol=1e-4)
@@ -161,7 +161,7 @@ def test_quantize_within_keeps_the_ball():
         else:
             assert bool((on_grid | (q == clean)).all())
     grid_clean = torch.round(clean * 255) / 255
-    q = quantize_within(grid_clean + 0.011, grid_clean, 2 / 255)
+    q = quantize_to_grid(grid_clean + 0.011, grid_clean, 2 / 255)
     assert torch.allclose(q, (grid_clean + 2 / 255).clamp(max=1), atol=1e-6)  # 0.011 ≈ 2.8/255 clipped to 2
 
 

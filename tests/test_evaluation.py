@@ -186,8 +186,8 @@ def test_defended_copies_do_not_depend_on_the_batch(model, items):
     x = load_batch([p for p, _ in items[:2]], spec=model.spec, device=model.device)
     rmap = torch.rand(2, x.shape[-2], x.shape[-1], generator=torch.Generator().manual_seed(0)) * 0.5
     seeds = [ev.derive_seed(0, "a", "fgsm"), ev.derive_seed(0, "b", "fgsm")]
-    both = ev._defended_copies(model, x, rmap, PAPER_DEFAULTS, 3, seeds)
-    second = ev._defended_copies(model, x[1:], rmap[1:], PAPER_DEFAULTS, 3, seeds[1:])
+    both = ev.defended_copies(model, x, rmap, PAPER_DEFAULTS, 3, seeds)
+    second = ev.defended_copies(model, x[1:], rmap[1:], PAPER_DEFAULTS, 3, seeds[1:])
     assert both.shape == (6, 3, 224, 224)
     torch.testing.assert_close(both[3:], second, atol=1e-6, rtol=0)
     assert not torch.equal(both[3], both[4])  # the copies differ from each other
