@@ -14,9 +14,11 @@ paper its numbers (SPEC §1.3), on a whole batch at once and on any device:
 σ is in the units of the renormalised channel: today's scikit-image divides a user-given σ by each
 channel's YCbCr range, which makes σ = 0.04 almost a no-op (SPEC §1.3 "Trap"); this module does not.
 
-The DWT goes through ``ptwt`` (PyWavelets conventions, runs on the GPU). For db1/haar an exact
-reshape-based orthonormal Haar transform is used instead when it is faster (see ``_HAAR_FAST_PATH``
-and ``bench/bench_denoise.py``); it equals PyWavelets' "symmetric" mode, odd sizes included.
+The DWT goes through ``ptwt`` (PyWavelets conventions, runs on the GPU). For db1/haar a
+reshape-based Haar transform is used instead when it is faster (see ``_HAAR_FAST_PATH`` and
+``bench/bench_denoise.py``); it equals PyWavelets' "symmetric" mode, odd sizes included, up to
+known powers of two per level that the thresholds absorb (see ``_HAAR_OUTPUT_SCALE``). Steps 2 and 4's
+renormalisation is folded into σ (one σ per channel) instead of being passes over the data.
 """
 from __future__ import annotations
 
