@@ -1,5 +1,6 @@
 """The defence and Ens-10 (paper §8, §10; SPEC §1.4) on the embedded classifier."""
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,8 +59,8 @@ def test_accuracy_and_defended_accuracy_on_foolbox_samples(model, foolbox_sample
     Issue 2 asked that the single defended run keep ≥ 80% of those. Measured with the paper's defence,
     which equals the SPEC §1.3 scikit-image oracle to 6e-7: 13/18 = 72% for every seed tried, and the wavelet
     denoiser alone gives the same 13/18 (deflection alone keeps 18/18). On the first 100 dev images the
-    defence keeps 72/90 = 80%. The denoiser is not weakened to pass a threshold (SPEC §4); this test pins the
-    measured figure with a one-image margin, so a more destructive defence (e.g. a wrong σ unit or threshold)
+    defence keeps 72/90 = 80%, and on all 200 dev images 148/180 = 82% (the next test). The denoiser is not
+    weakened to pass a threshold (SPEC §4); this test pins the measured figure with a one-image margin, so a more destructive defence (e.g. a wrong σ unit or threshold)
     fails here and a too-weak one fails the oracle tests of tests/test_denoising.py.
     """
     x, labels = foolbox_samples
@@ -69,6 +70,33 @@ def test_accuracy_and_defended_accuracy_on_foolbox_samples(model, foolbox_sample
     defended = predict_probs(model, defend(model, x[correct], seed=0)).argmax(1)
     kept = int((defended == labels[correct]).sum())
     assert kept >= int(correct.sum()) * 0.66
+
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "imagenet-dev"
+
+
+@pytest.mark.skipif(not (DEV / "labels.csv").is_file(), reason="shared ImageNet dev set not present")
+def test_defence_keeps_80_percent_of_clean_predictions_on_the_dev_set(model):
+    """Issue 2's ≥ 80% retention on a sample large enough to show it: all 200 dev images, of which
+    the model gets 180 right; the single defended run (seed 0) keeps 148 of them (82.2%, Wilson 95%
+    [75.9, 87.1]; seeds 1 and 2: 148 and 149). SPEC §4 measured 88% on 51 photos."""
+    import csv
+
+    from pd_core.images import load_batch
+    from pd_core.maps import robust_activation_map
+
+    with (DEV / "labels.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    x = load_batch([DEV / r["file"] for r in rows], spec=model.spec, device=model.device)
+    labels = torch.tensor([int(r["class_index"]) for r in rows], device=model.device)
+    with torch.no_grad():
+        maps = [robust_activation_map(model, chunk) for chunk in x.split(25)]
+    rmap = torch.cat([m.rmap for m in maps])
+    correct = torch.cat([m.logits for m in maps]).argmax(1) == labels
+    assert int(correct.sum()) >= 170  # EfficientNet-Lite0's top-1 here: 180/200
+    defended = defend(model, x[correct], rmap=rmap[correct], seed=0)
+    kept = int((predict_probs(model, defended, 25).argmax(1) == labels[correct]).sum())
+    assert kept >= 0.8 * int(correct.sum())
 
 
 def test_defend_batch_copies_are_independent_and_image_major(model, foolbox_samples):
