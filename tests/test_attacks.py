@@ -108,6 +108,23 @@ def test_linf_budget_holds_after_quantisation(model, samples, name):
         assert float(r.linf_255.min()) >= eps_255 - 1e-3
 
 
+def test_quantize_to_grid_keeps_the_whole_budget_of_an_on_grid_photo(model):
+    """Photos are on the 8-bit grid but stored as float32 k/255, and presets store budgets rounded
+    (6/255 as 0.02352941): an FGSM step of ±ε must stay exactly k steps wherever [0, 1] allows.
+    (A float64 rewrite once lost a whole step for ~40% of pixels: FGSM's |L2| fell 0.049 → 0.046.)"""
+    from pd_core.images import gallery, load_image
+
+    photo = next(g for g in gallery() if g.source == "Foolbox")
+    clean = load_image(photo.path, spec=model.spec)
+    assert torch.equal(clean * 255, torch.round(clean * 255))
+    sign = torch.sign(torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)))
+    for steps in (1, 4, 6, 8, 15):
+        eps = round(steps / 255, 8)
+        q = quantize_to_grid((clean + eps * sign).clamp(0, 1), clean, eps)
+        room = ((clean + steps / 255 * sign) >= 0) & ((clean + steps / 255 * sign) <= 1)
+        assert torch.equal(torch.round((q - clean) * 255)[room], (steps * sign)[room]), steps
+
+
 def test_quantize_to_grid_stays_inside_the_eps_box_even_for_off_grid_clean_images():
     g = torch.Generator().manual_seed(0)
     clean = torch.rand(4, 3, 8, 8, generator=g)              # not on the 1/255 grid

@@ -117,22 +117,24 @@ def quantize_to_grid(images: Tensor, clean: Optional[Tensor] = None, eps: Option
     """Round to the 8-bit grid (multiples of 1/255 in [0, 1], what a PNG stores).
 
     With ``clean`` and ``eps`` (L-infinity budget in [0, 1] units), each value is rounded to the
-    nearest multiple of 1/255 inside ``[max(clean − ε, 0), min(clean + ε, 1)]``, so the budget holds
-    exactly afterwards; where that interval holds no multiple of 1/255 (ε < 0.5/255 and ``clean``
-    off the grid) the clean value is kept. Used by the attacks and by the adaptive attack.
+    nearest multiple of 1/255 within ``eps`` of ``clean``. Where no multiple of 1/255 is that close
+    (ε < 0.5/255 and ``clean`` off the grid) the clean value is kept. Used by the attacks and by the
+    adaptive attack.
+
+    The interval's ends get a slack of 1e-4 grid steps: clean photos are on the grid, but their
+    float32 values k/255 are off by up to ~1e-5 steps and budgets such as 6/255 are stored rounded
+    (0.02352941), so without it ``clean + eps`` would often round down one whole step. The L∞
+    budget can therefore be exceeded by at most 1e-4/255 (float error), never by a grid step.
     """
+    q = torch.round(images * 255)
     if eps is None:
-        return torch.round(images * 255).clamp(0, 255) / 255
+        return q.clamp(0, 255) / 255
     if clean is None:
         raise ValueError("quantize_to_grid needs the clean images to respect eps")
-    # The interval's ends in grid units, in float64 so that ε = k/255 around a clean value on the
-    # grid is not lost to float32 error (the 1e-6 slack absorbs float64's).
-    c = clean.detach().double()
-    low = torch.ceil((c - eps).clamp_min(0) * 255 - 1e-6)
-    high = torch.floor((c + eps).clamp_max(1) * 255 + 1e-6)
-    q = torch.minimum(torch.maximum(torch.round(images.detach().double() * 255), low), high)
-    # k/255 rounded once to the images' dtype: exactly what a PNG of the result reads back as.
-    return torch.where(low <= high, q / 255, c).to(images.dtype)
+    low = torch.ceil((clean - eps) * 255 - 1e-4)
+    high = torch.floor((clean + eps) * 255 + 1e-4)
+    q = torch.minimum(torch.maximum(q, low), high).clamp(0, 255) / 255
+    return torch.where(low <= high, q, clean)
 
 
 class _ForwardMonitor(nn.Module):
