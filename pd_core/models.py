@@ -15,7 +15,6 @@ shared between users and handed to Foolbox without accumulating gradients.
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,10 +339,3 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
         if key not in _cache:
             _cache[key] = build_model(name, pretrained=pretrained).to(device)
         return _cache[key]
-
-
-def set_threads_from_env() -> None:
-    """Honour ``PD_THREADS``; kept here for callers of the first release (see :mod:`pd_core.runtime`)."""
-    from .runtime import set_threads_from_env as _set
-
-    _set()
