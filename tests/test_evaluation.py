@@ -228,13 +228,13 @@ def test_figure5_search_uses_only_the_tuning_subset(model, monkeypatch):
     evaluation, tuning = ev.split_tuning(ev.load_items(items), 0.5)
     assert tuning and evaluation
     seen = []
-    real_load = ev._load
+    real_load = ev.load_labelled_images
 
     def recording_load(chunk, model):
         seen.extend(it.name for it in chunk)
         return real_load(chunk, model)
 
-    monkeypatch.setattr(ev, "_load", recording_load)
+    monkeypatch.setattr(ev, "load_labelled_images", recording_load)
     grid = ev.tuning_grid(model, items, attacks=(), sigmas=(0.04,), windows=(10,), deflections=(100, 50),
                           tuning_fraction=0.5, batch_size=8)
     assert sorted(seen) == sorted(it.name for it in tuning)
