@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pd_core.attacks import ATTACKS, PAPER_NORMS, attack  # noqa: E402
+from pd_core.attacks.cli import parse_value  # noqa: E402
 from pd_core.models import load_model  # noqa: E402
 from pd_core.runtime import configure_from_env  # noqa: E402
 
@@ -34,17 +35,6 @@ def load_dev(model, n: int):
     images = torch.cat([load_image(str(DEV / r["file"]), spec=model.spec, device=model.device) for r in rows])
     labels = torch.tensor([int(r["class_index"]) for r in rows])
     return images, labels
-
-
-def parse_value(text: str):
-    if text == "None":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def main(argv=None) -> int:

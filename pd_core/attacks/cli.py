@@ -18,7 +18,8 @@ from .registry import ATTACKS, PRESETS
 __all__ = ["add_attack_parser", "cli_attack"]
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
+    """A ``--param key=value`` value as int, float, None or str (in that order of preference)."""
     if text == "None":
         return None
     for cast in (int, float):
@@ -63,7 +64,7 @@ def _params(args) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CliError(f"--param expects KEY=VALUE, got {item!r}")
-        params[key.strip()] = _parse_value(value.strip())
+        params[key.strip()] = parse_value(value.strip())
     if args.eps is not None:
         if not info.budgeted:
             raise CliError(f"--eps applies to the L-inf attacks (fgsm, igsm, pgd) only; {args.attack} has "
