@@ -11,7 +11,8 @@ resolution (SPEC §1). This module turns user files into such tensors and back:
 * :func:`to_model_tensor`, :func:`load_image`, :func:`load_batch` — the classifier's
   preprocessing (short side resized to ``resize`` with ``interpolation``, centre crop
   ``input_size``; the fields of :class:`pd_core.models.ModelSpec`), same result as torchvision's
-  ``Resize(resize) + CenterCrop(input_size)`` on the PIL image.
+  ``Resize(resize) + CenterCrop(input_size)`` on the PIL image; an image already at the model's
+  input size is used as it is (:func:`plan_preprocessing` says which path an image takes).
 * :func:`tensor_to_uint8`, :func:`tensor_to_pil`, :func:`to_png_bytes`, :func:`quantize` — the
   way out. A PNG holds 8-bit values, so saving rounds every value to the nearest multiple of
   1/255: the saved PNG *is* ``quantize(x)``. Attacks should report ``quantize(x_adv)`` (and check
@@ -32,8 +33,8 @@ from .decode import (IMAGE_EXTENSIONS, MAX_ASPECT, MAX_BYTES, MAX_PIXELS, MIN_SI
 from .errors import ImageError, InputError, PathError
 from .folders import LabelledFiles, imagenet_wnids, read_labelled_folder, safe_resolve
 from .gallery import GalleryImage, gallery, gallery_image
-from .tensors import (load_batch, load_image, pil_to_tensor, quantize, tensor_to_pil, tensor_to_uint8,
-                      to_model_tensor, to_png_bytes, uint8_to_tensor)
+from .tensors import (Preprocessing, load_batch, load_image, pil_to_tensor, plan_preprocessing, quantize,
+                      tensor_to_pil, tensor_to_uint8, to_model_tensor, to_png_bytes, uint8_to_tensor)
 
 __all__ = [
     "InputError",
@@ -48,6 +49,8 @@ __all__ = [
     "open_image",
     "to_rgb",
     "to_model_tensor",
+    "plan_preprocessing",
+    "Preprocessing",
     "load_image",
     "load_batch",
     "pil_to_tensor",

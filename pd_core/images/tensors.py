@@ -3,7 +3,9 @@
 * :func:`to_model_tensor`, :func:`load_image`, :func:`load_batch` — the classifier's
   preprocessing (short side resized to ``resize`` with ``interpolation``, centre crop
   ``input_size``; the fields of :class:`pd_core.models.ModelSpec`), same result as torchvision's
-  ``Resize(resize) + CenterCrop(input_size)`` on the PIL image.
+  ``Resize(resize) + CenterCrop(input_size)`` on the PIL image — except that an image already at
+  the model's input size is used as it is (:func:`plan_preprocessing` says which path an image
+  takes), so the attack's own PNG keeps its label when it is read back (lossless round trip).
 * :func:`tensor_to_uint8`, :func:`tensor_to_pil`, :func:`to_png_bytes`, :func:`quantize` — the
   way out. A PNG holds 8-bit values, so saving rounds every value to the nearest multiple of
   1/255: the saved PNG *is* ``quantize(x)``. Attacks should report ``quantize(x_adv)`` (and check
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -45,38 +48,87 @@ def uint8_to_tensor(arr: np.ndarray, device: str | torch.device | None = None) -
     return t.to(device=device, dtype=torch.float32).div_(255.0).contiguous()
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """The path an image of ``size`` (width, height) takes to the model's ``input_size`` square.
+
+    ``resized_to``: (width, height) after the resize, ``None`` when the image is not resized;
+    ``crop``: the (left, top, right, bottom) box cut from it, ``None`` when nothing is cut.
+    An image already at the model's input size has neither: it is used as it is, so a model-size
+    PNG written by the attack (``attack --out``, the app's download) reaches the model unchanged.
+    """
+
+    size: tuple[int, int]
+    input_size: int
+    resized_to: tuple[int, int] | None
+    crop: tuple[int, int, int, int] | None
+
+    @property
+    def as_is(self) -> bool:
+        """True when the pixels reach the model unchanged (neither resized nor cropped)."""
+        return self.resized_to is None and self.crop is None
+
+    def describe(self) -> str:
+        """The path in a few words, e.g. ``"used as it is (already 224 × 224 pixels)"``."""
+        s = self.input_size
+        if self.as_is:
+            return f"used as it is (already {s} × {s} pixels, the model's input size)"
+        cropped = f"centre-cropped to {s} × {s}"
+        if self.resized_to is None:
+            return f"{cropped} (not resized)"
+        w, h = self.resized_to
+        return f"resized to {w} × {h} (short side {min(w, h)}) and {cropped}"
+
+
+def plan_preprocessing(size: tuple[int, int], input_size: int = 224, resize: int | None = 256) -> Preprocessing:
+    """How :func:`to_model_tensor` will treat an image of ``size`` = (width, height) pixels.
+
+    An image of exactly ``input_size`` × ``input_size`` pixels is used as it is. Otherwise the
+    short side is resized to ``resize`` (the long side to ``int(resize * long / short)``, as
+    torchvision's ``Resize``; ``resize=None`` means ``input_size``) and the centre
+    ``input_size`` square is cropped (offsets rounded as torchvision's ``CenterCrop``).
+    """
+    width, height = (int(v) for v in size)
+    resize = input_size if resize is None else int(resize)
+    if resize < input_size:
+        raise ValueError(f"resize ({resize}) must be at least input_size ({input_size})")
+    if (width, height) == (input_size, input_size):
+        # Already the model's input: resizing to `resize` and cropping back would resample
+        # every pixel and smooth away an adversarial perturbation saved at this size.
+        return Preprocessing((width, height), input_size, None, None)
+    if width <= height:
+        new_size = (resize, int(resize * height / width))
+    else:
+        new_size = (int(resize * width / height), resize)
+    left = int(round((new_size[0] - input_size) / 2.0))
+    top = int(round((new_size[1] - input_size) / 2.0))
+    return Preprocessing((width, height), input_size, None if new_size == (width, height) else new_size,
+                         (left, top, left + input_size, top + input_size))
+
+
 def to_model_tensor(img: Image.Image, input_size: int = 224, resize: int | None = 256,
                     interpolation: str = "bicubic",
                     device: str | torch.device | None = None) -> torch.Tensor:
     """The classifier's preprocessing: (1, 3, input_size, input_size) float32 in [0, 1].
 
-    The short side is resized to ``resize`` pixels (the long side to
-    ``int(resize * long / short)``, as torchvision's ``Resize``) with ``interpolation``
+    The path is :func:`plan_preprocessing`'s: an image already at ``input_size`` × ``input_size``
+    is used as it is; any other is resized (short side to ``resize``) with ``interpolation``
     (``bicubic``, ``bilinear``, ``nearest``, ``lanczos``, ``box`` or ``hamming``; Pillow's
-    antialiased filters on the 8-bit image), then the centre ``input_size`` square is cropped
-    (offsets rounded as torchvision's ``CenterCrop``). ``resize=None`` resizes the short side to
-    ``input_size``. Normalisation (mean/std) is the model's job, not done here.
+    antialiased filters on the 8-bit image) and centre-cropped, the same result as torchvision's
+    ``Resize(resize) + CenterCrop(input_size)``. Normalisation (mean/std) is the model's job.
     """
-    resize = input_size if resize is None else int(resize)
-    if resize < input_size:
-        raise ValueError(f"resize ({resize}) must be at least input_size ({input_size})")
     try:
         resample = _RESAMPLING[interpolation.lower()]
     except KeyError:
         raise ValueError(f"unknown interpolation {interpolation!r}; choose one of: {', '.join(_RESAMPLING)}") \
             from None
+    plan = plan_preprocessing(img.size, input_size, resize)
     if img.mode != "RGB":
         img = to_rgb(img)
-    width, height = img.size
-    if width <= height:
-        new_size = (resize, int(resize * height / width))
-    else:
-        new_size = (int(resize * width / height), resize)
-    if new_size != img.size:
-        img = img.resize(new_size, resample)
-    left = int(round((new_size[0] - input_size) / 2.0))
-    top = int(round((new_size[1] - input_size) / 2.0))
-    img = img.crop((left, top, left + input_size, top + input_size))
+    if plan.resized_to is not None:
+        img = img.resize(plan.resized_to, resample)
+    if plan.crop is not None:
+        img = img.crop(plan.crop)
     return pil_to_tensor(img, device)
 
 
