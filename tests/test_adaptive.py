@@ -94,6 +94,28 @@ def test_eot_one_reproduces_plain_bpda(model, pair):
     assert torch.equal(result.adversarial, adv)
 
 
+def test_attack_takes_its_gradient_estimator_as_a_parameter(model, pair, untargeted):
+    from pd_core.adaptive import BpdaEotGradient
+
+    x, y = pair
+    result, _ = untargeted
+    same = bpda_eot_attack(model, x, y, eps=EPS, steps=5, eot=2, seed=0, gradient=BpdaEotGradient(eot=2))
+    assert torch.equal(same.adversarial, result.adversarial)
+    assert same.loss_history == result.loss_history
+    # Any estimator plugs in: one that always points up drives every pixel to the top of the ε-ball.
+    calls = []
+
+    def upward(model_, images, goal, *, targeted, generator):
+        calls.append((images.shape[0], targeted, isinstance(generator, torch.Generator)))
+        return torch.ones_like(images), torch.full((images.shape[0],), 7.0), goal[:, None].clone()
+
+    pushed = bpda_eot_attack(model, x, y, eps=EPS, steps=3, eot=1, seed=0, quantize=False, gradient=upward)
+    assert calls == [(2, False, True)] * 3
+    assert torch.equal(pushed.adversarial, (x + EPS).clamp(max=1))
+    assert pushed.loss_history == [7.0, 7.0, 7.0]
+    assert torch.equal(pushed.eot_fooled, torch.zeros(2))  # every vote was the true class
+
+
 def test_attack_respects_eps_on_the_png_grid_and_fools_the_defence(model, pair, untargeted):
     x, y = pair
     result, calls = untargeted

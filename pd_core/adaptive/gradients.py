@@ -146,8 +146,6 @@ class GradientEstimator(Protocol):
     estimate saw (n ≥ 1), from which the attack reports the fraction that met its goal.
     """
 
-    loss: str
-
     def __call__(self, model: Classifier, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
