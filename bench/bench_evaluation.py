@@ -85,13 +85,13 @@ def compare(model, items, attacks, args, overrides, title):
     batched_s, batched_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     if args.nchw_too:
-        saved_batch = ev.CPU_MODEL_BATCH
-        ev.CHANNELS_LAST_ON_CPU, ev.CPU_MODEL_BATCH = False, len(items)
+        saved_batch = ev.batching.CPU_MODEL_BATCH
+        ev.batching.CHANNELS_LAST_ON_CPU, ev.batching.CPU_MODEL_BATCH = False, len(items)
         t0, c0 = time.perf_counter(), time.process_time()
         ev.evaluate(model, items, attacks=attacks, preset=args.preset, table=1, ensemble=args.ensemble,
                     seed=0, batch_size=len(items), tuning_fraction=0.0, attack_params=overrides)
         nchw_s, nchw_cpu = time.perf_counter() - t0, time.process_time() - c0
-        ev.CHANNELS_LAST_ON_CPU, ev.CPU_MODEL_BATCH = True, saved_batch
+        ev.batching.CHANNELS_LAST_ON_CPU, ev.batching.CPU_MODEL_BATCH = True, saved_batch
 
     t0, c0 = time.perf_counter(), time.process_time()
     counts, kept = naive(model, items, attacks, args.preset, overrides, args.ensemble, seed=0)

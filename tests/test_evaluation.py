@@ -6,6 +6,7 @@ uninterrupted run is shared by the tests that read its results.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -91,7 +92,7 @@ def test_accuracy_of_a_hand_made_case():
 
 def test_rank_of_the_adversarial_class():
     top5 = torch.tensor([[3, 1, 4, 5, 9], [2, 7, 1, 8, 0]])
-    assert ev._ranks(top5, torch.tensor([4, 6])).tolist() == [3, 0]
+    assert ev.protocol._ranks(top5, torch.tensor([4, 6])).tolist() == [3, 0]
 
 
 # --- the protocol on real images --------------------------------------------------------------
@@ -169,7 +170,7 @@ def test_resume_refuses_other_settings(model, items, full_run, tmp_path):
     _, full_path = full_run
     out = tmp_path / "results.csv"
     out.write_text(full_path.read_text())
-    ev._meta_path(out).write_text(ev._meta_path(full_path).read_text())
+    ev.store._meta_path(out).write_text(ev.store._meta_path(full_path).read_text())
     with pytest.raises(ev.EvaluationError, match="other settings"):
         ev.evaluate(model, items, out_csv=out, **{**SETTINGS, "seed": 8})
     # An attack preset edited since the file was started must not mix two attacks in one row.
@@ -196,13 +197,13 @@ def test_defended_copies_do_not_depend_on_the_batch(model, items):
 # --- split, inputs, command line -------------------------------------------------------------
 
 def test_tuning_split_is_deterministic_disjoint_and_stable():
-    items = [ev.Item(f"img_{i:03d}.jpg", ev.Path(f"/x/img_{i:03d}.jpg"), i % 1000) for i in range(400)]
+    items = [ev.Item(f"img_{i:03d}.jpg", Path(f"/x/img_{i:03d}.jpg"), i % 1000) for i in range(400)]
     evaluation, tuning = ev.split_tuning(items, 0.2)
     names_e, names_t = {i.name for i in evaluation}, {i.name for i in tuning}
     assert not names_e & names_t and len(names_e | names_t) == 400
     assert 50 <= len(tuning) <= 110  # Binomial(400, 0.2): mean 80, sd 8
     # Adding images never moves an existing one between the parts; the order is the same.
-    more = items + [ev.Item(f"new_{i}.jpg", ev.Path(f"/x/new_{i}.jpg"), 1) for i in range(50)]
+    more = items + [ev.Item(f"new_{i}.jpg", Path(f"/x/new_{i}.jpg"), 1) for i in range(50)]
     e2, t2 = ev.split_tuning(more, 0.2)
     assert names_t <= {i.name for i in t2} and names_e <= {i.name for i in e2}
     assert [i.name for i in e2 if i.name in names_e] == [i.name for i in evaluation]
@@ -234,7 +235,7 @@ def test_figure5_search_uses_only_the_tuning_subset(model, monkeypatch):
         seen.extend(it.name for it in chunk)
         return real_load(chunk, model)
 
-    monkeypatch.setattr(ev, "load_labelled_images", recording_load)
+    monkeypatch.setattr(ev.figures, "load_labelled_images", recording_load)  # where tuning_grid looks it up
     grid = ev.tuning_grid(model, items, attacks=(), sigmas=(0.04,), windows=(10,), deflections=(100, 50),
                           tuning_fraction=0.5, batch_size=8)
     assert sorted(seen) == sorted(it.name for it in tuning)

@@ -1,0 +1,205 @@
+"""The paper's figures computed from the protocol: Figure 2 (class probability against the number
+of deflections), Figure 5 (accuracy over σ, window and K on the tuning subset) and Figure 6 (rank
+of the adversarial class among the clean top-5)."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Iterable, Sequence
+
+import torch
+
+from ..defence import PAPER_DEFAULTS, vote
+from .batching import FastLayoutModel, activation_maps, classify, model_batch
+from .data import DEFAULT_TUNING_FRACTION, EvaluationError, load_items, load_labelled_images, split_tuning
+from .paper import ATTACK_TITLES, _rows_of
+from .progress import Progress
+from .protocol import defended_copies
+from .stats import counted_rows, derive_seed, wilson_interval
+
+__all__ = ["rank_histogram", "deflection_curve", "tuning_grid"]
+
+
+def rank_histogram(results, preset: str | None = None, attacks: Sequence[str] | None = None):
+    """Paper Figure 6 from the results rows: over successful attacks on counted images, how often
+    the adversarial class has rank 1–5 in the clean image's top-5 (0 = not in it), and how often
+    the true class has rank 1–5 in the adversarial image's top-5.
+
+    Returns a DataFrame with columns ``attack``, ``direction`` ("adversarial class in clean top-5" or
+    "true class in adversarial top-5"), ``rank`` (0–5), ``count``, ``fraction``; ``attack = "all"``
+    pools every attack.
+    """
+    import pandas as pd
+
+    rows = counted_rows(_rows_of(results))
+    rows = rows[(rows["defence"] == "none") & (rows["attack"] != "clean")]
+    if preset is not None:
+        rows = rows[rows["preset"] == preset]
+    if attacks is not None:
+        rows = rows[rows["attack"].isin(list(attacks))]
+    rows = rows[pd.to_numeric(rows["attack_success"], errors="coerce") == 1]
+    out = []
+    groups = [("all", rows)] + list(rows.groupby("attack", sort=False))
+    for attack, g in groups:
+        for column, direction in (("adv_rank_in_clean_top5", "adversarial class in clean top-5"),
+                                  ("true_rank_in_adv_top5", "true class in adversarial top-5")):
+            ranks = pd.to_numeric(g[column], errors="coerce").dropna().astype(int)
+            total = len(ranks)
+            for rank in range(6):
+                c = int((ranks == rank).sum())
+                out.append({"attack": attack, "direction": direction, "rank": rank, "count": c,
+                            "fraction": c / total if total else math.nan})
+    return pd.DataFrame(out, columns=["attack", "direction", "rank", "count", "fraction"])
+
+
+# --------------------------------------------------------------------------------------------
+# Figure 2: class probability against the number of deflections
+# --------------------------------------------------------------------------------------------
+
+def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adversarial: torch.Tensor | None = None,
+                     attack: str = "fgsm", preset: str = "paper",
+                     deflections: Sequence[int] = (0, 100, 300, 1000, 3000, 10000),
+                     copies: int = 4, window: int = 10, use_map: bool = False, denoise: bool = False,
+                     seed: int = 0, batch_size: int = 32, progress: Progress | None = None):
+    """Paper Figure 2: mean probability of the true class and of the adversarial class against the
+    number of deflections, for the adversarial images and for their clean originals.
+
+    images : (N, 3, S, S) clean images in [0, 1] on the model's device; labels : (N,) int64.
+    adversarial : their adversarial versions; computed with ``attack`` / ``preset`` when None.
+    Only images that are correctly classified and whose attack succeeded are used (the
+    "adversarial class" is then the undefended prediction on the adversarial image).
+    The paper's figure shows deflection alone (§5, uniform: ``use_map=False``, ``denoise=False``);
+    ``copies`` random deflections per image and K are averaged.
+
+    Returns a DataFrame: ``image`` ("adversarial" / "clean"), ``deflections``, ``class``
+    ("true" / "adversarial"), ``mean_prob``, ``sem`` (standard error over images), ``n``.
+    """
+    import pandas as pd
+
+    labels = labels.to(images.device).long()
+    if adversarial is None:
+        from ..attacks import attack as run_attack
+
+        adversarial = run_attack(FastLayoutModel(model), images, labels, attack, preset=preset, seed=seed,
+                                 batch_size=model_batch(model, batch_size)).adversarial
+    adversarial = adversarial.to(images.device).contiguous()
+    with torch.no_grad():
+        clean_pred = classify(model, images, batch_size).argmax(1)
+        adv_pred = classify(model, adversarial, batch_size).argmax(1)
+    keep = (clean_pred == labels) & (adv_pred != labels)
+    out = []
+    if not bool(keep.any()):
+        return pd.DataFrame(out, columns=["image", "deflections", "class", "mean_prob", "sem", "n"])
+    sources = {"adversarial": adversarial[keep], "clean": images[keep]}
+    y_true, y_adv = labels[keep], adv_pred[keep]
+    n = int(keep.sum())
+    config = replace(PAPER_DEFAULTS, window=int(window), use_map=use_map, denoise=denoise)
+    steps = len(deflections) * 2
+    for si, (kind, x) in enumerate(sources.items()):
+        rmap = activation_maps(model, x, config.top_k, batch_size).rmap if use_map else None
+        for ki, k in enumerate(deflections):
+            cfg = replace(config, deflections=int(k))
+            seeds = [derive_seed(seed, "figure2", kind, i, int(k)) for i in range(n)]
+            c = copies if k > 0 else 1
+            defended = defended_copies(model, x, rmap, cfg, c, seeds)
+            probs = classify(model, defended, batch_size).view(n, c, -1).mean(1)
+            for cls_name, cls in (("true", y_true), ("adversarial", y_adv)):
+                p = probs.gather(1, cls[:, None])[:, 0].double().cpu()
+                sem = float(p.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
+                out.append({"image": kind, "deflections": int(k), "class": cls_name,
+                            "mean_prob": float(p.mean()), "sem": sem, "n": n})
+            if progress is not None:
+                progress((si * len(deflections) + ki + 1) / steps, f"{kind} images, K = {k}")
+    return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Figure 5: accuracy over (σ, window, K) on the held-apart tuning subset
+# --------------------------------------------------------------------------------------------
+
+def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fgsm",), preset: str = "paper",
+                sigmas: Sequence[float] = (0.01, 0.02, 0.04, 0.06, 0.08),
+                windows: Sequence[int] = (2, 5, 10, 15, 20),
+                deflections: Sequence[int] = (25, 50, 100, 200, 400),
+                search: str = "linear", ensemble: int = 1, limit: int | None = None, seed: int = 0,
+                batch_size: int = 16, tuning_fraction: float = DEFAULT_TUNING_FRACTION,
+                progress: Progress | None = None):
+    """Paper Figure 5 / §9.1: defended accuracy over a grid of (σ, window r, deflections K), on the
+    **tuning subset only** (:func:`split_tuning`: disjoint from what :func:`evaluate` uses).
+
+    search : ``"linear"`` (the paper's "linear search": vary one parameter at a time, the others at
+        the paper's defaults σ = 0.04, r = 10, K = 100) or ``"grid"`` (every combination).
+    attacks : rows to measure; the clean images are always included (attack ``"clean"``).
+    ensemble : copies per image (1 = single run, the cheapest).
+
+    Returns a DataFrame: ``attack``, ``varied`` (the parameter varied, "grid" or "default"),
+    ``sigma``, ``window``, ``deflections``, ``n``, ``correct``, ``accuracy``, ``ci_low``,
+    ``ci_high`` (Wilson 95%, fractions).
+    """
+    import itertools
+
+    import pandas as pd
+
+    from ..attacks import ATTACKS, attack as run_attack
+
+    attacks = [a for a in attacks if a != "clean"]
+    for a in attacks:
+        if a not in ATTACKS:
+            raise EvaluationError(f"unknown attack {a!r}; choose from: {', '.join(ATTACKS)}.")
+    _, tuning = split_tuning(load_items(images, labels_csv), tuning_fraction)
+    if limit is not None:
+        tuning = tuning[: int(limit)]
+    if not tuning:
+        raise EvaluationError("the tuning subset is empty; raise tuning_fraction or add images.")
+    base = PAPER_DEFAULTS
+    if search == "linear":
+        points = [("default", base.sigma, base.window, base.deflections)]
+        points += [("sigma", s, base.window, base.deflections) for s in sigmas if s != base.sigma]
+        points += [("window", base.sigma, w, base.deflections) for w in windows if w != base.window]
+        points += [("deflections", base.sigma, base.window, k) for k in deflections if k != base.deflections]
+    elif search == "grid":
+        points = [("grid", s, w, k) for s, w, k in itertools.product(sigmas, windows, deflections)]
+    else:
+        raise EvaluationError("search must be 'linear' or 'grid'.")
+    counts: dict[tuple, list[int]] = {}
+    chunks = [tuning[i:i + batch_size] for i in range(0, len(tuning), batch_size)]
+    total = len(chunks) * (1 + len(attacks)) * len(points)
+    step = 0
+    for chunk in chunks:
+        x, good, _ = load_labelled_images(chunk, model)
+        labels = torch.tensor([it.label for it in good], dtype=torch.long, device=model.device)
+        with torch.no_grad():
+            keep = classify(model, x, batch_size).argmax(1) == labels if len(good) else torch.zeros(0, dtype=torch.bool)
+        x, labels = x[keep], labels[keep]
+        good = [it for it, k in zip(good, keep.tolist()) if k]
+        if not good:
+            step += (1 + len(attacks)) * len(points)
+            continue
+        for a in ["clean", *attacks]:
+            if a == "clean":
+                adv = x
+            else:
+                adv = run_attack(FastLayoutModel(model), x, labels, a, preset=preset,
+                                 batch_size=model_batch(model, batch_size),
+                                 seed=derive_seed(seed, a, preset, *[it.name for it in good])).adversarial.contiguous()
+            rmap = activation_maps(model, adv, base.top_k, batch_size).rmap
+            seeds = [derive_seed(seed, it.name, a) for it in good]
+            for varied, s, w, k in points:
+                cfg = replace(base, sigma=float(s), window=int(w), deflections=int(k))
+                copies = max(1, int(ensemble))
+                defended = defended_copies(model, adv, rmap, cfg, copies, seeds)
+                probs = classify(model, defended, 4 * batch_size).view(len(good), copies, -1)
+                pred = vote(probs).prediction
+                c = counts.setdefault((a, varied, float(s), int(w), int(k)), [0, 0])
+                c[0] += int((pred == labels).sum())
+                c[1] += len(good)
+                step += 1
+                if progress is not None:
+                    progress(step / total, f"{ATTACK_TITLES.get(a, a)}: σ={s}, r={w}, K={k}")
+    out = []
+    for (a, varied, s, w, k), (correct, n) in counts.items():
+        lo, hi = wilson_interval(correct, n)
+        out.append({"attack": a, "varied": varied, "sigma": s, "window": w, "deflections": k, "n": n,
+                    "correct": correct, "accuracy": correct / n if n else math.nan, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(out, columns=["attack", "varied", "sigma", "window", "deflections", "n", "correct",
+                                      "accuracy", "ci_low", "ci_high"])

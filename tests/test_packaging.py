@@ -1,0 +1,145 @@
+"""`pd_core` is a real package (issue 15, item 1).
+
+A wheel is built from a copy of the sources (so the checkout gets no ``build/`` or ``*.egg-info``),
+installed into a fresh virtual environment that sees the already installed dependencies
+(``--system-site-packages``; nothing is fetched), and used from a directory that is not the
+repository, with ``PYTHONPATH`` cleared, so the checkout's ``pd_core`` cannot be imported by
+accident.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE_FILES = ["pyproject.toml", "README.md", "requirements.txt", "requirements-dev.txt"]
+# Every subcommand the README documents; `pdlab --help` must list them all.
+SUBCOMMANDS = ["models", "classify", "defend", "attack", "demo", "evaluate", "adaptive"]
+
+
+def _clean_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PIP_"))}
+    env["TORCH_HOME"] = str(tmp / "torch-home")  # an empty hub cache: nothing but the embedded model
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 240) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(wheel, venv, elsewhere dir, env, source copy) after `pip install <wheel>` into a fresh venv."""
+    tmp = tmp_path_factory.mktemp("packaging")
+    env = _clean_env(tmp)
+    source = tmp / "source"
+    shutil.copytree(REPO / "pd_core", source / "pd_core",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in SOURCE_FILES:
+        shutil.copy2(REPO / name, source / name)
+    # A data file of a kind pd_core does not hold yet: whatever pd_core reads from its own folder
+    # must travel with the wheel, whatever its extension.
+    (source / "pd_core" / "packaging-probe.dat").write_bytes(b"probe")
+    dist = tmp / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+          "-w", str(dist), str(source)], cwd=tmp, env=env)
+    (wheel,) = dist.glob("pixel_deflection_lab-*.whl")
+
+    venv = tmp / "venv"
+    # Without its own pip: the system's pip (visible through --system-site-packages) installs
+    # into whichever environment runs it.
+    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+         cwd=tmp, env=env)
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+         cwd=tmp, env=env)
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    return wheel, venv, elsewhere, env, source
+
+
+def test_import_comes_from_the_installed_copy(installed):
+    _, venv, elsewhere, env, _ = installed
+    done = _run([str(venv / "bin" / "python"), "-c", "import pd_core, os; print(pd_core.__file__)"],
+                cwd=elsewhere, env=env)
+    location = Path(done.stdout.strip()).resolve()
+    assert location.is_relative_to(venv.resolve()), location
+    assert not location.is_relative_to(REPO), location
+
+
+def test_console_script_lists_every_subcommand(installed):
+    _, venv, elsewhere, env, _ = installed
+    script = venv / "bin" / "pdlab"
+    assert script.is_file()
+    done = _run([str(script), "--help"], cwd=elsewhere, env=env)
+    missing = [name for name in SUBCOMMANDS if name not in done.stdout]
+    assert not missing, f"pdlab --help does not list {missing}:\n{done.stdout}"
+
+
+def test_console_script_models_runs_from_anywhere(installed):
+    _, venv, elsewhere, env, _ = installed
+    done = _run([str(venv / "bin" / "pdlab"), "models", "--json"], cwd=elsewhere, env=env)
+    import json
+
+    statuses = {row["name"]: row for row in json.loads(done.stdout)}
+    assert statuses["efficientnet_lite0"]["available"] is True
+    # The hub cache is empty, so the paper's models are unavailable and say how to get them.
+    assert statuses["resnet50"]["available"] is False
+    assert "pdlab models --download resnet50" in statuses["resnet50"]["reason"]
+
+
+def test_wheel_holds_pd_core_and_its_data_only(installed):
+    wheel, source = installed[0], installed[4]
+    names = set(zipfile.ZipFile(wheel).namelist())
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"pd_core"}
+    # Compared with the copy the wheel was built from (other work may add files to the checkout).
+    expected = {
+        path.relative_to(source).as_posix()
+        for path in (source / "pd_core").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+    missing = sorted(expected - names)
+    assert not missing, f"files under pd_core/ left out of the wheel: {missing}"
+
+
+def _metadata(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return archive.read(name).decode()
+
+
+def _requirement_lines(path: Path) -> list[str]:
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("-r")]
+
+
+def _normalise(requirement: str) -> str:
+    """Compare requirements ignoring spacing and the order of version clauses."""
+    requirement = requirement.split(";")[0].replace(" ", "")
+    match = re.match(r"([A-Za-z0-9_.\-\[\]]+)(.*)", requirement)
+    name, clauses = match.group(1), match.group(2)
+    return name.lower().replace("_", "-") + ",".join(sorted(c for c in clauses.split(",") if c))
+
+
+def test_dependencies_have_one_source_of_truth(installed):
+    metadata = _metadata(installed[0])
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:")]
+    runtime = sorted(_normalise(r) for r in requires if "extra ==" not in r)
+    dev = sorted(_normalise(r) for r in requires if re.search(r"extra == .dev.", r))
+    ray = sorted(_normalise(r) for r in requires if re.search(r"extra == .ray.", r))
+    assert runtime == sorted(_normalise(r) for r in _requirement_lines(REPO / "requirements.txt"))
+    assert dev == sorted(_normalise(r) for r in _requirement_lines(REPO / "requirements-dev.txt"))
+    assert [r.split(">")[0] for r in ray] == ["pyarrow", "ray[default]"]
+    torch_clause = next(r for r in runtime if r.startswith("torch") and not r.startswith("torchvision"))
+    assert "<=2.14.1" in torch_clause  # the version installed on the project machines stays allowed
