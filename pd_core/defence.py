@@ -17,8 +17,8 @@ from .deflection import DeflectionRecord, deflect, make_generator
 from .maps import robust_activation_map
 from .models import Classifier
 
-__all__ = ["DefenceConfig", "DefenceResult", "EnsembleResult", "defend", "defend_batch",
-           "ensemble_predict", "TABLE3_DEFENCES", "TABLE4_DEFENCES"]
+__all__ = ["DefenceConfig", "DefenceResult", "EnsembleResult", "DifferentiableDefence", "defend", "defend_batch",
+           "defend_differentiable", "draw_log_prob", "ensemble_predict", "TABLE3_DEFENCES", "TABLE4_DEFENCES"]
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,27 @@ def _transform(images: torch.Tensor, rmap: torch.Tensor | None, config: DefenceC
     if config.jpeg_quality is not None:
         from .denoising import jpeg_compress
 
-        out = jpeg_compress(out, quality=config.jpeg_quality)
+        if torch.is_grad_enabled() and out.requires_grad:
+            out = _JpegStraightThrough.apply(out, config.jpeg_quality)
+        else:
+            out = jpeg_compress(out, quality=config.jpeg_quality)
     return out, deflected, record
+
+
+class _JpegStraightThrough(torch.autograd.Function):
+    """JPEG forward, identity backward: JPEG quantisation is piecewise constant (gradient 0 almost
+    everywhere), so the differentiable path passes the gradient through this one stage (BPDA,
+    Athalye et al. 2018 §4.1); deflection and wavelet denoising keep their exact gradients."""
+
+    @staticmethod
+    def forward(ctx, images, quality):
+        from .denoising import jpeg_compress
+
+        return jpeg_compress(images, quality=quality)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
 
 
 def _needs_map(config: DefenceConfig) -> bool:
@@ -152,6 +171,82 @@ def defend_batch(model: Classifier, images: torch.Tensor, copies: int, config: D
     rep = images.repeat_interleave(copies, dim=0)
     rep_map = rmap.repeat_interleave(copies, dim=0) if (rmap is not None and config.use_map) else None
     return _transform(rep, rep_map, config, generator)[0]
+
+
+class DifferentiableDefence(NamedTuple):
+    """Output of :func:`defend_differentiable`.
+
+    defended: (N·copies, 3, S, S), bit-identical to :func:`defend_batch` (``copies=1``: to
+        :func:`defend`), with the autograd graph back to the input.
+    log_prob: (N·copies,) log-probability of each copy's deflection targets under its map, with
+        the graph back to the input through the R-CAM (``map_gradient=True`` only, else None).
+    """
+
+    defended: torch.Tensor
+    log_prob: torch.Tensor | None
+
+
+def defend_differentiable(model: Classifier, images: torch.Tensor, config: DefenceConfig | None = None, *,
+                          generator: torch.Generator | None = None, seed: int | None = 0, copies: int = 1,
+                          rmap: torch.Tensor | None = None, map_gradient: bool = False) -> DifferentiableDefence:
+    """The defence with its exact gradient (issue 14): ``defend_batch`` under autograd.
+
+    With the random draws of one sample fixed, deflection is a gather of pixel values (a target
+    channel value takes its source's value), BayesShrink soft thresholding is differentiable almost
+    everywhere, its data-dependent threshold ``σ²/sqrt(max(mean(d²) − σ², ε))`` included, and YCbCr,
+    the per-channel min-max renormalisation and the Haar transform are differentiable too. The
+    forward pass is the very code of :func:`defend` (same draws for the same generator, same float
+    operations), so ``defended`` equals ``defend_batch(model, images, copies, config, generator=g)``
+    exactly; only a JPEG stage passes its gradient straight through (it is piecewise constant).
+
+    The R-CAM map only decides *where* to deflect, so with the draws fixed the output does not
+    depend on it: by default it is computed once per image, detached. With ``map_gradient=True``
+    it keeps its graph (CAM heads only) and ``log_prob`` gives the log-probability of the drawn
+    targets (i.i.d. ∝ 1 − R, see :func:`draw_log_prob`): the score-function term
+    ``E[L·∇ log p]`` of the gradient of the expected loss then comes from the surrogate
+    ``L + (L.detach() − baseline)·log_prob`` (Williams 1992).
+
+    images : (N, 3, S, S) in [0, 1] on the model's device, usually with ``requires_grad``.
+    copies : independent defended copies per image (EOT samples), image-major as in :func:`defend_batch`.
+    No gradient is ever accumulated on the model's parameters (they do not require gradients).
+    """
+    config = config or PAPER_DEFAULTS
+    copies = int(copies)
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}.")
+    if map_gradient and model.cam_weights() is None:
+        raise ValueError("map_gradient needs a classifier whose head is global average pooling and one "
+                         "linear layer (its Grad-CAM map is always held constant).")
+    if generator is None:
+        generator = make_generator(seed, images.device)
+    with torch.enable_grad():
+        if rmap is None and _needs_map(config):
+            source = images if map_gradient else images.detach()
+            rmap = robust_activation_map(model, source, top_k=config.top_k, differentiable=map_gradient).rmap
+        elif rmap is not None and not map_gradient:
+            rmap = rmap.detach()
+        rep = images.repeat_interleave(copies, dim=0)
+        rep_map = rmap.repeat_interleave(copies, dim=0) if (rmap is not None and config.use_map) else None
+        out, _, record = _transform(rep, rep_map, config, generator, return_record=map_gradient)
+        log_prob = None
+        if map_gradient:
+            log_prob = (draw_log_prob(record, rep_map, rep.shape) if record is not None and rep_map is not None
+                        else rep.new_zeros(rep.shape[0]))
+    return DifferentiableDefence(out, log_prob)
+
+
+def draw_log_prob(record: DeflectionRecord, rmap: torch.Tensor, shape) -> torch.Tensor:
+    """(N,) log-probability of the K deflection targets of ``record`` under ``rmap`` (N, H, W).
+
+    :func:`~pd_core.deflection.deflect` draws its targets i.i.d. with probability proportional to
+    ``1 − R(p)``, so ``log p = Σ_k log(1 − R(p_k)) − K·log Σ_p (1 − R(p))``; the channels and the
+    sources do not depend on the map. Differentiable in ``rmap``.
+    """
+    n, _, h, w = shape
+    keep = (1.0 - rmap.clamp(0, 1)).reshape(n, h * w)
+    drawn = keep.gather(1, record.y * w + record.x)
+    k = record.y.shape[1]
+    return drawn.log().sum(1) - k * keep.sum(1).log()
 
 
 class EnsembleResult(NamedTuple):

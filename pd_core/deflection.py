@@ -13,6 +13,11 @@ are read from the pre-deflection image; with K ≪ H·W a source is itself a tar
 probability about K/(H·W) (0.2% at the defaults on 224²), so the difference from the sequential
 loop is negligible. Where two replacements hit the same channel value, the later draw wins, as
 in the sequential loop.
+
+Gradients: with the draws fixed, a deflection is a gather (the target channel value takes the
+source's value), so autograd differentiates :func:`deflect` exactly when ``images`` requires
+gradients (the replaced values get the gradient of their sources; issue 14). The map only steers the
+draws and gets no gradient here (see ``pd_core.defence.draw_log_prob`` for the score function).
 """
 from __future__ import annotations
 
@@ -97,7 +102,7 @@ def deflect(images: torch.Tensor, rmap: torch.Tensor | None = None, deflections:
         empty = torch.zeros(n, 0, dtype=torch.long, device=device)
         return (out, DeflectionRecord(empty, empty, empty, empty, empty)) if return_record else out
 
-    pix = _draw_targets(keep_weight, deflections, generator)  # (N, K)
+    pix = _draw_targets(keep_weight.detach(), deflections, generator)  # (N, K); the map only steers the draws
     y, x = pix // w, pix % w
     channel = torch.randint(0, c, (n, deflections), generator=generator, device=device)
     source_y = _uniform_in_window(y, window, h, generator)

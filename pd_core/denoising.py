@@ -19,6 +19,12 @@ reshape-based Haar transform is used instead when it is faster (see ``_HAAR_FAST
 ``bench/bench_denoise.py``); it equals PyWavelets' "symmetric" mode, odd sizes included, up to
 known powers of two per level that the thresholds absorb (see ``_HAAR_OUTPUT_SCALE``). Steps 2 and 4's
 renormalisation is folded into σ (one σ per channel) instead of being passes over the data.
+
+The thresholds and the Haar transform are in :mod:`pd_core.wavelets` (re-exported here). The
+denoiser is autograd-capable: when the input requires gradients it performs the same operations
+without in-place writes (bit-identical values), and its gradient is that of steps 1–4 above,
+through the data-dependent BayesShrink threshold and the min-max renormalisation included
+(differentiable almost everywhere; issue 14).
 """
 from __future__ import annotations
 
@@ -27,6 +33,23 @@ import math
 
 import numpy as np
 import torch
+
+# The thresholds and the Haar transform live in pd_core.wavelets; re-exported here so that
+# ``from pd_core.denoising import bayes_threshold`` (and the private helpers tests use) keep working.
+from .wavelets import (  # noqa: F401
+    _HAAR_OUTPUT_SCALE,
+    _as_sigma,
+    _haar_forward,
+    _haar_forward_scaled,
+    _haar_inverse,
+    _haar_inverse_scaled,
+    _threshold,
+    bayes_threshold,
+    sure_threshold,
+    tracks_grad,
+    visu_threshold,
+    wavelet_levels,
+)
 
 __all__ = [
     "wavelet_denoise",
@@ -58,209 +81,6 @@ _HAAR_FAST_PATH = True
 _CPU_BLOCK_ELEMENTS = 1_250_000
 
 
-# --------------------------------------------------------------------------------------------
-# Thresholds
-# --------------------------------------------------------------------------------------------
-
-def bayes_threshold(details: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-    """BayesShrink threshold of each detail sub-band (paper §7, eq. 6; Chang, Yu & Vetterli 2000).
-
-    ``T = σ² / sqrt(max(mean(d²) − σ², ε))``, with ε the machine epsilon of ``details``' dtype,
-    exactly as scikit-image's ``_bayes_thresh`` (``mean(d²)`` is the variance of the zero-mean
-    sub-band, so ``mean(d²) − σ²`` estimates the variance of the clean signal).
-
-    Parameters
-    ----------
-    details : torch.Tensor, shape (..., h, w)
-        Detail coefficients; the last two axes are one sub-band, leading axes are batched.
-    sigma : float or torch.Tensor of shape (...,)
-        Noise standard deviation, in the units of the coefficients (≥ 0); a tensor gives each
-        sub-band its own σ.
-
-    Returns
-    -------
-    torch.Tensor, shape (...,)
-        One threshold per sub-band, same dtype and device as ``details``.
-    """
-    var = _as_sigma(sigma, details).square()
-    # ||d||² / n in one pass without a squared copy of the sub-band.
-    mean_sq = torch.linalg.vector_norm(details, dim=(-2, -1)).square_().div_(details.shape[-2] * details.shape[-1])
-    eps = torch.finfo(details.dtype).eps
-    return var / torch.sqrt((mean_sq - var).clamp_min(eps))
-
-
-def visu_threshold(num_pixels: int, sigma: float | torch.Tensor) -> float | torch.Tensor:
-    """VisuShrink "universal" threshold ``σ·sqrt(2·log N)`` (Donoho & Johnstone 1994).
-
-    ``N`` is the number of pixels of the channel being denoised (scikit-image's ``img.size``);
-    the same threshold applies to every detail sub-band. Removes Gaussian noise of standard
-    deviation σ with high probability, at the cost of a smoother image than BayesShrink.
-    """
-    factor = math.sqrt(2.0 * math.log(num_pixels))
-    return sigma * factor if isinstance(sigma, torch.Tensor) else float(sigma) * factor
-
-
-def sure_threshold(details: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-    """SUREShrink threshold of each detail sub-band (Donoho & Johnstone 1995).
-
-    With ``x = d / σ`` (n coefficients), Stein's unbiased estimate of the risk of soft thresholding
-    at ``t`` is ``SURE(t) = n − 2·#{i : |x_i| ≤ t} + Σ_i min(|x_i|, t)²``. Between two consecutive
-    ``|x_i|`` it is increasing in ``t``, so its minimum over ``[0, sqrt(2·log n)]`` (the range of
-    Donoho & Johnstone's definition, capped by the sub-band's universal threshold) is attained at
-    ``t = 0`` or at one of the ``|x_i|`` in that range. Vectorised: sort ``|x|`` per sub-band, get
-    every candidate's SURE from cumulative sums, take the argmin. The returned threshold is
-    ``σ·t*``. Their "hybrid" rule (switching to the universal threshold for very sparse sub-bands)
-    is not applied: this is the plain SURE minimiser. SURE is derived for soft thresholding; with
-    ``mode="hard"`` the same threshold is used.
-
-    Parameters
-    ----------
-    details : torch.Tensor, shape (..., h, w)
-        Detail coefficients; the last two axes are one sub-band, leading axes are batched.
-    sigma : float or torch.Tensor of shape (...,)
-        Noise standard deviation, in the units of the coefficients (≥ 0); a tensor gives each
-        sub-band its own σ (a sub-band with σ = 0 gets threshold 0).
-
-    Returns
-    -------
-    torch.Tensor, shape (...,)
-        One threshold per sub-band, same dtype and device as ``details``.
-    """
-    lead = details.shape[:-2]
-    sigma = _as_sigma(sigma, details).expand(lead)
-    safe_sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
-    x = details.reshape(*lead, -1).abs() / safe_sigma[..., None]
-    n = x.shape[-1]
-    a, _ = torch.sort(x, dim=-1)  # ascending |x|
-    a2 = a.square()
-    k = torch.arange(1, n + 1, device=x.device, dtype=x.dtype)  # #{|x_i| <= a_k}, ties aside
-    # SURE at t = a_k: n - 2k + sum_{i<=k} a_i^2 + (n - k) a_k^2 (a tie's last index is its exact
-    # count and has the smallest value, so the argmin is unaffected by ties).
-    risk = n - 2.0 * k + torch.cumsum(a2, dim=-1) + (n - k) * a2
-    t_max = math.sqrt(2.0 * math.log(n)) if n > 1 else 0.0
-    risk = torch.where(a <= t_max, risk, torch.full_like(risk, math.inf))
-    # t = 0: SURE(0) = n - 2·#{x_i == 0}; equal to the candidate at the last zero when zeros exist,
-    # and n otherwise, so comparing with n covers it.
-    best_risk, best_k = risk.min(dim=-1)
-    t_star = torch.gather(a, -1, best_k.unsqueeze(-1)).squeeze(-1)
-    t_star = torch.where((best_risk < n) & (sigma > 0), t_star, torch.zeros_like(t_star))
-    return t_star * sigma
-
-
-def _as_sigma(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """σ as a tensor on ``like``'s device and dtype (a float becomes a 0-d tensor)."""
-    return torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
-
-
-def _threshold_(d: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:
-    """Soft ``sign(d)·max(|d| − T, 0)`` or hard ``d·[|d| ≥ T]`` (pywt.threshold semantics), in
-    place on ``d`` (a temporary sub-band of the transform)."""
-    t = t[..., None, None]
-    if mode == "soft":
-        # d − clamp(d, −T, T) is sign(d)·max(|d| − T, 0). minimum/maximum rather than clamp: with
-        # tensor bounds torch.clamp is several times slower on the CPU (not vectorised).
-        clipped = torch.minimum(d, t)
-        return d.sub_(torch.maximum(clipped, -t, out=clipped))
-    return d.masked_fill_(d.abs() < t, 0)
-
-
-# --------------------------------------------------------------------------------------------
-# Discrete wavelet transforms (batched over the leading axes, last two axes are the image)
-# --------------------------------------------------------------------------------------------
-
-def wavelet_levels(height: int, width: int, wavelet: str = "db1") -> int:
-    """Decomposition levels used: ``max(pywt.dwtn_max_level((H, W), wavelet) − 3, 1)``.
-
-    scikit-image skips the three coarsest scales (224×224 with db1: 7 possible, 4 used;
-    299×299: 8 possible, 5 used).
-    """
-    import pywt
-
-    return max(pywt.dwtn_max_level((height, width), pywt.Wavelet(wavelet)) - 3, 1)
-
-
-# The fast Haar path leaves out the 1/2 factors of the orthonormal transform (one pass over the
-# data per factor and level): level l's detail sub-bands (l = 1 finest) come out multiplied by
-# 2**(2 - l), the returned approximation carries the coarsest level's factor, and the inverse
-# returns the signal multiplied by _HAAR_OUTPUT_SCALE. The thresholds are scale-equivariant
-# (T(c·d, c·σ) = c·T(d, σ) for BayesShrink, VisuShrink and SURE; soft and hard thresholding
-# commute with c > 0), so each level is thresholded with σ·2**(2 − l) and the result is the
-# orthonormal one; the output factor is folded into the caller's final colour transform.
-_HAAR_OUTPUT_SCALE = 4.0
-
-
-def _haar_forward_scaled(x: torch.Tensor, levels: int):
-    """2-D Haar DWT without normalisation factors (see above) -> ``(coeffs, scales)``.
-
-    ``coeffs`` is ``[approximation, (d1, d2, d3) coarsest, ..., (d1, d2, d3) finest]`` like ptwt;
-    ``scales[j]`` is the factor of ``coeffs[j + 1]`` relative to ``pywt.wavedec2(x, "db1",
-    mode="symmetric")`` (and ``scales[0]`` also that of the approximation). An odd axis is extended
-    by repeating its last sample (PyWavelets' symmetric extension by one sample), which gives
-    ``ceil(n/2)`` coefficients as PyWavelets does. The order of the three details matches
-    PyWavelets; their signs may differ, which thresholds do not see.
-    """
-    details = []
-    a = x
-    for level in range(1, levels + 1):
-        if a.shape[-2] % 2:
-            a = torch.cat([a, a[..., -1:, :]], dim=-2)
-        if a.shape[-1] % 2:
-            a = torch.cat([a, a[..., :, -1:]], dim=-1)
-        lead, (h, w) = a.shape[:-2], a.shape[-2:]
-        # Separable: sums and differences of row pairs (contiguous rows, vectorised), then of
-        # column pairs. With p, q / r, s the 2×2 block's rows: a = p+q+r+s, rows = p+q−r−s,
-        # columns = p−q+r−s, diagonal = p−q−r+s (twice the orthonormal coefficients).
-        pairs = a.reshape(*lead, h // 2, 2, w)
-        even, odd = pairs[..., 0, :], pairs[..., 1, :]
-        row_sum, row_diff = even + odd, even - odd
-        s0, s1 = row_sum[..., 0::2], row_sum[..., 1::2]
-        d0, d1 = row_diff[..., 0::2], row_diff[..., 1::2]
-        details.append((d0 + d1, s0 - s1, d0 - d1))
-        a = s0 + s1
-        if level < levels:
-            a.mul_(0.25)  # the next level's input at half the scale of this level's details
-    scales = [2.0 ** (2 - level) for level in range(levels, 0, -1)]
-    return [a] + details[::-1], scales
-
-
-def _haar_inverse_scaled(coeffs) -> torch.Tensor:
-    """Inverse of :func:`_haar_forward_scaled` times ``_HAAR_OUTPUT_SCALE``; the approximation is
-    cropped to each finer level's size as ``pywt.waverecn`` trims the extra sample of odd sizes."""
-    a = coeffs[0]
-    for d_rows, d_cols, d_diag in coeffs[1:]:
-        h, w = d_rows.shape[-2:]
-        a = a[..., :h, :w]
-        lead = a.shape[:-2]
-        # Column pairs first (written interleaved through strided outputs, no stack + reshape
-        # copies), then row pairs into contiguous rows of the output.
-        row_sum = a.new_empty(*lead, h, 2 * w)
-        row_diff = a.new_empty(*lead, h, 2 * w)
-        torch.add(a, d_cols, out=row_sum[..., 0::2])
-        torch.sub(a, d_cols, out=row_sum[..., 1::2])
-        torch.add(d_rows, d_diag, out=row_diff[..., 0::2])
-        torch.sub(d_rows, d_diag, out=row_diff[..., 1::2])
-        out = a.new_empty(*lead, h, 2, 2 * w)
-        torch.add(row_sum, row_diff, out=out[..., 0, :])
-        torch.sub(row_sum, row_diff, out=out[..., 1, :])
-        a = out.view(*lead, 2 * h, 2 * w)
-    return a
-
-
-def _haar_forward(x: torch.Tensor, levels: int):
-    """Orthonormal 2-D Haar DWT, equal to ``pywt.wavedec2(x, "db1", mode="symmetric")`` (for tests
-    and analysis; the denoiser uses the scaled form directly)."""
-    coeffs, scales = _haar_forward_scaled(x, levels)
-    return [coeffs[0] / scales[0]] + [tuple(d / c for d in level) for level, c in zip(coeffs[1:], scales)]
-
-
-def _haar_inverse(coeffs) -> torch.Tensor:
-    """Inverse of :func:`_haar_forward` (orthonormal)."""
-    levels = len(coeffs) - 1
-    scales = [2.0 ** (2 - level) for level in range(levels, 0, -1)]
-    scaled = [coeffs[0] * scales[0]] + [tuple(d * c for d in level) for level, c in zip(coeffs[1:], scales)]
-    return _haar_inverse_scaled(scaled) / _HAAR_OUTPUT_SCALE
-
-
 def _dwt(x: torch.Tensor, wavelet: str, levels: int):
     """``(coeffs, scales)``: the DWT of ``x`` and the factor of each detail level (see above)."""
     if _HAAR_FAST_PATH and wavelet in ("db1", "haar"):
@@ -284,23 +104,28 @@ def _denoise_channels(channels: torch.Tensor, sigma: float | torch.Tensor, wavel
                       mode: str) -> tuple[torch.Tensor, float]:
     """Wavelet-threshold every (H, W) plane of ``channels`` (B, H, W) -> ``(denoised × factor,
     factor)``, no clipping. ``sigma``: a float or one σ per plane (B,). The input's sub-bands are
-    thresholded in place (``channels`` itself is left as it is)."""
+    thresholded in place (``channels`` itself is left as it is), or out of place with the same
+    values when autograd tracks ``channels`` or ``sigma``."""
     height, width = channels.shape[-2:]
+    inplace = not (tracks_grad(channels) or (isinstance(sigma, torch.Tensor) and tracks_grad(sigma)))
     coeffs, scales = _dwt(channels, wavelet, wavelet_levels(height, width, wavelet))
     if isinstance(sigma, torch.Tensor):
         sigma = sigma.reshape(channels.shape[:-2])
-    for level, factor in zip(coeffs[1:], scales):  # the approximation band is left untouched
+    thresholded = [coeffs[0]]  # the approximation band is left untouched
+    for level, factor in zip(coeffs[1:], scales):
         level_sigma = sigma * factor
         if method == "visu":
             t = visu_threshold(height * width, level_sigma)
             t = _as_sigma(t, channels).expand(channels.shape[:-2])
+        bands = []
         for d in level:
             if method == "bayes":
                 t = bayes_threshold(d, level_sigma)
             elif method == "sure":
                 t = sure_threshold(d, level_sigma)
-            _threshold_(d, t, mode)
-    den, factor = _idwt(coeffs, wavelet)
+            bands.append(_threshold(d, t, mode, inplace))
+        thresholded.append(tuple(bands))
+    den, factor = _idwt(thresholded, wavelet)
     return den[..., :height, :width], factor
 
 
@@ -413,6 +238,12 @@ def wavelet_denoise(
         block = n
     else:
         block = max(1, _CPU_BLOCK_ELEMENTS // (3 * height * width))
+    if tracks_grad(x):
+        # Autograd (exact gradient of the defence, issue 14): the same blocks and arithmetic
+        # without in-place or ``out=`` writes, so the values equal the fast path's bit for bit.
+        blocks = [_denoise_images(x[start:start + block], sigma, wavelet, method, mode, ycbcr, None)
+                  for start in range(0, n, block)]
+        return torch.cat(blocks).to(dtype)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     for start in range(0, n, block):  # each block writes straight into the output (no final cat)
         _denoise_images(x[start:start + block], sigma, wavelet, method, mode, ycbcr, out[start:start + block])
@@ -420,32 +251,45 @@ def wavelet_denoise(
 
 
 def _denoise_images(
-    x: torch.Tensor, sigma: float, wavelet: str, method: str, mode: str, ycbcr: bool, out: torch.Tensor
+    x: torch.Tensor, sigma: float, wavelet: str, method: str, mode: str, ycbcr: bool, out: torch.Tensor | None
 ) -> torch.Tensor:
     """The body of :func:`wavelet_denoise` on one block of (n, 3, H, W) float32/float64 images,
-    written into ``out`` (a contiguous block of the same shape)."""
+    written into ``out`` (a contiguous block of the same shape), or returned as a new tensor when
+    ``out`` is None (the autograd form: same operations, no in-place writes).
+
+    The min-max renormalisation of each YCbCr channel is folded into the transform instead of being
+    a pass over the data: the DWT is linear, so thresholding c = (y − lo)/s with σ equals
+    thresholding y with σ·s (the offset lo only moves the approximation band, which is not
+    thresholded), and clipping c to [0, 1] is clipping y to [lo, hi]. The YCbCr offset cancels in
+    the renormalisation as well, so it is never added: y = M·rgb, rgb = M⁻¹·y. The folded form is
+    the same function of the input as the textbook steps, so its autograd gradient is theirs: it
+    flows through lo and hi both in σ·s and in the clipping bounds (min/max are differentiable
+    almost everywhere).
+    """
     n, _, height, width = x.shape
     if not ycbcr:
         den, factor = _denoise_channels(x.reshape(n * 3, height, width), sigma, wavelet, method, mode)
-        out.copy_(den.reshape(n, 3, height, width))
+        den = den.reshape(n, 3, height, width)
+        if out is None:
+            return (den * (1.0 / factor) if factor != 1 else den).clamp(0, 1)
+        out.copy_(den)
         if factor != 1:
             out.mul_(1.0 / factor)
         return out.clamp_(0, 1)
-    # The min-max renormalisation of each YCbCr channel is folded into the transform instead of
-    # being a pass over the data: the DWT is linear, so thresholding c = (y − lo)/s with σ equals
-    # thresholding y with σ·s (the offset lo only moves the approximation band, which is not
-    # thresholded), and clipping c to [0, 1] is clipping y to [lo, hi]. The YCbCr offset cancels in
-    # the renormalisation as well, so it is never added: y = M·rgb, rgb = M⁻¹·y.
     ycc = _color_transform(x, _YCBCR_FROM_RGB)
     flat = ycc.view(n, 3, height * width)
     lo = flat.amin(dim=-1)
     hi = flat.amax(dim=-1)
-    plane_sigma = (hi - lo).mul_(sigma).reshape(n * 3)
+    plane_sigma = (hi - lo).mul(sigma).reshape(n * 3)
     den, factor = _denoise_channels(ycc.view(n * 3, height, width), plane_sigma, wavelet, method, mode)
     # A constant channel (hi = lo) has σ = 0: nothing is thresholded and it comes back as it was.
-    den = torch.maximum(den, (lo * factor).reshape(n * 3, 1, 1), out=den)  # not clamp: see _threshold_
-    den = torch.minimum(den, (hi * factor).reshape(n * 3, 1, 1), out=den)
     m_inv = torch.as_tensor(_RGB_FROM_YCBCR / factor, dtype=x.dtype, device=x.device)
+    lower, upper = (lo * factor).reshape(n * 3, 1, 1), (hi * factor).reshape(n * 3, 1, 1)
+    if out is None:
+        den = torch.minimum(torch.maximum(den, lower), upper)
+        return torch.matmul(m_inv, den.reshape(n, 3, height * width)).reshape(n, 3, height, width).clamp(0, 1)
+    den = torch.maximum(den, lower, out=den)  # not clamp: see wavelets._threshold
+    den = torch.minimum(den, upper, out=den)
     torch.matmul(m_inv, den.reshape(n, 3, height * width), out=out.view(n, 3, height * width))
     return out.clamp_(0, 1)
 

@@ -45,13 +45,16 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 
 
 def class_activation_map(model: Classifier, images: torch.Tensor, classes: torch.Tensor | None = None,
-                         top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                         top_k: int = 5, differentiable: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw class activation maps at the feature resolution, from one forward pass.
 
     Parameters
     ----------
     images : (N, 3, S, S) in [0, 1].
     classes : (N, k) int64 classes to map; default the model's own top-``top_k``.
+    differentiable : keep the autograd graph from ``images`` to the maps (CAM heads only; the
+        Grad-CAM maps of heads without GAP are always detached). Same values either way.
 
     Returns
     -------
@@ -63,7 +66,7 @@ def class_activation_map(model: Classifier, images: torch.Tensor, classes: torch
     weights = model.cam_weights()
     if weights is None:
         return _grad_cam(model, images, classes, top_k)
-    with torch.no_grad():
+    with torch.enable_grad() if differentiable else torch.no_grad():
         feats, logits = model.forward_features(images)
         if classes is None:
             classes = logits.topk(top_k, dim=1).indices
@@ -89,15 +92,18 @@ def _grad_cam(model: Classifier, images: torch.Tensor, classes: torch.Tensor | N
     return torch.stack(cams, 1).detach(), logits.detach(), classes
 
 
-def robust_activation_map(model: Classifier, images: torch.Tensor, top_k: int = 5) -> ActivationMaps:
+def robust_activation_map(model: Classifier, images: torch.Tensor, top_k: int = 5,
+                          differentiable: bool = False) -> ActivationMaps:
     """Robust activation map R of paper §6.1, with the prediction of the same forward pass.
 
     The top-``top_k`` classes are the model's own prediction on ``images`` (never the true label).
     Each class map is min-max normalised to [0, 1], combined as ``R = Σ_i M_{c_i} / 2^i``
     (i = 1..k, most likely first), divided by its maximum so R ∈ [0, 1], and upsampled bilinearly to
     the input size. A pixel with R = 1 is never deflected, R = 0 is deflected at the base rate.
+    ``differentiable=True`` keeps the graph from ``images`` to ``rmap`` (see
+    :func:`class_activation_map`; used by ``defend_differentiable(map_gradient=True)``).
     """
-    cams, logits, classes = class_activation_map(model, images, top_k=top_k)
+    cams, logits, classes = class_activation_map(model, images, top_k=top_k, differentiable=differentiable)
     cams = normalize_maps(cams)
     k = cams.shape[1]
     decay = 0.5 ** torch.arange(1, k + 1, device=cams.device, dtype=cams.dtype)
