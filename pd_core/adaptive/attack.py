@@ -136,6 +136,12 @@ def _choose_targets(labels: torch.Tensor, target, classes: int, generator: torch
     return targets
 
 
+def _random_start(clean: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """A uniform point of the ε-ball around ``clean``, clipped to [0, 1]."""
+    noise = torch.rand(clean.shape, generator=generator, device=clean.device) * 2 - 1
+    return (clean + eps * noise).clamp(0, 1)
+
+
 def _pgd(model: Classifier, clean: torch.Tensor, start: torch.Tensor, goal: torch.Tensor,
          gradient: GradientEstimator, *, eps: float, step_size: float, steps: int, targeted: bool,
          generator: torch.Generator, progress: ProgressCallback | None,
@@ -196,9 +202,8 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
 
     Parameters
     ----------
-    model : a frozen :class:`Classifier`; images and labels on its device.
-    images : (N, 3, S, S) clean images in [0, 1].
-    labels : (N,) int64 true labels.
+    model : a frozen :class:`Classifier`. images : (N, 3, S, S) clean images in [0, 1] and
+        labels : (N,) int64 true labels, on the model's device.
     eps : L∞ budget in [0, 1] units (4/255 is Athalye & Carlini's setting).
     step_size : α per step in [0, 1] units; default ``2.5 · ε / steps`` (Madry et al. 2018), so
         the iterate can cross the ε-ball in the first 40% of the steps and refine afterwards.
@@ -217,10 +222,10 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
     progress : ``progress(fraction, message)`` after every step.
     should_stop : checked before every step; when it returns True the attack stops and returns
         the current iterate (``stopped=True``).
-    gradient : the gradient estimator (:class:`pd_core.adaptive.gradients.GradientEstimator`);
-        default :class:`BpdaEotGradient` with ``eot``, ``config``, ``loss`` and ``batch_size``.
-        Another estimator brings its own settings; ``config`` still sets the defence that judges
-        the result, and ``eot`` and ``loss`` are only recorded in ``params``.
+    gradient : the estimator (:class:`~pd_core.adaptive.gradients.GradientEstimator`); default
+        :class:`BpdaEotGradient` with ``eot``, ``config``, ``loss``, ``batch_size``. Another brings its
+        own settings: ``config`` still sets the defence judging the result, ``eot`` and ``loss`` are
+        only recorded in ``params``.
 
     Returns
     -------
@@ -245,10 +250,7 @@ def bpda_eot_attack(model: Classifier, images: torch.Tensor, labels: torch.Tenso
     targets = _choose_targets(labels, target, clean_logits.shape[1], aux_gen) if targeted else None
     goal = targets if targeted else labels
 
-    start = clean.clone()
-    if random_start and eps > 0:
-        noise = torch.rand(clean.shape, generator=aux_gen, device=device) * 2 - 1
-        start = (clean + eps * noise).clamp(0, 1)
+    start = _random_start(clean, eps, aux_gen) if random_start and eps > 0 else clean.clone()
     run = _pgd(model, clean, start, goal, gradient, eps=eps, step_size=step_size, steps=steps, targeted=targeted,
                generator=eot_gen, progress=progress, should_stop=should_stop)
     adv = quantize_to_grid(run.adversarial, clean, eps) if quantize else run.adversarial
