@@ -8,6 +8,7 @@ resampling the model said espresso again.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -113,3 +114,48 @@ def test_defend_out_then_classify_sees_the_defended_pixels(tmp_path, model):
         probs = model(pixels).softmax(-1)[0]
     assert classified["top5"][0]["index"] == int(probs.argmax())
     assert classified["top5"][0]["prob"] == pytest.approx(float(probs.max()), abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- the app
+def test_app_download_of_the_attacked_photo_uploaded_again_keeps_the_attack(monkeypatch):
+    """Attack & Defend with FGSM at 2/255 on the default photo (strawberry, 949 -> 992); the bytes
+    the page offers as "Attacked photo (PNG)" go back through the page's own upload widget, and the
+    model's answer on that upload is the attacked answer (the old path said strawberry again)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    from streamlit.testing.v1 import AppTest
+
+    offered: dict[str, bytes] = {}
+    add = MediaFileManager.add
+
+    def recording_add(self, path_or_data, mimetype, coordinates, file_name=None, *args, **kwargs):
+        if file_name and isinstance(path_or_data, bytes):
+            offered[file_name] = path_or_data
+        return add(self, path_or_data, mimetype, coordinates, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", recording_add)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.run()
+    at.switch_page("pages/attack_defend.py").run()
+    assert any("for the model: resized to" in c.value for c in at.caption)  # the gallery photo is not 224 x 224
+    at.slider(key="attack_param_fgsm_eps").set_value(2.0).run()
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    first = at.session_state["attack_result"].result
+    assert first.attack_params == {"eps": pytest.approx(2 / 255)}
+    assert first.predictions["clean"] == 949 and first.predictions["adversarial"] != 949
+    (name,) = [n for n in offered if n.endswith("_adversarial.png")]
+    data = offered[name]
+    assert Image.open(io.BytesIO(data)).size == (224, 224)
+
+    at.radio(key="image_source").set_value("Upload your own").run()
+    at.file_uploader(key="uploader").set_value((name, data, "image/png")).run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    current = at.session_state["current_image"]
+    assert current.source == "upload" and current.name == name
+    assert any("for the model: used as it is (already 224 × 224 pixels" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    again = at.session_state["attack_result"].result
+    assert again.image_name == name
+    assert again.predictions["clean"] == first.predictions["adversarial"]
+    assert torch.equal(again.images["clean"], first.images["adversarial"])

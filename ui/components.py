@@ -18,7 +18,7 @@ STAGE_TITLES = {
     "ensemble": "Ens-10 (vote of 10 runs)",
 }
 STAGE_HELP = {
-    "clean": "The original photo, as the model sees it (resized and centre-cropped).",
+    "clean": "The original photo at the model's input size, exactly as the model sees it.",
     "adversarial": "The photo after the attack: the changes are too small to see.",
     "defended": "The attacked photo after pixel deflection and wavelet denoising (one random run).",
     "ensemble": "Ten independent defended copies of the attacked photo; the answer most of them give wins.",

@@ -84,8 +84,10 @@ def image_picker() -> None:
             state.set_current_image(gallery_current(picked))
         return
     upload = st.file_uploader("Your photo", type=UPLOAD_TYPES, key="uploader",
-                              help="Your image is only kept in this browser tab's session; it is "
-                                   "resized and centre-cropped to the model's input size.")
+                              help="Your image is only kept in this browser tab's session. A photo at the model's "
+                                   "input size (224 × 224 for EfficientNet-Lite0, like the attacked "
+                                   "photo you can download) is used as it is; any other is resized "
+                                   "and centre-cropped.")
     if upload is not None and ss.get(state.UPLOAD_SEEN) != upload.file_id:
         ss[state.UPLOAD_SEEN] = upload.file_id
         message = accept_upload(upload.getvalue(), upload.name, upload.file_id)
@@ -122,4 +124,14 @@ def image_panel(upload_note: str = "") -> None:
         else:
             st.caption("No true class is known for your photo: the model's answer on the clean photo is "
                        "used as the reference" + upload_note + ".")
-        st.caption(f"{image.pil.width} × {image.pil.height} pixels; the model sees the centre square, resized.")
+        st.caption(f"{image.pil.width} × {image.pil.height} pixels; for the model: {preprocessing_path(image)}.")
+
+
+def preprocessing_path(image) -> str:
+    """Which path ``image`` takes to the chosen model's input, in words ("used as it is (already
+    224 × 224 pixels, ...)" or "resized to ... and centre-cropped to 224 × 224")."""
+    from pd_core.images import plan_preprocessing
+    from pd_core.models import DEFAULT_MODEL, MODELS
+
+    spec = MODELS.get(st.session_state.get(state.MODEL, DEFAULT_MODEL)) or MODELS[DEFAULT_MODEL]
+    return plan_preprocessing(image.pil.size, spec.input_size, spec.resize).describe()
