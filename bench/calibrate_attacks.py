@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pd_core.attacks import ATTACKS, PAPER_NORMS, attack  # noqa: E402
-from pd_core.attacks.cli import parse_value  # noqa: E402
+from pd_core.cli.common import parse_value  # noqa: E402
 from pd_core.models import load_model  # noqa: E402
 from pd_core.runtime import configure_from_env  # noqa: E402
 
@@ -57,9 +57,11 @@ def main(argv=None) -> int:
     print(f"dev set: the {len(images)} correctly classified of the first {n_all} images of {DEV}, "
           f"threads {torch.get_num_threads()}, overrides {overrides or 'none'}")
     print(f"{'attack':9s} {'preset':12s} {'n':>3s} {'success':>8s} {'mean|L2|':>9s} {'median':>8s} "
-          f"{'paper':>6s} {'Linf/255':>9s} {'s/img':>6s}")
+          f"{'paper':>6s} {'Linf/255':>9s} {'|L2|mdl':>8s} {'RMSE255':>8s} {'s/img':>6s}")
     for name in args.attacks.split(","):
         for preset in args.presets.split(","):
+            if preset not in ATTACKS[name].presets:
+                continue  # e.g. IGSM's "budget", FGSM's "minimal"
             params = {k: v for k, v in overrides.items() if k in ATTACKS[name].presets[preset]}
             t0 = time.perf_counter()
             r = attack(model, images, labels, name, preset=preset, batch_size=args.batch_size, **params)
@@ -67,7 +69,8 @@ def main(argv=None) -> int:
             target = PAPER_NORMS[name].get(preset)
             print(f"{name:9s} {preset:12s} {len(images):3d} {r.success_rate:8.0%} {r.norm_l2.mean():9.4f} "
                   f"{r.norm_l2.median():8.4f} {target if target is not None else '-':>6} "
-                  f"{r.linf_255.mean():9.2f} {per_image:6.1f}   {r.params}", flush=True)
+                  f"{r.linf_255.mean():9.2f} {r.norm_l2_model.mean():8.4f} {r.rmse.mean() * 255:8.2f} "
+                  f"{per_image:6.1f}   {r.params}", flush=True)
     return 0
 
 

@@ -8,15 +8,14 @@ probabilities against the number of deflections, all K values in one batch) and
 :func:`defence_stages` the effect of each stage (paper Table 3).
 
 Every number depends only on the inputs and the seed, so the command line
-``python -m pd_core demo IMAGE ...`` (see :func:`add_demo_parser`, :func:`demo_command`) prints
-exactly what the app shows for the same settings.
+``python -m pd_core demo IMAGE ...`` (:mod:`pd_core.cli.demo`; :func:`demo_cli_command` writes the
+line for a result) prints exactly what the app shows for the same settings.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
@@ -37,8 +36,6 @@ __all__ = [
     "defence_stages",
     "STAGES",
     "demo_cli_command",
-    "add_demo_parser",
-    "demo_command",
 ]
 
 STAGE_NAMES = ("clean", "adversarial", "defended", "ensemble")
@@ -386,7 +383,7 @@ def defence_stages(model: Classifier, image: torch.Tensor, config: DefenceConfig
             for name, out, p in zip(names, outputs, probs)]
 
 
-# --- the command line ---------------------------------------------------------------------------
+# --- the command line that reproduces a result -------------------------------------------------
 
 def demo_cli_command(image: str, *, model: str, attack: str, preset: str, params: Mapping, seed: int,
                      config: DefenceConfig, n_ensemble: int = 10, label: int | None = None) -> str:
@@ -418,84 +415,3 @@ def demo_cli_command(image: str, *, model: str, attack: str, preset: str, params
         parts += ["--ensemble", str(n_ensemble)]
     parts.append("--json")
     return " ".join(parts)
-
-
-def _parse_param(text: str) -> tuple[str, object]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--param needs NAME=VALUE, got {text!r}")
-    for cast in (int, float):
-        try:
-            return key, cast(raw)
-        except ValueError:
-            pass
-    return key, raw
-
-
-def add_demo_parser(sub) -> None:
-    """Register ``python -m pd_core demo``: the app's Attack & Defend story for one image."""
-    p = sub.add_parser("demo", help="attack one image, defend it, Ens-10: the numbers the app shows")
-    p.add_argument("image", metavar="IMAGE",
-                   help="an image file, or a gallery photo's short name (e.g. imagenet_04_949, chelsea)")
-    p.add_argument("--model", default="efficientnet_lite0")
-    p.add_argument("--attack", default="fgsm")
-    p.add_argument("--preset", default="interactive")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="override one attack parameter (e.g. eps=0.0157)")
-    p.add_argument("--label", type=int, default=None,
-                   help="true class index (default: the clean prediction is the reference)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deflections", type=int, default=100, help="K (paper: 100)")
-    p.add_argument("--window", type=int, default=10, help="r (paper: 10)")
-    p.add_argument("--sigma", type=float, default=0.04, help="wavelet noise level (paper: 0.04)")
-    p.add_argument("--wavelet", default="db1", choices=["db1", "db2", "haar"])
-    p.add_argument("--method", default="bayes", choices=["bayes", "visu", "sure"])
-    p.add_argument("--mode", default="soft", choices=["soft", "hard"])
-    p.add_argument("--top-k", type=int, default=5, dest="top_k")
-    p.add_argument("--rgb", action="store_true", help="denoise in RGB instead of YCbCr")
-    p.add_argument("--no-map", action="store_true", help="deflect uniformly instead of guided by R-CAM")
-    p.add_argument("--ensemble", type=int, default=10, metavar="N")
-    p.add_argument("--json", action="store_true", help="print the JSON the app downloads")
-    p.set_defaults(func=demo_command)
-
-
-def demo_command(args) -> int:
-    from .cli import CliError, _load_image, _load_model
-    from .labels import label_name
-
-    model = _load_model(args.model)
-    image, label = args.image, args.label
-    if not Path(image).exists():  # a gallery photo by its short name ("imagenet_04_949", "chelsea")
-        from .images import ImageError, gallery_image
-
-        try:
-            entry = gallery_image(image)
-        except ImageError:
-            entry = None
-        if entry is not None:
-            image = str(entry.path)
-            label = entry.label_index if label is None else label
-    x = _load_image(image, model)
-    try:
-        params = dict(_parse_param(t) for t in args.param)
-        config = DefenceConfig(deflections=args.deflections, window=args.window, sigma=args.sigma,
-                               wavelet=args.wavelet, method=args.method, mode=args.mode,
-                               ycbcr=not args.rgb, use_map=not args.no_map, top_k=args.top_k)
-        result = attack_and_defend(model, x, label, attack=args.attack, preset=args.preset,
-                                   attack_params=params, config=config, seed=args.seed,
-                                   n_ensemble=args.ensemble, image_name=args.image, image_path=args.image)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if args.json:
-        print(result.to_json())
-        return 0
-    verdicts = result.verdicts()
-    print(f"{args.image}  ({result.model}, seed {result.seed}); reference: {result.label} "
-          f"{label_name(result.label)} ({result.label_source})")
-    for stage in STAGE_NAMES:
-        p = result.predictions[stage]
-        print(f"  {stage:12s} {p:4d} {label_name(p):30s} {verdicts[stage][0]}")
-    n = result.norms["adversarial"]
-    print(f"  perturbation: normalised L2 {n['norm_l2']:.4f}, L2 {n['l2']:.3f}, "
-          f"Linf {n['linf_255']:.1f}/255, PSNR {n['psnr']:.1f} dB")
-    return 0

@@ -26,12 +26,10 @@ from .progress import Progress, progress_bar
 from .protocol import EvaluationResult, defended_copies, evaluate
 from .stats import derive_seed, summarize, wilson_interval
 from .store import CSV_COLUMNS, read_results
-from ._cli import add_evaluate_parser
 
 __all__ = [
     "evaluate", "EvaluationResult", "EvaluationError", "format_table", "table_frame", "summarize",
     "wilson_interval", "derive_seed", "split_tuning", "read_results", "load_items",
     "deflection_curve", "tuning_grid", "rank_histogram", "PAPER_TABLE1", "PAPER_TABLE3",
     "PAPER_TABLE4", "TABLE_DEFENCES", "ATTACK_ORDER", "ATTACK_TITLES", "CSV_COLUMNS",
-    "add_evaluate_parser",
 ]

@@ -9,31 +9,19 @@ exactly what anyone who opens the PNG gets.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
-from .registry import ATTACKS, PRESETS
+from .common import CliError, load_image, load_model, parse_param, print_json, top5
 
-__all__ = ["add_attack_parser", "cli_attack"]
-
-
-def parse_value(text: str):
-    """A ``--param key=value`` value as int, float, None or str (in that order of preference)."""
-    if text == "None":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+HELP = "attack one image and write the adversarial PNG"
 
 
-def add_attack_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``attack`` subcommand to an ``argparse`` subparsers object."""
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..attacks.registry import ATTACKS, PRESETS
+
     p = subparsers.add_parser(
-        "attack", help="attack one image and write the adversarial PNG",
+        "attack", help=HELP,
         description="Attack one image with one of the paper's attacks (or PGD) and write the adversarial "
                     "image as a lossless PNG. Prints the norms (normalised L2 as in the paper, L-inf in "
                     "1/255, PSNR) and the top-5 before and after.")
@@ -51,22 +39,16 @@ def add_attack_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed (PGD's random start)")
     p.add_argument("--out", required=True, metavar="ADV.png", help="where to write the adversarial PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cli_attack)
+    p.set_defaults(func=run)
     return p
 
 
 def _params(args) -> dict:
-    from ..cli import CliError
+    from ..attacks.registry import ATTACKS
 
-    info = ATTACKS[args.attack]
-    params = {}
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"--param expects KEY=VALUE, got {item!r}")
-        params[key.strip()] = parse_value(value.strip())
+    params = dict(parse_param(item) for item in args.param)
     if args.eps is not None:
-        if not info.budgeted:
+        if not ATTACKS[args.attack].budgeted:
             raise CliError(f"--eps applies to the L-inf attacks (fgsm, igsm, pgd) only; {args.attack} has "
                            f"no budget (use --preset or --param)")
         if not 1 <= args.eps <= 255:
@@ -75,15 +57,7 @@ def _params(args) -> dict:
     return params
 
 
-def cli_attack(args) -> int:
-    """Run the ``attack`` subcommand; returns the exit code (2 with one line on stderr for bad input)."""
-    import torch
-
-    from ..cli import CliError, _load_image, _load_model, _top5
-    from ..images import ImageError, open_image, pil_to_tensor, to_png_bytes
-    from .core import attack
-
-    params = _params(args)
+def _checked_out(args) -> Path:
     if args.label is not None and not 0 <= args.label < 1000:
         raise CliError(f"--label must be an ImageNet class index between 0 and 999, got {args.label}")
     out = Path(args.out)
@@ -91,8 +65,20 @@ def cli_attack(args) -> int:
         raise CliError(f"--out must be a .png file (lossless), got {args.out}")
     if not out.parent.is_dir():
         raise CliError(f"the folder of --out does not exist: {out.parent}")
-    model = _load_model(args.model)
-    x = _load_image(args.image, model)
+    return out
+
+
+def run(args) -> int:
+    """Attack, write the PNG, print the record; bad input raises :class:`CliError` (exit 2)."""
+    import torch
+
+    from ..attacks import attack
+    from ..images import ImageError, open_image, pil_to_tensor, to_png_bytes
+
+    params = _params(args)
+    out = _checked_out(args)
+    model = load_model(args.model)
+    x = load_image(args.image, model)
     with torch.no_grad():
         clean_probs = model(x).softmax(-1)[0]
     label = int(clean_probs.argmax()) if args.label is None else args.label
@@ -118,23 +104,24 @@ def cli_attack(args) -> int:
         "image": args.image, "attack": args.attack, "success": bool(success),
         "norm_l2": float(result.norm_l2[0]), "linf_255": float(result.linf_255[0]),
         "psnr": psnr if math.isfinite(psnr) else None, "seconds": round(result.seconds, 4),
-        "clean_top5": _top5(clean_probs), "adversarial_top5": _top5(adv_probs),
+        "clean_top5": top5(clean_probs), "adversarial_top5": top5(adv_probs),
         "model": model.name, "preset": args.preset, "params": result.params, "seed": args.seed,
         "label": label, "target": int(result.targets[0]) if result.targets is not None else None,
         "out": str(out),
     }
     if args.json:
-        print(json.dumps(record))
+        print_json(record)
     else:
         _print(record)
     return 0
 
 
 def _print(r: dict) -> None:
-    info = ATTACKS[r["attack"]]
+    from ..attacks.registry import ATTACKS
+
     c, a = r["clean_top5"][0], r["adversarial_top5"][0]
     print(f"{r['image']}  ({r['model']})")
-    print(f"  attack:      {info.title}, preset {r['preset']}, seed {r['seed']}")
+    print(f"  attack:      {ATTACKS[r['attack']].title}, preset {r['preset']}, seed {r['seed']}")
     print(f"  parameters:  {r['params']}")
     print(f"  clean:       {c['index']} {c['label']} ({c['prob']:.1%})")
     print(f"  adversarial: {a['index']} {a['label']} ({a['prob']:.1%})"
