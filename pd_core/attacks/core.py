@@ -25,6 +25,16 @@ presets scale the found perturbation by ``1 + overshoot`` (DeepFool's own parame
 Foolbox inside its iterations; for C&W and L-BFGS applied here to the successful minimal
 perturbation, clipped to [0, 1], before quantisation). ``overshoot=0`` is the plain attack.
 
+Early stop. With ``early_stop=True`` (IGSM's ``paper`` preset, FGSM's ``minimal`` preset; any
+FGSM/IGSM/PGD call with that parameter) each image keeps its first adversarial iterate on the 8-bit
+grid, and FGSM becomes the minimal FGSM (smallest fooling eps on the 1/255 grid): see
+:mod:`pd_core.attacks.early_stop`. Those searches classify every 8-bit iterate they return, so
+``success`` and ``predictions`` come from them without a further model pass; ``stopped_at`` says
+which iterate each image kept.
+
+Measures. Every result carries ``norm_l2`` (pixels), ``norm_l2_model`` (the model's normalised
+input space) and ``rmse``, see :mod:`pd_core.attacks.measures`.
+
 Pixels the attack did not change stay unchanged only if the clean image is itself on the 1/255
 grid (images from 8-bit files, via :func:`pd_core.images.load_image`, are).
 """
@@ -32,23 +42,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
+from .measures import perturbation_norms, quantize_to_grid
+from .monitor import AttackCancelled, ForwardMonitor, Progress
 from .registry import ATTACKS, AttackInfo
 
 __all__ = ["AttackResult", "AttackCancelled", "attack", "perturbation_norms", "quantize_to_grid",
-           "REPAIR_SCALES"]
+           "REPAIR_SCALES"]  # the two measures live in .measures and stay importable from here
 
 #: Factors tried on a minimal perturbation that rounding to 1/255 made non-adversarial.
 REPAIR_SCALES = (1.1, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
-
-
-class AttackCancelled(Exception):
-    """Raised by :func:`attack` when ``should_stop()`` returned True; nothing is left behind."""
 
 
 @dataclass
@@ -57,9 +65,13 @@ class AttackResult:
 
     ``adversarial`` (N, 3, H, W) in [0, 1] on the 1/255 grid. ``success`` (N,) bool: the model's
     top-1 on ``adversarial`` differs from the label (equals the target for targeted attacks).
-    ``norm_l2`` = ||delta||_2 / ||x||_2 (the paper's |L2|), ``l2`` = ||delta||_2 in [0, 1] pixel
+    ``norm_l2`` = ||delta||_2 / ||x||_2 in [0, 1] pixels (this project's reading of the paper's
+    |L2|), ``norm_l2_model`` = the same ratio after the model's normalisation (x - mean) / std,
+    ``rmse`` = sqrt(mean(delta^2)) in [0, 1] units (see :mod:`pd_core.attacks.measures`),
+    ``l2`` = ||delta||_2 in [0, 1] pixel
     units, ``linf_255`` = max |delta| * 255, ``psnr`` in dB (inf when delta = 0), ``l0`` = fraction
-    of the features (pixels x channels) that changed. ``targets`` holds the target classes of a
+    of the features (pixels x channels) that changed. ``stopped_at`` (early-stop runs only): the
+    iterate each image kept (IGSM/PGD: steps taken; FGSM: eps in 1/255 units). ``targets`` holds the target classes of a
     targeted attack (None otherwise). ``params`` are the exact parameters used.
     """
 
@@ -76,6 +88,9 @@ class AttackResult:
     targets: Optional[Tensor] = None
     predictions: Optional[Tensor] = None
     preset: str = ""
+    norm_l2_model: Optional[Tensor] = None
+    rmse: Optional[Tensor] = None
+    stopped_at: Optional[Tensor] = None
 
     @property
     def success_rate(self) -> float:
@@ -85,74 +100,10 @@ class AttackResult:
         """Means over the batch as plain floats (for tables and logs)."""
         return {"attack": self.name, "preset": self.preset, "images": int(len(self.success)),
                 "success_rate": self.success_rate, "mean_norm_l2": float(self.norm_l2.mean()),
+                "mean_norm_l2_model": float(self.norm_l2_model.mean()) if self.norm_l2_model is not None
+                else float("nan"),
+                "mean_rmse": float(self.rmse.mean()) if self.rmse is not None else float("nan"),
                 "mean_linf_255": float(self.linf_255.mean()), "seconds": self.seconds}
-
-
-def perturbation_norms(clean: Tensor, adversarial: Tensor) -> dict[str, Tensor]:
-    """Per-image size of ``adversarial - clean`` for batches (N, C, H, W) in [0, 1].
-
-    Returns float32 tensors (N,) on the inputs' device: ``norm_l2`` = ||delta||_2 / ||x||_2
-    (Guo et al. 2018, the paper's |L2|; inf for an all-black clean image with delta != 0),
-    ``l2`` = ||delta||_2, ``linf_255`` = max |delta| * 255, ``psnr`` = 10 log10(1 / MSE) dB for a
-    peak of 1 (inf when delta = 0) and ``l0`` = fraction of features with delta != 0.
-    Computed in float64.
-    """
-    if clean.shape != adversarial.shape:
-        raise ValueError(f"clean and adversarial shapes differ: {tuple(clean.shape)} vs {tuple(adversarial.shape)}")
-    if clean.ndim == 3:
-        clean, adversarial = clean.unsqueeze(0), adversarial.unsqueeze(0)
-    x = clean.detach().flatten(1).double()
-    d = adversarial.detach().flatten(1).double() - x
-    l2 = d.norm(dim=1)
-    x_norm = x.norm(dim=1)
-    norm_l2 = torch.where(l2 == 0, torch.zeros_like(l2), l2 / x_norm)
-    mse = d.square().mean(dim=1)
-    psnr = torch.where(mse == 0, torch.full_like(mse, math.inf), -10 * torch.log10(mse.clamp_min(1e-300)))
-    out = {"norm_l2": norm_l2, "l2": l2, "linf_255": d.abs().amax(dim=1) * 255, "psnr": psnr,
-           "l0": (d != 0).double().mean(dim=1)}
-    return {k: v.float() for k, v in out.items()}
-
-
-def quantize_to_grid(images: Tensor, clean: Optional[Tensor] = None, eps: Optional[float] = None) -> Tensor:
-    """Round to the 8-bit grid (multiples of 1/255 in [0, 1], what a PNG stores).
-
-    With ``clean`` and ``eps`` (L-infinity budget in [0, 1] units), each value is rounded to the
-    nearest multiple of 1/255 within ``eps`` of ``clean``. Where no multiple of 1/255 is that close
-    (ε < 0.5/255 and ``clean`` off the grid) the clean value is kept. Used by the attacks and by the
-    adaptive attack.
-
-    The interval's ends get a slack of 1e-4 grid steps: clean photos are on the grid, but their
-    float32 values k/255 are off by up to ~1e-5 steps and budgets such as 6/255 are stored rounded
-    (0.02352941), so without it ``clean + eps`` would often round down one whole step. The L∞
-    budget can therefore be exceeded by at most 1e-4/255 (float error), never by a grid step.
-    """
-    q = torch.round(images * 255)
-    if eps is None:
-        return q.clamp(0, 255) / 255
-    if clean is None:
-        raise ValueError("quantize_to_grid needs the clean images to respect eps")
-    low = torch.ceil((clean - eps) * 255 - 1e-4)
-    high = torch.floor((clean + eps) * 255 + 1e-4)
-    q = torch.minimum(torch.maximum(q, low), high).clamp(0, 255) / 255
-    return torch.where(low <= high, q, clean)
-
-
-class _ForwardMonitor(nn.Module):
-    """Wraps the shared model for Foolbox: counts forward passes, reports progress, cancels.
-
-    The model is kept out of the module tree (``object.__setattr__``), so Foolbox's
-    ``model.to(device)``/``eval()`` calls on the wrapper never touch the shared model.
-    """
-
-    def __init__(self, model: nn.Module, on_forward: Callable[[], None]):
-        super().__init__()
-        object.__setattr__(self, "inner", model)
-        object.__setattr__(self, "on_forward", on_forward)
-        self.eval()
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.on_forward()
-        return self.inner(x)
 
 
 def _seeded_pgd_class():
@@ -180,9 +131,16 @@ def _build(name: str, p: dict, generator: torch.Generator):
     """(foolbox attack, epsilons, expected forward passes per batch) for attack ``name``."""
     import foolbox as fb
 
+    from .early_stop import EarlyStopLinfAttack, grid_steps
     from .jsma import SaliencyMapAttack
     from .lbfgs import LBFGSAttack
 
+    if p.get("early_stop"):  # FGSM: minimal FGSM over the 1/255 grid (steps=0)
+        steps = 0 if name == "fgsm" else p["steps"]
+        grid = grid_steps(p["eps"])
+        return (EarlyStopLinfAttack(steps=steps, stepsize=p.get("stepsize", 1 / 255), random_start=name == "pgd",
+                                    generator=generator),
+                p["eps"], (grid + 1) if name == "fgsm" else steps + 1)
     if name == "fgsm":
         return fb.attacks.LinfFastGradientAttack(random_start=False), p["eps"], 2
     if name == "igsm":
@@ -218,9 +176,23 @@ def _check_params(info: AttackInfo, params: dict) -> dict:
         raise ValueError(f"{info.title} has no parameter {unknown[0]!r}; its parameters are: "
                          f"{', '.join(sorted(known))}")
     out = dict(params)
+    if "early_stop" in out:
+        out["early_stop"] = _as_bool(out["early_stop"], "early_stop")
     if info.budgeted and not (1 / 255 - 1e-9 <= float(out["eps"]) <= 1):
         raise ValueError(f"eps must be between 1/255 and 1 (in [0, 1] pixel units), got {out['eps']}")
     return out
+
+
+def _as_bool(value, name: str) -> bool:
+    """A flag given as bool, 0/1 or a word (the CLI's --param passes text)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def _as_batch(model, images: Tensor, labels) -> tuple[Tensor, Tensor]:
@@ -299,7 +271,7 @@ def attack(model, images: Tensor, labels, name: str, *, preset: str = "interacti
     Images are attacked in batches of ``batch_size`` (default 8 on CPU, 32 on GPU) on the model's
     device. Returns an :class:`AttackResult`; see the module docstring for the quantisation.
     """
-    import foolbox as fb
+    from .early_stop import EarlyStopLinfAttack
 
     try:
         info = ATTACKS[name]
@@ -312,28 +284,52 @@ def attack(model, images: Tensor, labels, name: str, *, preset: str = "interacti
     start = time.perf_counter()
 
     generator = torch.Generator().manual_seed(int(seed))
-    targeted = p.get("target") is not None
-    targets = _targets(model, images, labels, p["target"], generator) if targeted else None
+    targets = _targets(model, images, labels, p["target"], generator) if p.get("target") is not None else None
     fb_attack, epsilons, expected = _build(name, p, generator)
+    counter = Progress(info.title, math.ceil(len(images) / batch_size), expected, progress, should_stop)
+    monitored = ForwardMonitor(model, counter)
+    stopped_at = None
+    if isinstance(fb_attack, EarlyStopLinfAttack):
+        adversarial, success, predictions, stopped_at = _run_early_stop(
+            fb_attack, monitored, images, labels if targets is None else targets, targets is not None,
+            p["eps"], batch_size, counter)
+    else:
+        adversarial, success, predictions = _run_foolbox(
+            name, info, p, fb_attack, epsilons, monitored, model, images, labels, targets, batch_size, counter)
+    norms = perturbation_norms(images, adversarial, model)
+    if progress is not None:
+        progress(1.0, f"{info.title}: done")
+    return AttackResult(adversarial=adversarial, success=success, norm_l2=norms["norm_l2"], l2=norms["l2"],
+                        linf_255=norms["linf_255"], psnr=norms["psnr"], seconds=time.perf_counter() - start,
+                        name=name, params=p, l0=norms["l0"], targets=targets, predictions=predictions,
+                        preset=preset, norm_l2_model=norms["norm_l2_model"], rmse=norms["rmse"],
+                        stopped_at=stopped_at)
 
-    n_batches = math.ceil(len(images) / batch_size)
-    state = {"batch": 0, "calls": 0}
 
-    def on_forward():
-        if should_stop is not None and should_stop():
-            raise AttackCancelled(f"{info.title} was cancelled")
-        state["calls"] += 1
-        if progress is not None:
-            within = min(state["calls"] / expected, 0.95)
-            progress((state["batch"] + within) / n_batches,
-                     f"{info.title}: batch {state['batch'] + 1}/{n_batches}, model call {state['calls']}")
+def _run_early_stop(fb_attack, monitored: nn.Module, images: Tensor, classes: Tensor,
+                    targeted: bool, eps: float, batch_size: int, counter: Progress):
+    """Early-stopped FGSM/IGSM/PGD by batches; its own predictions of the 8-bit iterates are final."""
+    parts = []
+    for b, i in enumerate(range(0, len(images), batch_size)):
+        counter.start_batch(b)
+        sl = slice(i, i + batch_size)
+        parts.append(fb_attack.search(monitored, images[sl], classes[sl], eps, targeted))
+    counter.check()
+    return tuple(torch.cat([part[k] for part in parts]) for k in range(4))
 
-    fmodel = fb.PyTorchModel(_ForwardMonitor(model, on_forward), bounds=(0, 1), device=model.device)
+
+def _run_foolbox(name: str, info: AttackInfo, p: dict, fb_attack, epsilons, monitored: nn.Module, model,
+                 images: Tensor, labels: Tensor, targets: Optional[Tensor], batch_size: int,
+                 counter: Progress) -> tuple[Tensor, Tensor, Tensor]:
+    """A Foolbox attack by batches, then quantisation (and the repair of minimal perturbations)."""
+    import foolbox as fb
+
+    fmodel = fb.PyTorchModel(monitored, bounds=(0, 1), device=model.device)
     raw_parts, ok_parts = [], []
-    for b in range(n_batches):
-        state["batch"], state["calls"] = b, 0
-        sl = slice(b * batch_size, (b + 1) * batch_size)
-        if targeted:
+    for b, i in enumerate(range(0, len(images), batch_size)):
+        counter.start_batch(b)
+        sl = slice(i, i + batch_size)
+        if targets is not None:
             criterion = fb.criteria.TargetedMisclassification(targets[sl])
         else:
             criterion = fb.criteria.Misclassification(labels[sl])
@@ -342,11 +338,10 @@ def attack(model, images: Tensor, labels, name: str, *, preset: str = "interacti
         ok_parts.append(ok.detach())
     raw = torch.cat(raw_parts)
     raw_success = torch.cat(ok_parts)
-    if should_stop is not None and should_stop():
-        raise AttackCancelled(f"{info.title} was cancelled")
+    counter.check()
 
     def is_success(pred: Tensor, idx: Tensor) -> Tensor:
-        return pred == targets[idx] if targeted else pred != labels[idx]
+        return pred == targets[idx] if targets is not None else pred != labels[idx]
 
     if name == "cw":
         # Foolbox's C&W returns an all-zero image where it found nothing: give the clean image back.
@@ -371,10 +366,4 @@ def attack(model, images: Tensor, labels, name: str, *, preset: str = "interacti
             adversarial[todo[fixed]] = candidate[fixed]
             predictions[todo[fixed]] = pred[fixed]
             success[todo[fixed]] = True
-    norms = perturbation_norms(images, adversarial)
-    if progress is not None:
-        progress(1.0, f"{info.title}: done")
-    return AttackResult(adversarial=adversarial, success=success, norm_l2=norms["norm_l2"], l2=norms["l2"],
-                        linf_255=norms["linf_255"], psnr=norms["psnr"], seconds=time.perf_counter() - start,
-                        name=name, params=p, l0=norms["l0"], targets=targets, predictions=predictions,
-                        preset=preset)
+    return adversarial, success, predictions
