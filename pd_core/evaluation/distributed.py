@@ -1,0 +1,476 @@
+"""The paper's protocol on a Ray cluster: from a laptop (``local:N``) to many GPU servers (issue 12).
+
+Work units
+----------
+A unit is one fixed chunk of ``batch_size`` evaluation images × one attack (``clean`` included),
+with all the table's defences — exactly the unit of the single-process :func:`evaluate`: the same
+chunks (hash order, ``batch_size`` images each), the same attack seed ``derive_seed(seed, attack,
+preset, *names)``, the same deflection seeds ``derive_seed(seed, image, attack)``, the same code
+(:func:`compute_unit` calls the protocol's own ``_run_unit``). Chunks rather than single images
+because the attacks run batched and the CPU's batched floating point differs in the last bits
+between batch compositions; with fixed chunks the composition depends only on the image names and
+``batch_size``, never on the number of workers, their order or which worker ran a unit, and a Ray
+run gives the single-process run's predictions (norms within 1e-6), which the tests check row
+for row. ``--batch-size 1`` makes every unit a single image (finest balancing, no batching gain).
+A unit's key (:func:`unit_key`) hashes the table, ensemble, attack, preset and image names.
+
+Engine
+------
+* ``local:N`` starts a Ray instance on this machine with N workers; ``auto`` or an address
+  (``ray start --head`` printed it) joins an existing cluster. One actor per GPU where the
+  cluster has GPUs, else one per ``threads`` CPUs; each actor loads the model once and sets its
+  torch thread count.
+* Pull-based balancing: the driver keeps at most ``in_flight`` units queued per actor and hands
+  the next unit (largest prior cost first: units differ ~100× between FGSM and C&W) to whichever
+  actor finishes, via :func:`ray.wait`.
+* A worker that dies (its process killed, its node lost) fails its queued units; the driver puts
+  them back at the front of the queue, starts a replacement actor and counts them as failed and
+  retried. A unit that raises the same Python error ``max_attempts`` times stops the run.
+* Each actor writes its rows itself into its own Parquet shards (:mod:`.shards`) — on a cluster
+  the store folder must be on a file system every node sees (NFS, Lustre, a shared disk). A unit's
+  shard is written atomically with the unit's key, so the driver killed at any moment and the same
+  command run again skips exactly the units on disk (reported as ``resumed``); a unit retried after
+  a worker died between writing and answering appears twice on disk and once after the merge.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, load_labelled_images, split_tuning
+from .progress import _COST_PRIOR
+from .shards import ShardWriter, export_csv, finished_units, meta_path, read_shards
+from .stats import derive_seed, summarize
+
+__all__ = ["RunSpec", "WorkUnit", "ProgressSnapshot", "plan_units", "unit_key", "compute_unit",
+           "evaluate_distributed", "parse_ray_target", "progress_printer", "UnitWorker"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs besides its unit (picklable; the defence as a dict)."""
+
+    model: str
+    preset: str = "paper"
+    table: int = 1
+    ensemble: int = 10
+    seed: int = 0
+    batch_size: int = 16
+    defence: dict = field(default_factory=dict)
+    attack_params: dict = field(default_factory=dict)
+
+    def config(self):
+        from ..defence import PAPER_DEFAULTS
+
+        return replace(PAPER_DEFAULTS, **self.defence) if self.defence else PAPER_DEFAULTS
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    key: str
+    chunk: int
+    attack: str
+    items: tuple
+    cost: float
+
+
+def unit_key(spec: RunSpec, attack: str, names: Sequence[str]) -> str:
+    preset = "none" if attack == "clean" else spec.preset
+    text = "|".join([f"t{spec.table}", f"e{spec.ensemble}", attack, preset, *names])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def plan_units(evaluation: Sequence[Item], attacks: Sequence[str], spec: RunSpec) -> list[WorkUnit]:
+    """Units in submission order: largest prior cost first, then chunk order."""
+    chunks = [tuple(evaluation[i:i + spec.batch_size]) for i in range(0, len(evaluation), spec.batch_size)]
+    units = [WorkUnit(unit_key(spec, a, [it.name for it in ch]), ci, a, ch, _COST_PRIOR.get(a, 5.0) * len(ch))
+             for ci, ch in enumerate(chunks) for a in ["clean", *attacks]]
+    return sorted(units, key=lambda u: (-u.cost, u.chunk))
+
+
+def compute_unit(model, unit: WorkUnit, spec: RunSpec) -> tuple[list[dict], dict]:
+    """Rows of one unit, exactly as :func:`evaluate` computes them, and ``{"unreadable",
+    "attack_params"}``. The clean pass is repeated per unit (one forward pass per image) so that
+    units are independent."""
+    from ..attacks import attack as run_attack
+    from .batching import activation_maps
+    from .protocol import _defences_for, _dropped_row, _run_unit
+    from .paper import TABLE_DEFENCES  # noqa: F401 (the table's columns come from _run_unit)
+
+    config = spec.config()
+    x, good, bad = load_labelled_images(list(unit.items), model)
+    info = {"unreadable": bad, "attack_params": {}}
+    if not good:
+        return [], info
+    index = {it.name: i for i, it in enumerate(good)}
+    labels = torch.tensor([it.label for it in good], dtype=torch.long, device=model.device)
+    with torch.no_grad():
+        clean_maps = activation_maps(model, x, config.top_k, spec.batch_size)
+    clean_pred = clean_maps.logits.argmax(1)
+    clean_top5 = clean_maps.logits.topk(5, dim=1).indices
+    correct = {it.name: bool(clean_pred[index[it.name]] == it.label) for it in good}
+    rows = []
+    if unit.attack == "clean":
+        rows += [_dropped_row(it, int(clean_pred[index[it.name]]), derive_seed(spec.seed, it.name, "clean"))
+                 for it in good if not correct[it.name]]
+    todo = [it for it in good if correct[it.name]]
+    if todo:
+        meta = {"attack_params": {}}
+        defences = _defences_for(spec.table, spec.ensemble, config)
+        rows += _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, unit.attack, spec.preset,
+                          defences, spec.ensemble, spec.table, spec.seed, spec.batch_size, config, run_attack,
+                          spec.attack_params, meta, set(), lambda f, m="": None, clean_maps)
+        info["attack_params"] = json.loads(json.dumps(meta["attack_params"], default=str))
+    return rows, info
+
+
+class UnitWorker:
+    """One worker: loads the model once, computes units, writes its own shards. Wrapped with
+    ``ray.remote`` by the driver (a plain class here, so it can be used and tested without Ray)."""
+
+    def __init__(self, spec: RunSpec, store: str, name: str, threads: int = 1, device: str = "cpu"):
+        from ..models import load_model
+
+        if device == "cpu":
+            torch.set_num_threads(max(1, int(threads)))
+        self.spec = spec
+        self.model = load_model(spec.model, device=device)
+        self.writer = ShardWriter(store, name)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, unit: WorkUnit) -> dict:
+        started = time.monotonic()
+        rows, info = compute_unit(self.model, unit, self.spec)
+        self.writer.write(rows, [unit.key])
+        return {"key": unit.key, "rows": len(rows), "seconds": time.monotonic() - started, "pid": os.getpid(),
+                **info}
+
+
+@dataclass
+class ProgressSnapshot:
+    """One look at a distributed run (for the command line and the Benchmark page).
+
+    Units: ``total`` in the run, ``resumed`` found finished on disk at the start, ``done``
+    finished so far (resumed included), ``running`` handed to workers, ``failed`` attempts lost
+    with a dead worker, ``retried`` of them handed out again. ``rate`` is units per second over
+    this session's units; ``seconds_left`` the estimate from it (NaN before the first unit).
+    """
+
+    total: int
+    done: int
+    resumed: int
+    running: int
+    failed: int
+    retried: int
+    workers: int
+    elapsed: float
+    rate: float
+    seconds_left: float
+    message: str = ""
+    worker_pids: tuple = ()
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    def line(self) -> str:
+        left = "?" if self.seconds_left != self.seconds_left else f"{self.seconds_left / 60:.1f} min"
+        return (f"{self.done}/{self.total} units ({self.resumed} resumed), {self.running} running on "
+                f"{self.workers} workers, {self.rate * 60:.1f} units/min, ~{left} left, "
+                f"{self.failed} failed / {self.retried} retried")
+
+
+def progress_printer(stream=None, every: float = 2.0) -> Callable[[ProgressSnapshot], None]:
+    """A callback that rewrites one status line on ``stream`` (stderr) at most every ``every`` s."""
+    import sys
+
+    stream = stream or sys.stderr
+    last = [0.0]
+
+    def show(snap: ProgressSnapshot) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every or snap.done == snap.total:
+            last[0] = now
+            stream.write("\r" + snap.line()[:150].ljust(150) + ("\n" if snap.done == snap.total else ""))
+            stream.flush()
+
+    return show
+
+
+def parse_ray_target(text: str) -> tuple[str | None, int | None]:
+    """``"local:N"`` -> (None, N); ``"auto"`` or an address -> (address, None)."""
+    text = (text or "").strip()
+    if text.startswith("local"):
+        _, _, n = text.partition(":")
+        try:
+            count = int(n) if n else (os.cpu_count() or 1)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise EvaluationError(f"--ray {text!r}: give local:N with N ≥ 1 workers, auto, or a cluster address.")
+        return None, count
+    if not text:
+        raise EvaluationError("--ray needs local:N, auto, or a cluster address like 10.0.0.1:6379.")
+    return text, None
+
+
+def _start_ray(target: str, threads: int, workers: int | None):
+    """Connect to or start Ray; returns (ray, number of workers, device of each worker)."""
+    try:
+        import ray
+    except ImportError:
+        raise EvaluationError("Ray is not installed; install it with pip install 'ray[default]'.") from None
+    address, local = parse_ray_target(target)
+    if not ray.is_initialized():
+        if local is not None:
+            gpus = torch.cuda.device_count()
+            ray.init(num_cpus=local * threads if not gpus else max(os.cpu_count() or 1, local),
+                     num_gpus=gpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        else:
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise EvaluationError(f"cannot join the Ray cluster at {address!r} ({str(exc).splitlines()[0]}); "
+                                      "start it with `ray start --head` or check the address.") from None
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        count = gpus if local is None else min(local, gpus)
+        return ray, workers or count, "cuda"
+    count = local if local is not None else max(1, int(resources.get("CPU", 1)) // threads)
+    return ray, workers or count, "cpu"
+
+
+def _sidecar(store: Path, spec: RunSpec, model_name: str, attacks, extra: dict) -> dict:
+    from ..attacks import ATTACKS
+    from .store import _check_meta, _versions
+
+    settings = {"model": model_name, "seed": spec.seed, "ensemble": spec.ensemble,
+                "defence": spec.config().as_dict(), "tuning_fraction": extra["tuning_fraction"],
+                "tuning_salt": TUNING_SALT, "batch_size": spec.batch_size}
+    meta = _check_meta(meta_path(store), settings)
+    meta.setdefault("created", _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    meta["settings"] = settings
+    meta["versions"] = _versions()
+    meta.setdefault("attack_params", {})
+    for name in attacks:
+        requested = json.loads(json.dumps({**ATTACKS[name].preset(spec.preset), **spec.attack_params.get(name, {})},
+                                          default=str))
+        stored = meta["attack_params"].get(f"{name}/{spec.preset}")
+        if stored is not None and any(k in stored and stored[k] != v for k, v in requested.items()):
+            raise EvaluationError(f"the results folder has {name} '{spec.preset}' rows made with other "
+                                  "parameters; choose another output folder.")
+    meta.setdefault("runs", []).append({"date": meta["created"] if not meta.get("runs") else
+                                        _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                        "table": spec.table, "preset": spec.preset, "attacks": list(attacks),
+                                        **extra})
+    return meta
+
+
+def evaluation_items(images, *, labels=None, devkit_meta=None, subset=None,
+                     tuning_fraction: float = DEFAULT_TUNING_FRACTION, limit: int | None = None) -> list[Item]:
+    """The evaluation images of a folder in any layout of :mod:`pd_core.datasets` (or a list of
+    :class:`Item`), split and limited as :func:`evaluate` does. Names are paths relative to the
+    folder, as :func:`load_items` names them, so the chunks are the single-process run's."""
+    from ..datasets import DatasetError, open_dataset
+
+    if isinstance(images, (str, os.PathLike)):
+        try:
+            items = [Item(r.name, r.path, r.label) for r in open_dataset(images, labels=labels,
+                                                                          devkit_meta=devkit_meta, subset=subset)]
+        except DatasetError as exc:
+            raise EvaluationError(str(exc)) from None
+    else:
+        items = list(images)
+    evaluation, _ = split_tuning(items, tuning_fraction)
+    if limit is not None:
+        if int(limit) < 1:
+            raise EvaluationError("limit must be at least 1.")
+        evaluation = evaluation[: int(limit)]
+    if not evaluation:
+        raise EvaluationError("no evaluation images (none found, or all went to the tuning subset).")
+    return evaluation
+
+
+class _Scheduler:
+    """Pull-based dispatch of units to actors, with replacement of dead actors."""
+
+    def __init__(self, ray, actor_class, make_args, workers: int, in_flight: int, max_attempts: int,
+                 on_progress, total: int, resumed: int):
+        self.ray, self.actor_class, self.make_args = ray, actor_class, make_args
+        self.in_flight, self.max_attempts, self.on_progress = max(1, in_flight), max_attempts, on_progress
+        self.actors: dict[int, object] = {}
+        self.pids: dict[int, int] = {}
+        self.busy: dict[int, int] = {}
+        self.refs: dict[object, tuple[WorkUnit, int]] = {}
+        self.attempts: dict[str, int] = {}
+        self.results: list[dict] = []
+        self.total, self.resumed = total, resumed
+        self.failed = self.retried = 0
+        self.started = time.monotonic()
+        self.next_id = 0
+        for _ in range(workers):
+            self._new_actor()
+
+    def _new_actor(self) -> None:
+        wid = self.next_id
+        self.next_id += 1
+        self.actors[wid] = self.actor_class.remote(*self.make_args(wid))
+        self.busy[wid] = 0
+        try:
+            self.pids[wid] = self.ray.get(self.actors[wid].pid.remote(), timeout=600)
+        except Exception:  # noqa: BLE001 - a worker that cannot start is treated like one that died
+            self.pids[wid] = -1
+
+    def snapshot(self, message: str = "") -> ProgressSnapshot:
+        elapsed = time.monotonic() - self.started
+        computed = len(self.results)
+        rate = computed / elapsed if computed and elapsed > 0 else 0.0
+        left = self.total - self.resumed - computed
+        eta = left / rate if rate else (0.0 if left == 0 else float("nan"))
+        return ProgressSnapshot(self.total, self.resumed + computed, self.resumed, len(self.refs), self.failed,
+                                self.retried, len(self.actors), elapsed, rate, eta, message,
+                                tuple(p for p in self.pids.values() if p > 0))
+
+    def run(self, queue: deque) -> list[dict]:
+        from ray.exceptions import NodeDiedError, RayActorError, RayTaskError, WorkerCrashedError
+
+        self._report("started")
+        while queue or self.refs:
+            for wid in list(self.actors):
+                while queue and self.busy[wid] < self.in_flight:
+                    unit = queue.popleft()
+                    self.refs[self.actors[wid].run.remote(unit)] = (unit, wid)
+                    self.busy[wid] += 1
+            ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=2.0)
+            for ref in ready:
+                unit, wid = self.refs.pop(ref)
+                self.busy[wid] = max(0, self.busy.get(wid, 1) - 1)
+                try:
+                    self.results.append(self.ray.get(ref))
+                except (RayActorError, WorkerCrashedError, NodeDiedError):
+                    self._lost(wid, unit, queue)
+                except RayTaskError as exc:
+                    self._retry(unit, queue, exc)
+            self._report(f"{ATTACK_LABEL.get(unit.attack, unit.attack)} chunk {unit.chunk}" if ready else "")
+        self._report("finished")
+        return self.results
+
+    def _retry(self, unit: WorkUnit, queue: deque, exc: Exception) -> None:
+        """A unit that raised: tried again up to ``max_attempts`` times, then the run stops."""
+        self.attempts[unit.key] = self.attempts.get(unit.key, 0) + 1
+        if self.attempts[unit.key] >= self.max_attempts:
+            raise EvaluationError(f"unit {unit.attack} / chunk {unit.chunk} failed {self.attempts[unit.key]} times: "
+                                  f"{str(exc).splitlines()[-1][:200]}") from None
+        self.failed += 1
+        self.retried += 1
+        queue.appendleft(unit)
+
+    def _lost(self, wid: int, unit: WorkUnit, queue: deque) -> None:
+        """A unit whose worker died: back to the front of the queue; the worker is replaced once."""
+        self.failed += 1
+        self.retried += 1
+        queue.appendleft(unit)
+        if wid in self.actors:
+            del self.actors[wid]
+            self.pids.pop(wid, None)
+            self.busy.pop(wid, None)
+            self._new_actor()
+
+    def _report(self, message: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.snapshot(message))
+
+
+ATTACK_LABEL = {"clean": "Clean", "fgsm": "FGSM", "igsm": "IGSM", "deepfool": "DFool", "jsma": "JSMA",
+                "lbfgs": "LBFGS", "cw": "C&W", "pgd": "PGD"}
+
+
+def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[str] = ("fgsm", "igsm"),
+                         preset: str = "paper", table: int = 1, ensemble: int = 10, limit: int | None = None,
+                         seed: int = 0, batch_size: int = 16, labels=None, devkit_meta=None, subset=None,
+                         tuning_fraction: float = DEFAULT_TUNING_FRACTION, config=None,
+                         attack_params: dict | None = None, ray: str = "local:2", threads: int = 1,
+                         workers: int | None = None, in_flight: int = 2, max_attempts: int = 3,
+                         on_progress: Callable[[ProgressSnapshot], None] | None = None,
+                         out_csv=None):
+    """:func:`evaluate` on Ray; rows go to the shard folder ``store`` (and to ``out_csv`` at the end).
+
+    ray : ``"local:N"``, ``"auto"`` or a cluster address (see :func:`parse_ray_target`).
+    threads : torch threads of each CPU worker. workers : override the number of actors.
+    in_flight : units queued per actor. on_progress : receives a :class:`ProgressSnapshot`.
+    Returns the :class:`EvaluationResult` of the merged store, with ``meta["distributed"]``
+    counting units (total, resumed, computed, failed, retried).
+    """
+    from ..attacks import ATTACKS
+    from .protocol import EvaluationResult
+
+    attacks = list(dict.fromkeys(a.strip().lower() for a in attacks if a and a.strip() and a.strip() != "clean"))
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise EvaluationError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}.")
+    if table not in (1, 3, 4) or int(ensemble) < 1 or int(batch_size) < 1:
+        raise EvaluationError("table must be 1, 3 or 4, and ensemble and batch size at least 1.")
+    started = time.monotonic()
+    evaluation = evaluation_items(images, labels=labels, devkit_meta=devkit_meta, subset=subset,
+                                  tuning_fraction=tuning_fraction, limit=limit)
+    spec = RunSpec(model_name, preset, int(table), int(ensemble), int(seed), int(batch_size),
+                   config.as_dict() if config is not None else {}, dict(attack_params or {}))
+    store = Path(store)
+    if store.exists() and not store.is_dir():
+        raise EvaluationError(f"{store} is a file; give a folder for the shards.")
+    store.mkdir(parents=True, exist_ok=True)
+    meta = _sidecar(store, spec, model_name, attacks, {"tuning_fraction": tuning_fraction, "limit": limit,
+                                                       "images": len(evaluation), "ray": ray, "threads": threads})
+    meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
+    units = plan_units(evaluation, attacks, spec)
+    finished = finished_units(store)
+    queue = deque(u for u in units if u.key not in finished)
+    resumed = len(units) - len(queue)
+    results: list[dict] = []
+    if queue:
+        ray_mod, count, device = _start_ray(ray, max(1, int(threads)), workers)
+        options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": max(1, int(threads))}
+        actor_class = ray_mod.remote(**options, max_restarts=0, scheduling_strategy="SPREAD")(UnitWorker)
+        scheduler = _Scheduler(ray_mod, actor_class,
+                               lambda wid: (spec, str(store.resolve()), f"w{wid}", threads, device),
+                               min(count, len(queue)), in_flight, max_attempts, on_progress, len(units), resumed)
+        results = scheduler.run(queue)
+        failed, retried = scheduler.failed, scheduler.retried
+    else:
+        failed = retried = 0
+        if on_progress is not None:
+            on_progress(ProgressSnapshot(len(units), len(units), resumed, 0, 0, 0, 0, 0.0, 0.0, 0.0, "already done"))
+    unreadable = {k: v for r in results for k, v in r.get("unreadable", {}).items()}
+    for r in results:
+        for k, v in r.get("attack_params", {}).items():
+            meta["attack_params"].setdefault(k, v)
+    rows = read_shards(store)
+    rows = rows[rows["image"].astype(str).isin({it.name for it in evaluation})]
+    clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
+    dropped = sorted(clean.loc[clean["correct"].astype(int) == 0, "image"])
+    kept = int((clean["correct"].astype(int) == 1).sum())
+    seconds = time.monotonic() - started
+    meta["distributed"] = {"units": len(units), "resumed": resumed, "computed": len(results), "failed": failed,
+                           "retried": retried}
+    meta["runs"][-1].update({"seconds": round(seconds, 1), "kept": kept, "dropped": len(dropped),
+                             "unreadable": unreadable, **meta["distributed"]})
+    meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
+    if out_csv is not None:
+        export_csv(store, out_csv)
+        Path(str(out_csv) + ".meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    return EvaluationResult(rows=rows, summary=summarize(rows), images=len(evaluation), kept=kept, dropped=dropped,
+                            unreadable=unreadable, meta=meta, csv_path=Path(out_csv) if out_csv else None,
+                            table=table, preset=preset, ensemble=ensemble, seconds=seconds)
