@@ -30,7 +30,15 @@ from .gradients import (LOSSES, BpdaEotGradient, GradientEstimator, _attack_loss
                         _StraightThrough, bpda, bpda_eot_gradient, check_loss)
 from .report import (ADAPTIVE_CSV_COLUMNS, DEFENCE_TITLES, accuracy_curve_figure, format_table,
                      read_adaptive_csv, write_csv)
-from ._legacy_cli import _cmd_adaptive, _parse_eps, add_adaptive_parser
+
+
+def add_adaptive_parser(subparsers) -> None:
+    """Register ``python -m pd_core adaptive``: kept for old callers, the parser lives in
+    :func:`pd_core.cli.adaptive.add_parser`."""
+    from ..cli.adaptive import add_parser
+
+    add_parser(subparsers)
+
 
 __all__ = [
     "AdaptiveResult",
