@@ -114,12 +114,13 @@ else:
     photo = f"load_image({image.name!r}, spec=model.spec)"
 command_line(
     "from pd_core import load_model\nfrom pd_core.defence import DefenceConfig\n"
-    "from pd_core.demo import defence_stages, deflection_curve\nfrom pd_core.images import gallery_image, load_image\n\n"
+    "from pd_core.demo import defence_stages\nfrom pd_core.evaluation import probability_curve\n"
+    "from pd_core.images import gallery_image, load_image\n\n"
     f"model = load_model({settings.model_name!r})\nx = {photo}\n"
     f"config = DefenceConfig({', '.join(f'{k}={v!r}' for k, v in changed.items())})\n"
     f"stages = defence_stages(model, x, config, seed={settings.seed})\n"
-    f"curve = deflection_curve(model, x, {list(follow.values())}, {curve_ks(st.session_state.get('curve_max_k', 2000))}, "
-    f"samples={st.session_state.get('curve_samples', 4)}, config=config, "
+    f"curve = probability_curve(model, x, {list(follow.values())}, {curve_ks(st.session_state.get('curve_max_k', 2000))}, "
+    f"copies={st.session_state.get('curve_samples', 4)}, config=config, "
     f"denoise={st.session_state.get('curve_denoise', False)}, seed={settings.seed})",
     "The same computations in Python, with this page's settings and seed.", language="python",
     title="Reproduce these numbers in Python")
@@ -128,7 +129,7 @@ command_line(
 # --- paper Fig. 2, on demand ---------------------------------------------------------------------
 @st.fragment
 def curve_section():
-    from pd_core.demo import deflection_curve
+    from pd_core.evaluation import probability_curve
 
     st.subheader("Probability against the number of deflections (paper Fig. 2)")
     st.caption("How the class probabilities move as more and more pixels are deflected: a clean photo keeps "
@@ -154,8 +155,8 @@ def curve_section():
         with st.spinner(f"Classifying {len(ks) * samples} deflected copies…"):
             try:
                 cached(key, lambda: run_heavy(
-                    lambda: deflection_curve(model, x, list(follow.values()), ks, samples=samples, config=config,
-                                             denoise=denoise, seed=settings.seed),
+                    lambda: probability_curve(model, x, list(follow.values()), ks, copies=samples, config=config,
+                                              denoise=denoise, seed=settings.seed),
                     "the deflection curve", settings.device))
             except Failed:
                 return

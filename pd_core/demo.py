@@ -3,9 +3,9 @@
 :func:`attack_and_defend` runs, for one image: the clean prediction with its maps (one forward
 pass), an attack, the adversarial prediction with its R-CAM (one pass), the defence of paper §8
 on the adversarial image (single run) and on the clean image, and Ens-10 (SPEC §1.4), the last
-three as **one batch** through the classifier. :func:`deflection_curve` gives paper Fig. 2 (class
-probabilities against the number of deflections, all K values in one batch) and
-:func:`defence_stages` the effect of each stage (paper Table 3).
+three as **one batch** through the classifier, and :func:`defence_stages` the effect of each stage
+(paper Table 3). Paper Fig. 2 (class probabilities against the number of deflections) is
+:func:`pd_core.evaluation.probability_curve`, the same for the app and the evaluation.
 
 Every number depends only on the inputs and the seed, so the command line
 ``python -m pd_core demo IMAGE ...`` (:mod:`pd_core.cli.demo`; :func:`demo_cli_command` writes the
@@ -17,12 +17,12 @@ import json
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import torch
 
 from .defence import DefenceConfig, defend_batch, predict_probs, vote
-from .deflection import deflect, make_generator
+from .deflection import make_generator
 from .maps import robust_activation_map
 from .models import Classifier
 
@@ -30,8 +30,6 @@ __all__ = [
     "DemoResult",
     "attack_and_defend",
     "verdict",
-    "CurveResult",
-    "deflection_curve",
     "StageResult",
     "defence_stages",
     "STAGES",
@@ -272,63 +270,6 @@ def _defend_one(x: torch.Tensor, rmap: torch.Tensor | None, config: DefenceConfi
 
     out, _, record = _transform(x, rmap, config, generator, return_record=True)
     return out, record
-
-
-# --- paper Fig. 2: probability against the number of deflections --------------------------------
-
-@dataclass
-class CurveResult:
-    """Mean and standard deviation (over ``samples`` random draws) of class probabilities.
-
-    deflections: the K values; mean/std: class -> (len(K),) tensors; top1_rate: fraction of
-    draws whose top-1 is each class, class -> (len(K),).
-    """
-
-    deflections: list[int]
-    classes: list[int]
-    mean: dict[int, torch.Tensor]
-    std: dict[int, torch.Tensor]
-    top1_rate: dict[int, torch.Tensor]
-    samples: int
-    denoise: bool
-
-
-def deflection_curve(model: Classifier, image: torch.Tensor, classes: Sequence[int],
-                     deflections: Sequence[int] = (0, 50, 100, 200, 400, 800, 1600), *,
-                     samples: int = 8, config: DefenceConfig | None = None, denoise: bool = False,
-                     seed: int = 0, batch_size: int = 64) -> CurveResult:
-    """Class probabilities of ``image`` after K deflections, for every K (paper Fig. 2).
-
-    All ``len(deflections) × samples`` deflected copies go through the classifier as one batch
-    (in chunks of ``batch_size``). The map and window come from ``config`` (the paper's Fig. 2
-    used uniform deflection without denoising: ``denoise=False``; with ``denoise=True`` the
-    copies also get the configured wavelet denoising).
-    """
-    config = config or DefenceConfig()
-    x = (image if image.ndim == 4 else image[None]).to(model.device, torch.float32).contiguous()
-    rmap = None
-    if config.use_map:
-        rmap = robust_activation_map(model, x, top_k=config.top_k).rmap
-    generator = make_generator(seed, model.device)
-    rep = x.repeat(samples, 1, 1, 1)
-    rep_map = rmap.repeat(samples, 1, 1) if rmap is not None else None
-    # Deflection is cheap index work; each K is one call, then one batch for denoise + classify.
-    batch = torch.cat([deflect(rep, rep_map, int(k), config.window, generator=generator) for k in deflections])
-    if denoise:
-        from .denoising import wavelet_denoise
-
-        batch = wavelet_denoise(batch, sigma=config.sigma, wavelet=config.wavelet, method=config.method,
-                                mode=config.mode, ycbcr=config.ycbcr)
-    probs = predict_probs(model, batch, batch_size).view(len(deflections), samples, -1).cpu()
-    top1 = probs.argmax(-1)
-    classes = [int(c) for c in classes]
-    return CurveResult(
-        deflections=[int(k) for k in deflections], classes=classes,
-        mean={c: probs[..., c].mean(1) for c in classes},
-        std={c: probs[..., c].std(1, unbiased=False) for c in classes},
-        top1_rate={c: (top1 == c).float().mean(1) for c in classes},
-        samples=samples, denoise=denoise,
-    )
 
 
 # --- paper Table 3: the stages separately ------------------------------------------------------

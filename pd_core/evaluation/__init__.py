@@ -8,7 +8,8 @@ One module per concept (the protocol itself is described in :mod:`.protocol`):
 - :mod:`.batching`: how the model sees batches (device-sized, channels-last on the CPU).
 - :mod:`.protocol`: :func:`evaluate` and its unit of work.
 - :mod:`.paper`: the paper's reference numbers and the tables in its layout.
-- :mod:`.figures`: Figures 2, 5 and 6.
+- :mod:`.figures`: Figures 2, 5 and 6 (:func:`probability_curve`, the one Figure 2 computation,
+  is also what the app's Defence Explorer draws).
 - :mod:`.progress`: the progress estimate and bar.
 
 Every public name of the former single module ``pd_core/evaluation.py`` is importable from here.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from .batching import CHANNELS_LAST_ON_CPU, CPU_MODEL_BATCH
 from .data import (DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, load_items,
                    load_labelled_images, split_tuning)
-from .figures import deflection_curve, rank_histogram, tuning_grid
+from .figures import CurveResult, deflection_curve, probability_curve, rank_histogram, tuning_grid
 from .paper import (ATTACK_ORDER, ATTACK_TITLES, PAPER_ATTACKS, PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4,
                     TABLE3_TITLES, TABLE4_TITLES, TABLE_DEFENCES, format_table, table_frame)
 from ..defence import PAPER_DEFAULTS  # noqa: F401 (the old module had it; pages/benchmark.py reads it here)
@@ -30,6 +31,6 @@ from .store import CSV_COLUMNS, read_results
 __all__ = [
     "evaluate", "EvaluationResult", "EvaluationError", "format_table", "table_frame", "summarize",
     "wilson_interval", "derive_seed", "split_tuning", "read_results", "load_items",
-    "deflection_curve", "tuning_grid", "rank_histogram", "PAPER_TABLE1", "PAPER_TABLE3",
+    "deflection_curve", "probability_curve", "CurveResult", "tuning_grid", "rank_histogram", "PAPER_TABLE1", "PAPER_TABLE3",
     "PAPER_TABLE4", "TABLE_DEFENCES", "ATTACK_ORDER", "ATTACK_TITLES", "CSV_COLUMNS",
 ]

@@ -1,15 +1,15 @@
 """The paper's figures computed from the protocol: Figure 2 (class probability against the number
-of deflections), Figure 5 (accuracy over σ, window and K on the tuning subset) and Figure 6 (rank
+of deflections; :func:`probability_curve` is the one implementation, used by the app too), Figure 5 (accuracy over σ, window and K on the tuning subset) and Figure 6 (rank
 of the adversarial class among the clean top-5)."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import torch
 
-from ..defence import PAPER_DEFAULTS, vote
+from ..defence import PAPER_DEFAULTS, DefenceConfig, vote
 from .batching import FastLayoutModel, activation_maps, classify, model_batch
 from .data import DEFAULT_TUNING_FRACTION, EvaluationError, load_items, load_labelled_images, split_tuning
 from .paper import ATTACK_TITLES, _rows_of
@@ -17,7 +17,7 @@ from .progress import Progress
 from .protocol import defended_copies
 from .stats import counted_rows, derive_seed, wilson_interval
 
-__all__ = ["rank_histogram", "deflection_curve", "tuning_grid"]
+__all__ = ["rank_histogram", "CurveResult", "probability_curve", "deflection_curve", "tuning_grid"]
 
 
 def rank_histogram(results, preset: str | None = None, attacks: Sequence[str] | None = None):
@@ -56,6 +56,95 @@ def rank_histogram(results, preset: str | None = None, attacks: Sequence[str] | 
 # Figure 2: class probability against the number of deflections
 # --------------------------------------------------------------------------------------------
 
+@dataclass
+class CurveResult:
+    """Class probabilities after K deflections, for every K (:func:`probability_curve`).
+
+    deflections : the K values. classes : the followed classes, as given (a list, the same for
+    every image, or an (N, C) tensor, per image). probs : per K, an (N, copies, C) tensor on the
+    CPU, the probability of followed class j (column j) in each deflected copy of each image; at
+    K = 0 there is one copy (nothing random). top1 : per K, the (N, copies) top-1 class of each copy.
+    """
+
+    deflections: list[int]
+    classes: object
+    probs: list[torch.Tensor]
+    top1: list[torch.Tensor]
+    copies: int
+    denoise: bool
+
+    def _columns(self) -> dict:
+        keys = self.classes if isinstance(self.classes, list) else range(self.probs[0].shape[-1])
+        return {key: j for j, key in enumerate(keys)}
+
+    def _followed(self) -> list[torch.Tensor]:
+        """Per K, the (N, C) followed class of each image."""
+        n = self.probs[0].shape[0]
+        classes = torch.as_tensor(self.classes, dtype=torch.long)
+        return [classes.expand(n, -1) if classes.ndim == 1 else classes.cpu()] * len(self.deflections)
+
+    @property
+    def mean(self) -> dict:
+        """Followed class (column index for per-image classes) -> (len(K),) mean over images and copies."""
+        return {key: torch.stack([p[..., j].mean() for p in self.probs]) for key, j in self._columns().items()}
+
+    @property
+    def std(self) -> dict:
+        """Like :attr:`mean`: the standard deviation over images and random copies (ddof 0)."""
+        return {key: torch.stack([p[..., j].std(unbiased=False) for p in self.probs])
+                for key, j in self._columns().items()}
+
+    @property
+    def top1_rate(self) -> dict:
+        """Like :attr:`mean`: the fraction of copies whose top-1 is the followed class."""
+        followed = self._followed()
+        return {key: torch.stack([(t == f[:, j:j + 1]).float().mean() for t, f in zip(self.top1, followed)])
+                for key, j in self._columns().items()}
+
+
+def probability_curve(model, images: torch.Tensor, classes, deflections: Sequence[int] = (0, 50, 100, 200, 400, 800, 1600),
+                      *, copies: int = 8, config: DefenceConfig | None = None, denoise: bool = False,
+                      seed: int = 0, seed_parts: Sequence = (), batch_size: int = 64,
+                      progress: Progress | None = None) -> CurveResult:
+    """Class probabilities of images after K deflections, for every K (paper Fig. 2, §5).
+
+    The one implementation of the figure: the app's Defence Explorer draws it for one photo and
+    :func:`deflection_curve` averages it over attacked and clean photos.
+
+    images : (N, 3, S, S) or (3, S, S) in [0, 1] at the model's resolution (moved to its device).
+    classes : the classes to follow, a list (every image) or an (N, C) tensor (per image).
+    copies : random deflections per image and K (one at K = 0, where nothing is random).
+    config : map (``use_map``, ``top_k``) and window of the deflection (paper defaults when None);
+        ``denoise=False`` is deflection alone as in the paper's figure, ``True`` adds the
+        configured wavelet denoising (and JPEG, if configured).
+    seed, seed_parts : the copies of image i at K come from ``derive_seed(seed, *seed_parts, i, K)``,
+        so they do not depend on the other images or K values.
+    progress : ``callback(fraction, message)`` after each K.
+    """
+    config = replace(config or DefenceConfig(), deflect=True, denoise=denoise)
+    if not denoise:
+        config = replace(config, jpeg_quality=None)
+    x = (images if images.ndim == 4 else images[None]).to(model.device, torch.float32).contiguous()
+    n = x.shape[0]
+    followed = torch.as_tensor(classes, dtype=torch.long, device=x.device)
+    followed = followed.expand(n, -1) if followed.ndim == 1 else followed
+    with torch.no_grad():
+        rmap = activation_maps(model, x, config.top_k, batch_size).rmap if config.use_map else None
+    probs, top1 = [], []
+    for ki, k in enumerate(int(k) for k in deflections):
+        c = copies if k > 0 else 1
+        seeds = [derive_seed(seed, *seed_parts, i, k) for i in range(n)]
+        defended = defended_copies(model, x, rmap, replace(config, deflections=k), c, seeds)
+        p = classify(model, defended, batch_size).view(n, c, -1)
+        probs.append(p.gather(2, followed[:, None, :].expand(-1, c, -1)).cpu())
+        top1.append(p.argmax(-1).cpu())
+        if progress is not None:
+            progress((ki + 1) / len(deflections), f"K = {k}")
+    return CurveResult(deflections=[int(k) for k in deflections],
+                       classes=[int(c) for c in classes] if not isinstance(classes, torch.Tensor) else classes.cpu(),
+                       probs=probs, top1=top1, copies=copies, denoise=denoise)
+
+
 def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adversarial: torch.Tensor | None = None,
                      attack: str = "fgsm", preset: str = "paper",
                      deflections: Sequence[int] = (0, 100, 300, 1000, 3000, 10000),
@@ -69,7 +158,7 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
     Only images that are correctly classified and whose attack succeeded are used (the
     "adversarial class" is then the undefended prediction on the adversarial image).
     The paper's figure shows deflection alone (§5, uniform: ``use_map=False``, ``denoise=False``);
-    ``copies`` random deflections per image and K are averaged.
+    ``copies`` random deflections per image and K are averaged (:func:`probability_curve`).
 
     Returns a DataFrame: ``image`` ("adversarial" / "clean"), ``deflections``, ``class``
     ("true" / "adversarial"), ``mean_prob``, ``sem`` (standard error over images), ``n``.
@@ -90,26 +179,20 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
     out = []
     if not bool(keep.any()):
         return pd.DataFrame(out, columns=["image", "deflections", "class", "mean_prob", "sem", "n"])
-    sources = {"adversarial": adversarial[keep], "clean": images[keep]}
-    y_true, y_adv = labels[keep], adv_pred[keep]
+    followed = torch.stack([labels[keep], adv_pred[keep]], 1)  # columns: true, adversarial
     n = int(keep.sum())
-    config = replace(PAPER_DEFAULTS, window=int(window), use_map=use_map, denoise=denoise)
-    steps = len(deflections) * 2
-    for si, (kind, x) in enumerate(sources.items()):
-        rmap = activation_maps(model, x, config.top_k, batch_size).rmap if use_map else None
-        for ki, k in enumerate(deflections):
-            cfg = replace(config, deflections=int(k))
-            seeds = [derive_seed(seed, "figure2", kind, i, int(k)) for i in range(n)]
-            c = copies if k > 0 else 1
-            defended = defended_copies(model, x, rmap, cfg, c, seeds)
-            probs = classify(model, defended, batch_size).view(n, c, -1).mean(1)
-            for cls_name, cls in (("true", y_true), ("adversarial", y_adv)):
-                p = probs.gather(1, cls[:, None])[:, 0].double().cpu()
+    config = replace(PAPER_DEFAULTS, window=int(window), use_map=use_map)
+    for si, (kind, x) in enumerate((("adversarial", adversarial[keep]), ("clean", images[keep]))):
+        report = None if progress is None else (lambda f, m, si=si, kind=kind: progress((si + f) / 2, f"{kind} images, {m}"))
+        curve = probability_curve(model, x, followed, deflections, copies=copies, config=config, denoise=denoise,
+                                  seed=seed, seed_parts=("figure2", kind), batch_size=batch_size, progress=report)
+        for k, probs in zip(curve.deflections, curve.probs):
+            per_image = probs.mean(1).double()  # (n, 2): mean over the random copies
+            for j, cls_name in enumerate(("true", "adversarial")):
+                p = per_image[:, j]
                 sem = float(p.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
-                out.append({"image": kind, "deflections": int(k), "class": cls_name,
+                out.append({"image": kind, "deflections": k, "class": cls_name,
                             "mean_prob": float(p.mean()), "sem": sem, "n": n})
-            if progress is not None:
-                progress((si * len(deflections) + ki + 1) / steps, f"{kind} images, K = {k}")
     return pd.DataFrame(out)
 
 
