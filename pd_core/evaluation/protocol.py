@@ -152,7 +152,7 @@ def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name
     attack_seed = derive_seed(seed, attack_name, preset, *[it.name for it in todo])
     if attack_name == "clean":
         adv = xs
-        norm_l2 = torch.zeros(n)
+        norm_l2 = norm_l2_model = rmse = torch.zeros(n)
         linf = torch.zeros(n)
         psnr = torch.full((n,), math.inf)
     else:
@@ -162,6 +162,8 @@ def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name
                          **attack_params.get(attack_name, {}))
         adv = res.adversarial.to(x.device).contiguous()  # NCHW for deflection
         norm_l2 = torch.as_tensor(res.norm_l2).detach().float().cpu().reshape(n)
+        norm_l2_model = torch.as_tensor(res.norm_l2_model).detach().float().cpu().reshape(n)
+        rmse = torch.as_tensor(res.rmse).detach().float().cpu().reshape(n)
         linf = torch.as_tensor(res.linf_255).detach().float().cpu().reshape(n)
         psnr = torch.as_tensor(res.psnr).detach().float().cpu().reshape(n)
         meta["attack_params"].setdefault(f"{attack_name}/{preset}", dict(res.params))
@@ -206,6 +208,7 @@ def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name
             rows.append({"image": it.name, "label": it.label, "attack": attack_name, "preset": pre,
                          "defence": name, "prediction": int(pred[i]), "correct": int(correct[i]),
                          "norm_l2": float(norm_l2[i]), "linf_255": float(linf[i]), "psnr": float(psnr[i]),
+                         "norm_l2_model": float(norm_l2_model[i]), "rmse": float(rmse[i]),
                          "seed": seeds[i], "attack_seed": attack_seed, "copies": copies,
                          "agreement": float(agree[i]), "single_correct": int(single_correct),
                          "attack_success": int(success[i]), "adv_rank_in_clean_top5": int(rank_adv[i]),
@@ -216,6 +219,7 @@ def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name
 def _dropped_row(it: Item, prediction: int, seed: int) -> dict:
     return {"image": it.name, "label": it.label, "attack": "clean", "preset": "none", "defence": "none",
             "prediction": prediction, "correct": 0, "norm_l2": 0.0, "linf_255": 0.0, "psnr": math.inf,
+            "norm_l2_model": 0.0, "rmse": 0.0,
             "seed": seed, "attack_seed": "", "copies": 1, "agreement": 1.0, "single_correct": 0,
             "attack_success": "", "adv_rank_in_clean_top5": "", "true_rank_in_adv_top5": ""}
 

@@ -38,7 +38,7 @@ UNITS_KEY = b"pd_units"
 ROW_KEY = ("image", "attack", "preset", "defence")
 _SHARD_RE = re.compile(r"^shard-([A-Za-z0-9_.-]+)-(\d{6})\.parquet$")
 _STRINGS = {"image", "attack", "preset", "defence"}
-_FLOATS = {"norm_l2", "linf_255", "psnr", "agreement"}
+_FLOATS = {"norm_l2", "linf_255", "psnr", "agreement", "norm_l2_model", "rmse"}
 
 
 def _columns() -> tuple[str, ...]:

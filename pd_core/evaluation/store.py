@@ -22,7 +22,8 @@ __all__ = ["CSV_COLUMNS", "read_results"]
 
 CSV_COLUMNS = ("image", "label", "attack", "preset", "defence", "prediction", "correct", "norm_l2",
                "linf_255", "psnr", "seed", "attack_seed", "copies", "agreement", "single_correct",
-               "attack_success", "adv_rank_in_clean_top5", "true_rank_in_adv_top5")
+               "attack_success", "adv_rank_in_clean_top5", "true_rank_in_adv_top5",
+               "norm_l2_model", "rmse")  # issue 13: the last two are absent (empty) in older files
 
 
 def _meta_path(csv_path: Path) -> Path:
@@ -45,6 +46,9 @@ def read_results(csv_path: str | os.PathLike):
                if c not in frame.columns]
     if missing:
         raise EvaluationError(f"{path} is not a results file of this program (missing {', '.join(missing)}).")
+    for column in CSV_COLUMNS:  # columns added later (norm_l2_model, rmse) read as empty in older files
+        if column not in frame.columns:
+            frame[column] = float("nan")
     return frame
 
 
@@ -74,10 +78,15 @@ def _append_rows(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     new = not path.exists() or path.stat().st_size == 0
+    if not new:  # keep an older file's own columns, so its rows stay aligned with its header
+        with path.open() as fh:
+            header = fh.readline().strip().split(",")
+        if header != list(CSV_COLUMNS) and set(header) <= set(CSV_COLUMNS):
+            writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n", extrasaction="ignore")
     if new:
         writer.writeheader()
     for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
+        writer.writerow({k: _fmt(row.get(k)) for k in writer.fieldnames})
     with path.open("a", newline="") as fh:
         fh.write(buf.getvalue())
         fh.flush()
