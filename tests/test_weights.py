@@ -278,3 +278,91 @@ def test_only_the_command_line_imports_the_downloader():
     offenders = [str(f.relative_to(REPO)) for f in files if f not in allowed and _imports_weights(f)]
     assert offenders == []
     assert _imports_weights(REPO / "tests" / "test_weights.py")  # the scan does see an import
+
+
+# --- the command line, end to end -----------------------------------------------------------------
+
+# Runs `pd_core.cli.main` in a fresh interpreter with ResNet-50's registry entry renamed to
+# FILE_NAME (the one change a test cannot make from outside the process).
+_PATCHED_CLI = textwrap.dedent("""
+    import dataclasses, sys
+    from pd_core import models
+    models.MODELS["resnet50"] = dataclasses.replace(models.MODELS["resnet50"], weights_file=sys.argv[1])
+    from pd_core.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def _cli(args: list[str], tmp_path: Path, mirror: str | None, patched: bool = True):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", weights.MIRROR_ENV)}
+    env["TORCH_HOME"] = str(tmp_path / "torch-home")
+    if mirror is not None:
+        env[weights.MIRROR_ENV] = mirror
+    command = ([sys.executable, "-c", _PATCHED_CLI, FILE_NAME] if patched
+               else [sys.executable, "-m", "pd_core"]) + args
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, timeout=120)
+    # Decoded by hand: text=True would turn the progress bar's "\r" into line breaks.
+    done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()
+    return done
+
+
+def _assert_cli_error(done) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    # Progress-bar lines (redrawn with "\r") may come first; the error is one line of its own.
+    lines = [line for line in done.stderr.split("\n") if line and not line.startswith("\r")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+def test_cli_download_from_the_mirror_then_listed_available(tmp_path, server):
+    checkpoints = tmp_path / "torch-home" / "hub" / "checkpoints"
+    done = _cli(["models", "--download", "resnet50"], tmp_path, mirror=f"{server}/good")
+    assert done.returncode == 0, done.stderr
+    assert str(checkpoints / FILE_NAME) in done.stdout
+    assert "100%" in done.stderr  # the progress bar
+    assert (checkpoints / FILE_NAME).read_bytes() == GOOD
+    listing = _cli(["models", "--json"], tmp_path, mirror=None)
+    statuses = {row["name"]: row for row in __import__("json").loads(listing.stdout)}
+    assert statuses["resnet50"]["available"] is True
+    assert statuses["vgg19"]["available"] is False
+    assert "models --download vgg19" in statuses["vgg19"]["reason"]
+
+
+def test_cli_download_with_a_wrong_hash_exits_2_and_leaves_nothing(tmp_path, server):
+    done = _cli(["models", "--download", "resnet50"], tmp_path, mirror=f"{server}/bad")
+    assert "SHA-256" in _assert_cli_error(done)
+    assert _cache_files(tmp_path / "torch-home" / "hub" / "checkpoints") == []
+
+
+def test_cli_download_without_network_is_one_sentence(tmp_path):
+    # The real entry point and registry: torchvision's file name, a mirror on a closed port.
+    port = _closed_port()
+    done = _cli(["models", "--download", "vgg19"], tmp_path, mirror=f"http://127.0.0.1:{port}", patched=False)
+    line = _assert_cli_error(done)
+    assert f"Could not reach 127.0.0.1:{port}" in line and "--from FILE" in line
+    assert _cache_files(tmp_path / "torch-home" / "hub" / "checkpoints") == []
+
+
+def test_cli_download_refuses_unknown_names_before_fetching(tmp_path, server):
+    done = _cli(["models", "--download", "resnet50", "alexnet"], tmp_path, mirror=f"{server}/good")
+    assert "alexnet" in _assert_cli_error(done)
+    assert _cache_files(tmp_path / "torch-home" / "hub" / "checkpoints") == []
+
+
+def test_cli_from_file_good_and_bad(tmp_path):
+    checkpoints = tmp_path / "torch-home" / "hub" / "checkpoints"
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(OTHER)
+    _assert_cli_error(_cli(["models", "--from", str(bad), "--model", "resnet50"], tmp_path, mirror=None))
+    assert _cache_files(checkpoints) == []
+    good = tmp_path / "good.pth"
+    good.write_bytes(GOOD)
+    done = _cli(["models", "--from", str(good), "--model", "resnet50"], tmp_path, mirror=None)
+    assert done.returncode == 0, done.stderr
+    assert _cache_files(checkpoints) == [FILE_NAME]
+
+
+@pytest.mark.parametrize("args", [["--from", "x.pth"], ["--model", "resnet50"],
+                                  ["--download", "vgg19", "--from", "x.pth", "--model", "vgg19"]])
+def test_cli_inconsistent_options_exit_2(tmp_path, args):
+    _assert_cli_error(_cli(["models", *args], tmp_path, mirror=None, patched=False))
