@@ -224,7 +224,13 @@ class Dataset:
                 yield Path(entry.path)
 
     def _name(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        """The path relative to the root, as :func:`pd_core.evaluation.load_items` names it."""
+        for root in (self.root, self.root.resolve()):
+            try:
+                return path.relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return path.name
 
     def _labels_csv(self) -> Iterator[ImageRecord]:
         from .images import InputError, read_labelled_folder

@@ -40,13 +40,18 @@ def test_imagefolder_layout(tmp_path):
                            f"{WNIDS[700]}/ILSVRC2012_val_00000001.JPEG": 700}
 
 
-def test_wnid_prefixed_names_and_labels_csv(tmp_path):
+def test_wnid_prefixed_names_and_labels_csv(tmp_path, monkeypatch):
     _jpeg(tmp_path / "a" / f"{WNIDS[42]}_dog.JPEG")
     assert _labels(open_dataset(tmp_path / "a")) == {f"{WNIDS[42]}_dog.JPEG": 42}
     _jpeg(tmp_path / "b" / "photo.jpg")
     (tmp_path / "b" / "labels.csv").write_text("file,class_index\nphoto.jpg,123\n")
     ds = open_dataset(tmp_path / "b")
     assert ds.layout == "labels-csv" and _labels(ds) == {"photo.jpg": 123}
+    # A relative folder name gives the same names as load_items (which the chunks and seeds use).
+    from pd_core.evaluation import load_items
+
+    monkeypatch.chdir(tmp_path / "a")
+    assert _labels(open_dataset("../b")) == {it.name: it.label for it in load_items("../b")}
 
 
 def test_kaggle_layout_found_above_the_image_folder(tmp_path):

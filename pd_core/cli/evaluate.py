@@ -39,6 +39,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--figure5", action="store_true",
                    help="instead of a table: the paper's Figure 5 search over σ, window and K (one at a time) "
                         "on the held-apart tuning subset only, written to --out")
+    p.add_argument("--ray", metavar="TARGET",
+                   help="run on Ray: local:N (N workers on this machine), auto or a cluster address; rows go "
+                        "to Parquet shards (--out DIR, or results.shards/ beside --out results.csv)")
+    p.add_argument("--threads-per-worker", type=int, default=1, metavar="T", help="torch threads of each CPU worker")
+    p.add_argument("--subset", metavar="FILE", help="evaluate only the files listed (one name per line)")
+    p.add_argument("--devkit-meta", metavar="FILE",
+                   help="the ILSVRC2012 devkit's meta.mat (or its 1000 WordNet ids in order), for its ground truth")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
     p.set_defaults(func=run)
@@ -51,6 +58,8 @@ def run(args) -> int:
 
     from ..evaluation import EvaluationError, progress_bar
 
+    if getattr(args, "ray", None):
+        return _table_on_ray(args)
     model = load_model(args.model)
     attacks = [a for a in args.attacks.split(",") if a.strip()] if args.attacks else []
     update, close = progress_bar(not args.no_progress and sys.stderr.isatty() or args.progress)
@@ -88,8 +97,20 @@ def _table(model, args, attacks, update, close) -> int:
     from ..evaluation import evaluate, rank_histogram
     from ..evaluation.store import _meta_path
 
+    from ..datasets import DatasetError, detect_layout
+    from ..evaluation.distributed import evaluation_items
+
+    images = args.images
     try:
-        result = evaluate(model, args.images, attacks=attacks, preset=args.preset, table=args.table,
+        flat = detect_layout(args.images, args.labels)[0] in ("kaggle", "devkit")
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    if flat or args.subset or args.devkit_meta:  # pd_core.datasets' layouts, named as evaluate() names them
+
+        images = evaluation_items(args.images, labels=args.labels, devkit_meta=args.devkit_meta,
+                                  subset=args.subset, tuning_fraction=0.0)
+    try:
+        result = evaluate(model, images, attacks=attacks, preset=args.preset, table=args.table,
                           ensemble=args.ensemble, limit=args.limit, seed=args.seed, out_csv=args.out,
                           progress=update, batch_size=args.batch_size, labels_csv=args.labels,
                           tuning_fraction=args.tuning_fraction)
@@ -106,4 +127,33 @@ def _table(model, args, attacks, update, close) -> int:
               ", ".join(f"{'not in top-5' if r.rank == 0 else f'#{r.rank}'} {100 * r.fraction:.0f}%"
                         for r in pooled.itertuples()))
     print(f"\nrows: {args.out}  (metadata: {_meta_path(Path(args.out))}); {result.seconds:.0f} s")
+    return 0
+
+
+def _table_on_ray(args) -> int:
+    """``--ray``: the same protocol on Ray workers (:mod:`pd_core.evaluation.distributed`)."""
+    import sys
+    from pathlib import Path
+
+    from ..evaluation import EvaluationError
+    from ..evaluation.distributed import evaluate_distributed, progress_printer
+
+    out = Path(args.out)
+    csv_out = out if out.suffix.lower() == ".csv" else None
+    store = out.with_suffix(".shards") if csv_out is not None else out
+    show = progress_printer() if (not args.no_progress and sys.stderr.isatty()) or args.progress else None
+    attacks = [a for a in args.attacks.split(",") if a.strip()] if args.attacks else []
+    try:
+        result = evaluate_distributed(args.model, args.images, store=store, attacks=attacks, preset=args.preset,
+                                      table=args.table, ensemble=args.ensemble, limit=args.limit, seed=args.seed,
+                                      batch_size=args.batch_size, labels=args.labels, devkit_meta=args.devkit_meta,
+                                      subset=args.subset, tuning_fraction=args.tuning_fraction, ray=args.ray,
+                                      threads=args.threads_per_worker, on_progress=show, out_csv=csv_out)
+    except EvaluationError as exc:
+        raise CliError(str(exc)) from None
+    print(result.format_table())
+    d = result.meta["distributed"]
+    print(f"\nunits: {d['units']} ({d['resumed']} resumed, {d['computed']} computed, {d['failed']} failed, "
+          f"{d['retried']} retried); shards: {store}" + (f"; rows: {csv_out}" if csv_out else "")
+          + f"; {result.seconds:.0f} s")
     return 0

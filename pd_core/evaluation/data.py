@@ -79,6 +79,8 @@ def load_items(images: str | os.PathLike | Sequence, labels_csv: str | os.PathLi
             except ValueError:
                 name = path.name
             items.append(Item(name, path, int(label)))
+    elif images and all(isinstance(it, Item) for it in images):  # already named (pd_core.datasets)
+        items = list(images)
     else:
         pairs = [(Path(p), int(lbl)) for p, lbl in images]
         names = [p.name for p, _ in pairs]

@@ -200,8 +200,9 @@ def progress_printer(stream=None, every: float = 2.0) -> Callable[[ProgressSnaps
 
     def show(snap: ProgressSnapshot) -> None:
         now = time.monotonic()
-        if now - last[0] >= every or snap.done == snap.total:
-            last[0] = now
+        finished = snap.done == snap.total
+        if (now - last[0] >= every and not finished) or (finished and last[0] >= 0):
+            last[0] = -1.0 if finished else now
             stream.write("\r" + snap.line()[:150].ljust(150) + ("\n" if snap.done == snap.total else ""))
             stream.flush()
 
