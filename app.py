@@ -6,6 +6,19 @@ start the page with ``settings = ui.sidebar.settings()`` (the shared sidebar: mo
 seed, defence parameters). The page draws the sidebar itself rather than this file: Streamlit's
 AppTest (1.67) does not re-run an st.navigation entrypoint after the first run, so a sidebar drawn
 here would vanish from its element tree (a real server runs this file every time).
+
+The menu. Streamlit treats a ``pages/`` folder beside the entry script as an old-style
+multipage app: the first run of a fresh server goes through ``_mpa_v1``, which sends a menu of
+the folder's *file names* ("app", "about", "adaptive", ...) before this file even starts, and
+that menu stayed on screen until ``st.navigation`` below replaced it. ``.streamlit/config.toml``
+therefore sets ``client.showSidebarNavigation = false`` (the file-name menu is never shown), and
+this file draws the real menu itself: ``st.navigation(..., position="hidden")`` plus one
+``st.page_link`` per page in the sidebar, first thing in every run.
+
+First impression. Nothing heavy is imported here or before a page's first lines of text: torch,
+the models, Foolbox, Plotly and scikit-image are imported inside the functions that need them,
+and the background warm-up (:func:`ui.cache.start_warm_up`: load the default model, import the
+attack stack) starts only after the first page has been drawn.
 """
 from pathlib import Path
 
@@ -14,9 +27,6 @@ import streamlit as st
 st.set_page_config(page_title="Pixel Deflection Lab", page_icon=":material/shield:", layout="wide",
                    initial_sidebar_state="expanded")
 
-from ui.cache import start_warm_up  # noqa: E402  (after set_page_config)
-
-start_warm_up()  # once per server, in the background
 HERE = Path(__file__).parent
 
 # (file, menu title, icon, URL path). Pages whose file does not exist yet are left out of the menu.
@@ -31,4 +41,14 @@ PAGES = [
 
 pages = [st.Page(file, title=title, icon=icon, url_path=url, default=(url == "home"))
          for file, title, icon, url in PAGES if (HERE / file).is_file()]
-st.navigation(pages).run()
+page = st.navigation(pages, position="hidden")
+with st.sidebar.container(key="pd_menu"):
+    for entry in pages:
+        st.page_link(entry)
+    st.divider()
+try:
+    page.run()
+finally:
+    from ui.cache import start_warm_up
+
+    start_warm_up()  # once per server, in the background, after the first page is drawn

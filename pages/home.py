@@ -1,7 +1,9 @@
-"""Home: the idea in plain words, and the whole story in one click."""
-import streamlit as st
+"""Home: the idea in plain words, and the whole story in one click.
 
-from pd_core.labels import label_name
+The text and the button come first and import nothing heavy, so a visitor sees them at once; the
+shared sidebar (which loads the model registry, hence torch) is drawn after them.
+"""
+import streamlit as st
 
 from ui import state
 from ui.components import result_cards
@@ -9,8 +11,6 @@ from ui.compute import Failed
 from ui.images import GALLERY_CHOICE, SOURCE, gallery_current
 from ui.sidebar import settings as sidebar_settings
 from ui.story import load_preset, run_story
-
-settings = sidebar_settings()
 
 st.title("Pixel Deflection Lab")
 st.markdown(
@@ -31,6 +31,7 @@ st.caption("One click: a sample photo is attacked with FGSM (the fast gradient s
            "budget, then defended once and ten times. Takes a few seconds.")
 clicked = st.button("Attack and defend a sample photo", type="primary", icon=":material/play_arrow:",
                     help="Uses the strawberry photo, FGSM at 6/255 and the defence parameters in the sidebar.")
+settings = sidebar_settings()
 if clicked:
     image = gallery_current()
     if image is None:
@@ -52,6 +53,8 @@ if clicked:
 
 stored = state.stored_result()
 if stored is not None:
+    from pd_core.labels import label_name
+
     result = stored.result
     if result.label_source == "dataset":
         st.markdown(f"**{result.image_name}** — true class: *{label_name(result.label)}*.")

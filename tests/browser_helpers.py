@@ -40,9 +40,10 @@ def browser_available() -> bool:
 
 @contextmanager
 def streamlit_server(port: int | None = None, log_path: Path | None = None, env: dict | None = None,
-                     timeout: float = 90.0):
+                     timeout: float = 90.0, args: tuple[str, ...] = ()):
     """Run ``streamlit run app.py`` until the block ends; yields (base_url, started_at, healthy_at).
 
+    ``args`` are added to the command line (e.g. ``("--client.showSidebarNavigation", "true")``).
     ``started_at`` is when the process was launched and ``healthy_at`` when /_stcore/health first
     answered "ok" (both ``time.perf_counter()``). The server is stopped (its process group) on exit.
     """
@@ -52,7 +53,7 @@ def streamlit_server(port: int | None = None, log_path: Path | None = None, env:
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1"],
+         "--server.port", str(port), "--server.address", "127.0.0.1", *args],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, **(env or {})},
     )
@@ -97,10 +98,83 @@ def chromium_page(width: int = 1500, height: int = 1000):
             browser.close()
 
 
+# The real menu: app.py draws one page link per page in the sidebar container "pd_menu".
+MENU_LINKS = ".st-key-pd_menu a"
+# Streamlit's own menus (the sidebar navigation of a pages/ folder or of st.navigation, and the top
+# navigation): with client.showSidebarNavigation = false none of them should ever appear.
+STREAMLIT_NAV = '[data-testid="stSidebarNav"], [data-testid="stSidebarNavItems"], [data-testid="stTopNavLinkContainer"]'
+# Menu entries Streamlit makes from the file names in pages/ (and "app" for the entry script).
+FILE_NAME_ENTRIES = ("app", "about", "adaptive", "attack defend", "benchmark", "explorer", "home")
+
+
 def go_to_page(page, title: str, timeout_ms: float = 60_000) -> None:
     """Click the sidebar menu entry ``title`` and wait for the page's h1."""
-    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.locator(MENU_LINKS, has_text=title).first.click()
     wait_for_title(page, title, timeout_ms)
+
+
+# Installed before the first byte of the page arrives (Playwright's add_init_script): a
+# MutationObserver records, at every change of the DOM from the very first one, every entry any
+# sidebar or navigation menu shows, and when Home's content and the real menu first appear
+# (milliseconds since navigation start, performance.now()).
+_FIRST_IMPRESSION_PROBE = """
+(() => {
+  const probe = {entries: [], checks: 0, home_title_ms: null, home_content_ms: null, home_button_ms: null,
+                 menu_ms: null,
+                 menu: [], streamlit_nav_ms: null};
+  window.__firstImpression = probe;
+  const seen = new Set();
+  const check = () => {
+    probe.checks += 1;
+    const items = document.querySelectorAll(
+      '[data-testid="stSidebar"] a, [data-testid="stSidebar"] li, [data-testid="stSidebarNav"] *, ' +
+      '[data-testid="stSidebarNavItems"] *, [data-testid="stTopNavLinkContainer"] *, header a');
+    for (const el of items) {
+      const label = el.cloneNode(true);  // the entry's words, without its icon's ligature name
+      label.querySelectorAll('[data-testid="stIconMaterial"]').forEach(icon => icon.remove());
+      const text = (label.textContent || '').trim();
+      if (text && !seen.has(text)) { seen.add(text); probe.entries.push([text, performance.now()]); }
+    }
+    if (probe.streamlit_nav_ms === null && document.querySelector('%(nav)s'))
+      probe.streamlit_nav_ms = performance.now();
+    const h1 = Array.from(document.querySelectorAll('h1')).find(h => h.innerText.includes('Pixel Deflection Lab'));
+    if (h1 && probe.home_title_ms === null) probe.home_title_ms = performance.now();
+    if (h1 && probe.home_content_ms === null &&
+        Array.from(document.querySelectorAll('p')).some(p => p.innerText.includes('Image classifiers can be fooled')))
+      probe.home_content_ms = performance.now();
+    if (h1 && probe.home_button_ms === null &&
+        Array.from(document.querySelectorAll('button')).some(b => b.innerText.includes('Attack and defend a sample photo')))
+      probe.home_button_ms = performance.now();
+    const links = Array.from(document.querySelectorAll('%(menu)s')).map(a => {
+      const label = a.cloneNode(true);
+      label.querySelectorAll('[data-testid="stIconMaterial"]').forEach(icon => icon.remove());
+      return (label.textContent || '').trim();
+    });
+    if (probe.menu_ms === null && links.length >= 2) { probe.menu_ms = performance.now(); probe.menu = links; }
+  };
+  const start = () => {
+    check();
+    new MutationObserver(check).observe(document, {childList: true, subtree: true, characterData: true});
+    const poll = () => { check(); requestAnimationFrame(poll); };  // and once per frame besides
+    requestAnimationFrame(poll);
+  };
+  if (document.documentElement) start(); else document.addEventListener('readystatechange', start, {once: true});
+})();
+""" % {"nav": STREAMLIT_NAV, "menu": MENU_LINKS}
+
+
+def install_first_impression_probe(page) -> None:
+    """Record what the menus show from the first DOM on; read it with :func:`first_impression`."""
+    page.add_init_script(_FIRST_IMPRESSION_PROBE)
+
+
+def first_impression(page) -> dict:
+    """The probe's record, times in ms since navigation start (``None``: not seen yet):
+    ``entries`` [(menu entry text, ms)] in order of appearance; ``home_title_ms`` (Home's h1),
+    ``home_content_ms`` (h1 and the first paragraph), ``home_button_ms`` (its "Attack and defend"
+    button), ``menu_ms`` and ``menu`` (the real menu and its entries), ``streamlit_nav_ms``
+    (Streamlit's own navigation menu appeared), ``checks`` (how often the DOM was inspected)."""
+    return page.evaluate("() => window.__firstImpression")
 
 
 def wait_for_title(page, title: str, timeout_ms: float = 60_000) -> None:

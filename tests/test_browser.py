@@ -1,5 +1,9 @@
 """The real app in a real browser: ``streamlit run app.py`` driven by headless Chromium (Playwright).
 
+First impression (issue 15, item 4): on a freshly started server, from the very first DOM until
+Home's content is on screen, no menu entry is a file name of ``pages/`` (Streamlit's old-style
+menu), Streamlit's own navigation never appears, and the real menu lists the pages by title.
+
 Home -> Attack & Defend -> Run with the defaults -> the four result columns (each with its top-5
 chart), the maps and the three perturbation heatmaps are on the page, and no error element is.
 Saves a full-page screenshot to artifacts/attack_defend.png.
@@ -8,7 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from browser_helpers import (ERROR_SELECTOR, ROOT, browser_available, chromium_page, full_screenshot, go_to_page,
+from browser_helpers import (ERROR_SELECTOR, FILE_NAME_ENTRIES, MENU_LINKS, ROOT, browser_available, chromium_page,
+                             first_impression, full_screenshot, go_to_page, install_first_impression_probe,
                              streamlit_server, wait_for_title, wait_until_idle)
 
 pytestmark = [pytest.mark.browser,
@@ -54,3 +59,34 @@ def test_home_to_attack_and_defend_in_chromium(tmp_path):
         go_to_page(page, "Attack & Defend")
         page.locator(".st-key-ad_result_cards").wait_for(state="visible", timeout=60_000)
         assert page.locator(ERROR_SELECTOR).count() == 0
+
+
+def test_first_page_never_shows_the_file_name_menu(tmp_path):
+    source = (ROOT / "app.py").read_text()
+    titles = [title for file, title, _, _ in _pages_of(source) if (ROOT / file).is_file()]
+    # A fresh server: its first session is the one Streamlit runs through the pages/ folder logic.
+    with streamlit_server(log_path=tmp_path / "streamlit.log", env={"PD_WARM_UP": "0"}) as (url, _, _), \
+            chromium_page() as page:
+        install_first_impression_probe(page)
+        page.goto(url)
+        wait_for_title(page, "Pixel Deflection Lab", timeout_ms=90_000)
+        page.get_by_role("button", name="Attack and defend a sample photo").wait_for(timeout=90_000)
+        page.locator(MENU_LINKS).nth(len(titles) - 1).wait_for(timeout=60_000)
+        record = first_impression(page)
+    assert record["checks"] > 10  # the DOM was watched from its first state on
+    shown = [text for text, _ in record["entries"]]
+    assert not [t for t in shown if t in FILE_NAME_ENTRIES], shown
+    assert record["streamlit_nav_ms"] is None  # Streamlit's own (file-name) navigation never appeared
+    assert record["menu"] == titles and set(shown) >= set(titles)
+    assert record["home_title_ms"] is not None and record["home_content_ms"] is not None
+    assert record["menu_ms"] is not None
+
+
+def _pages_of(source: str) -> list[tuple]:
+    """The PAGES list of app.py, read without running it (it needs a Streamlit server)."""
+    import ast
+
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PAGES" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("app.py has no PAGES list")

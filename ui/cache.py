@@ -1,5 +1,8 @@
 """Process-wide caches: models, the gallery, model statuses (shared by every user of the server).
 
+Nothing heavy is imported at module level (torch, the models): Home imports this module before
+it draws its first line, and must show its text within a second or two of the visitor connecting.
+
 ``st.cache_resource`` returns the *same* object to every session, so a cached model must never be
 mutated: :func:`pd_core.load_model` gives a frozen, eval-mode classifier whose ``train()`` is a
 no-op and whose parameters have ``requires_grad=False``.
@@ -11,7 +14,6 @@ import os
 import threading
 
 import streamlit as st
-import torch
 
 log = logging.getLogger("pixel_deflection_app")
 
@@ -28,7 +30,8 @@ def get_model(name: str, device: str):
 @st.cache_resource(show_spinner=False)
 def start_warm_up() -> threading.Thread:
     """Once per server: load the default model and import the attack stack in a background thread,
-    so the first visitor's first click does not pay for them (the first page does not wait)."""
+    so the first visitor's first click does not pay for them. ``app.py`` calls it after the page has
+been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the work off)."""
     device = device_name()
 
     def work() -> None:
@@ -45,6 +48,8 @@ def start_warm_up() -> threading.Thread:
 
             import pd_core.attacks  # noqa: F401
             import pd_core.demo  # noqa: F401
+            import torch
+
             size = model.spec.input_size
             with torch.no_grad():  # first calls allocate and pick kernels
                 model(torch.rand(11, 3, size, size, device=model.device))
@@ -66,6 +71,8 @@ def device_name() -> str:
 
 @st.cache_resource(show_spinner=False)
 def device_description() -> str:
+    import torch
+
     device = torch.device(device_name())
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -96,7 +103,7 @@ def gallery_pil(path: str):
     return open_image(path)
 
 
-def model_tensor(image, model) -> torch.Tensor:
+def model_tensor(image, model):
     """The current image (ui.state.CurrentImage) preprocessed for ``model``: (1, 3, S, S) on its device.
 
     Kept in the session state per (image, model), so a rerun never redoes the resize."""
