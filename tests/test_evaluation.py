@@ -92,7 +92,7 @@ def test_accuracy_of_a_hand_made_case():
 
 def test_rank_of_the_adversarial_class():
     top5 = torch.tensor([[3, 1, 4, 5, 9], [2, 7, 1, 8, 0]])
-    assert ev.protocol._ranks(top5, torch.tensor([4, 6])).tolist() == [3, 0]
+    assert ev.units._ranks(top5, torch.tensor([4, 6])).tolist() == [3, 0]
 
 
 # --- the protocol on real images --------------------------------------------------------------

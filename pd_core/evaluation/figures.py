@@ -14,7 +14,7 @@ from .batching import FastLayoutModel, activation_maps, classify, model_batch
 from .data import DEFAULT_TUNING_FRACTION, EvaluationError, load_items, load_labelled_images, split_tuning
 from .paper import ATTACK_TITLES, _rows_of
 from .progress import Progress
-from .protocol import defended_copies
+from .units import defended_copies
 from .stats import counted_rows, derive_seed, wilson_interval
 
 __all__ = ["rank_histogram", "CurveResult", "probability_curve", "deflection_curve", "tuning_grid"]
@@ -219,8 +219,6 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
     ``sigma``, ``window``, ``deflections``, ``n``, ``correct``, ``accuracy``, ``ci_low``,
     ``ci_high`` (Wilson 95%, fractions).
     """
-    import itertools
-
     import pandas as pd
 
     from ..attacks import ATTACKS, attack as run_attack
@@ -235,15 +233,7 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
     if not tuning:
         raise EvaluationError("the tuning subset is empty; raise tuning_fraction or add images.")
     base = PAPER_DEFAULTS
-    if search == "linear":
-        points = [("default", base.sigma, base.window, base.deflections)]
-        points += [("sigma", s, base.window, base.deflections) for s in sigmas if s != base.sigma]
-        points += [("window", base.sigma, w, base.deflections) for w in windows if w != base.window]
-        points += [("deflections", base.sigma, base.window, k) for k in deflections if k != base.deflections]
-    elif search == "grid":
-        points = [("grid", s, w, k) for s, w, k in itertools.product(sigmas, windows, deflections)]
-    else:
-        raise EvaluationError("search must be 'linear' or 'grid'.")
+    points = _grid_points(search, sigmas, windows, deflections)
     counts: dict[tuple, list[int]] = {}
     chunks = [tuning[i:i + batch_size] for i in range(0, len(tuning), batch_size)]
     total = len(chunks) * (1 + len(attacks)) * len(points)
@@ -286,3 +276,21 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
                     "correct": correct, "accuracy": correct / n if n else math.nan, "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(out, columns=["attack", "varied", "sigma", "window", "deflections", "n", "correct",
                                       "accuracy", "ci_low", "ci_high"])
+
+
+def _grid_points(search: str, sigmas: Sequence[float], windows: Sequence[int],
+                 deflections: Sequence[int]) -> list[tuple[str, float, int, int]]:
+    """(varied, σ, window, K) of Figure 5's search: one parameter at a time from the paper's
+    defaults (``"linear"``), or every combination (``"grid"``)."""
+    import itertools
+
+    base = PAPER_DEFAULTS
+    if search == "linear":
+        points = [("default", base.sigma, base.window, base.deflections)]
+        points += [("sigma", s, base.window, base.deflections) for s in sigmas if s != base.sigma]
+        points += [("window", base.sigma, w, base.deflections) for w in windows if w != base.window]
+        points += [("deflections", base.sigma, base.window, k) for k in deflections if k != base.deflections]
+        return points
+    if search == "grid":
+        return [("grid", s, w, k) for s, w, k in itertools.product(sigmas, windows, deflections)]
+    raise EvaluationError("search must be 'linear' or 'grid'.")

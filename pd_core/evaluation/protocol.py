@@ -39,26 +39,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
-from ..defence import (PAPER_DEFAULTS, TABLE3_DEFENCES, TABLE4_DEFENCES, DefenceConfig,
-                       defend_batch, vote)
-from ..deflection import deflect, make_generator
-from .batching import FastLayoutModel, activation_maps, classify, model_batch
-from .data import (DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, load_items,
-                   load_labelled_images, split_tuning)
-from .paper import ATTACK_TITLES, PAPER_ATTACKS, TABLE_DEFENCES, _ens_name, format_table
+from ..defence import PAPER_DEFAULTS, DefenceConfig
+from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, load_items, split_tuning
+from .paper import ATTACK_TITLES, PAPER_ATTACKS, format_table
 from .progress import Progress, _Tracker
-from .stats import derive_seed, summarize
-from .store import (CSV_COLUMNS, _append_rows, _check_meta, _meta_path, _repair_tail, _versions,
-                    read_results)
+from .stats import summarize
+from .store import _versions, open_store
+from .units import UnitSettings, defended_copies, load_chunk, run_unit
 
 __all__ = ["evaluate", "EvaluationResult", "defended_copies"]
 
@@ -89,139 +84,6 @@ class EvaluationResult:
 
     def format_table(self, table: int | None = None, preset: str | None = None, paper: bool = True) -> str:
         return format_table(self, table=table or self.table, preset=preset or self.preset, paper=paper)
-
-
-def _defences_for(table: int, ensemble: int, config: DefenceConfig) -> dict[str, tuple[DefenceConfig, int]]:
-    """Defence name -> (config, copies) for one table. Deterministic variants (no deflection) need
-    one copy; random ones ``ensemble`` copies (Tables 3/4 report the Ens-n vote, as the paper's
-    WD+PD and Bayes columns equal its Ens-10 column)."""
-    copies = max(1, int(ensemble))
-    if table == 1:
-        return {"ens": (config, copies)}
-    variants = TABLE3_DEFENCES if table == 3 else TABLE4_DEFENCES
-    # The variants are stage switches on the paper's defaults; apply them to ``config`` so a
-    # non-default σ/K/r passed by the caller is honoured in the ablation too.
-    base = PAPER_DEFAULTS
-    out = {}
-    for name, variant in variants.items():
-        changes = {k: getattr(variant, k) for k in variant.as_dict() if getattr(variant, k) != getattr(base, k)}
-        cfg = replace(config, **changes)
-        random = cfg.deflect and cfg.deflections > 0
-        out[name] = (cfg, copies if random else 1)
-    return out
-
-
-def defended_copies(model, x: torch.Tensor, rmap: torch.Tensor | None, config: DefenceConfig,
-                     copies: int, seeds: Sequence[int]) -> torch.Tensor:
-    """``copies`` defended versions of each image, image-major (N·copies, 3, S, S).
-
-    Deflection is drawn per image with its own generator (seeded from the image's name, so the
-    result does not depend on the batch); the map was computed for the whole batch in one pass, and
-    the denoising / JPEG stages run on the whole batch at once through :func:`defend_batch`.
-    """
-    if config.deflect and config.deflections > 0:
-        parts = []
-        for i, s in enumerate(seeds):
-            gen = make_generator(s, x.device)
-            rep = x[i:i + 1].expand(copies, -1, -1, -1)
-            m = None if (rmap is None or not config.use_map) else rmap[i:i + 1].expand(copies, -1, -1)
-            parts.append(deflect(rep, m, config.deflections, config.window, generator=gen))
-        out = torch.cat(parts)
-    else:
-        out = x.repeat_interleave(copies, dim=0) if copies > 1 else x
-    if config.denoise or config.jpeg_quality is not None:
-        out = defend_batch(model, out, 1, replace(config, deflect=False), seed=0)
-    return out
-
-
-def _ranks(clean_top5: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-    """1-based rank of ``cls`` (N,) within each row of ``clean_top5`` (N, 5); 0 when absent (Fig. 6)."""
-    hit = clean_top5 == cls[:, None]
-    pos = torch.arange(1, clean_top5.shape[1] + 1, device=clean_top5.device)
-    return (hit * pos).sum(1)
-
-
-def _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, attack_name, preset, defences, ensemble,
-              table, seed, batch_size, config, run_attack, attack_params, meta, done, report,
-              clean_maps=None) -> list[dict]:
-    """One (chunk × attack) unit: the adversarial batch, then every defence; returns the CSV rows."""
-    sel = torch.tensor([index[it.name] for it in todo], device=x.device)
-    xs, ys = x[sel], labels[sel]
-    n = len(todo)
-    pre = "none" if attack_name == "clean" else preset
-    attack_seed = derive_seed(seed, attack_name, preset, *[it.name for it in todo])
-    if attack_name == "clean":
-        adv = xs
-        norm_l2 = norm_l2_model = rmse = torch.zeros(n)
-        linf = torch.zeros(n)
-        psnr = torch.full((n,), math.inf)
-    else:
-        res = run_attack(FastLayoutModel(model), xs, ys, attack_name, preset=preset, seed=attack_seed,
-                         batch_size=model_batch(model, batch_size),
-                         progress=lambda f, m="": report(0.8 * float(f), f"{ATTACK_TITLES.get(attack_name, attack_name)}: {m}"),
-                         **attack_params.get(attack_name, {}))
-        adv = res.adversarial.to(x.device).contiguous()  # NCHW for deflection
-        norm_l2 = torch.as_tensor(res.norm_l2).detach().float().cpu().reshape(n)
-        norm_l2_model = torch.as_tensor(res.norm_l2_model).detach().float().cpu().reshape(n)
-        rmse = torch.as_tensor(res.rmse).detach().float().cpu().reshape(n)
-        linf = torch.as_tensor(res.linf_255).detach().float().cpu().reshape(n)
-        psnr = torch.as_tensor(res.psnr).detach().float().cpu().reshape(n)
-        meta["attack_params"].setdefault(f"{attack_name}/{preset}", dict(res.params))
-    # One pass gives the undefended prediction and the robust activation map (SPEC §1.1).
-    if attack_name == "clean" and clean_maps is not None:
-        maps = type(clean_maps)(*(t[sel] for t in clean_maps[:4]), clean_maps.gradcam)
-    else:
-        maps = activation_maps(model, adv, config.top_k, batch_size)
-    adv_pred = maps.logits.argmax(1)
-    adv_top5 = maps.logits.topk(5, dim=1).indices
-    rank_adv = _ranks(clean_top5[sel], adv_pred).cpu()
-    rank_true = _ranks(adv_top5, ys).cpu()
-    seeds = [derive_seed(seed, it.name, attack_name) for it in todo]
-    success = (adv_pred != ys).cpu()
-
-    preds: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = {}
-    ones = torch.ones(n)
-    preds["none"] = (adv_pred.cpu(), ones, (adv_pred == ys).cpu(), 1)
-    for j, (name, (cfg, copies)) in enumerate(defences.items()):
-        report(0.8 + 0.2 * j / max(len(defences), 1), f"{ATTACK_TITLES.get(attack_name, attack_name)}: defending")
-        rmap = maps.rmap if (cfg.deflect and cfg.use_map) else None
-        defended = defended_copies(model, adv, rmap, cfg, copies, seeds)
-        probs = classify(model, defended, 4 * batch_size).view(n, copies, -1)
-        voted = vote(probs)
-        single = voted.votes[:, 0]
-        if table == 1:
-            preds["single"] = (single.cpu(), ones, (single == ys).cpu(), 1)
-            if ensemble > 1:
-                preds[_ens_name(ensemble)] = (voted.prediction.cpu(), voted.agreement.cpu(),
-                                              (voted.prediction == ys).cpu(), copies)
-        else:
-            preds[name] = (voted.prediction.cpu(), voted.agreement.cpu(), (voted.prediction == ys).cpu(), copies,
-                           (single == ys).cpu())
-    rows = []
-    for i, it in enumerate(todo):
-        for name, value in preds.items():
-            key = (it.name, attack_name, pre, name)
-            if key in done:
-                continue
-            pred, agree, correct, copies = value[:4]
-            single_correct = value[4][i] if len(value) > 4 else correct[i]
-            rows.append({"image": it.name, "label": it.label, "attack": attack_name, "preset": pre,
-                         "defence": name, "prediction": int(pred[i]), "correct": int(correct[i]),
-                         "norm_l2": float(norm_l2[i]), "linf_255": float(linf[i]), "psnr": float(psnr[i]),
-                         "norm_l2_model": float(norm_l2_model[i]), "rmse": float(rmse[i]),
-                         "seed": seeds[i], "attack_seed": attack_seed, "copies": copies,
-                         "agreement": float(agree[i]), "single_correct": int(single_correct),
-                         "attack_success": int(success[i]), "adv_rank_in_clean_top5": int(rank_adv[i]),
-                         "true_rank_in_adv_top5": int(rank_true[i])})
-    return rows
-
-
-def _dropped_row(it: Item, prediction: int, seed: int) -> dict:
-    return {"image": it.name, "label": it.label, "attack": "clean", "preset": "none", "defence": "none",
-            "prediction": prediction, "correct": 0, "norm_l2": 0.0, "linf_255": 0.0, "psnr": math.inf,
-            "norm_l2_model": 0.0, "rmse": 0.0,
-            "seed": seed, "attack_seed": "", "copies": 1, "agreement": 1.0, "single_correct": 0,
-            "attack_success": "", "adv_rank_in_clean_top5": "", "true_rank_in_adv_top5": ""}
 
 
 def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: str = "paper",
@@ -259,73 +121,89 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
     -------
     :class:`EvaluationResult`.
     """
-    import pandas as pd
-
-    from ..attacks import ATTACKS, attack as run_attack
-
     started = time.monotonic()
-    config = config or PAPER_DEFAULTS
+    attacks = _checked_attacks(attacks, table, ensemble, batch_size)
+    settings = UnitSettings(preset=preset, table=table, ensemble=int(ensemble), seed=int(seed),
+                            batch_size=int(batch_size), config=config or PAPER_DEFAULTS,
+                            attack_params=attack_params or {})
+    evaluation = _evaluation_items(images, labels_csv, tuning_fraction, limit)
+    store = open_store(out_csv)
+    identity = {"model": model.name, "seed": settings.seed, "ensemble": settings.ensemble,
+                "defence": settings.config.as_dict(), "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
+    meta = store.read_meta(identity)
+    resume = _Resume.of(store.read_rows())
+    run = {"date": _now(), "table": table, "preset": preset, "attacks": attacks, "limit": limit,
+           "batch_size": settings.batch_size, "images": len(evaluation), "device": str(model.device),
+           "torch_threads": torch.get_num_threads()}
+    _start_meta(meta, model, identity, run, attacks, settings)
+    store.write_meta(meta)
+    unreadable = _run_chunks(model, evaluation, attacks, settings, store, meta, resume, progress)
+    return _result(store, evaluation, meta, unreadable, settings, table, started)
+
+
+def _checked_attacks(attacks: Iterable[str], table: int, ensemble: int, batch_size: int) -> list[str]:
+    """The attack names, lower case, without "clean" and duplicates; bad arguments raise."""
+    from ..attacks import ATTACKS
+
     attacks = [a.strip().lower() for a in attacks if a and a.strip()]
     attacks = [a for a in attacks if a != "clean"]
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise EvaluationError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}.")
-    attacks = list(dict.fromkeys(attacks))
     if table not in (1, 3, 4):
         raise EvaluationError(f"table must be 1, 3 or 4, not {table!r}.")
     if int(ensemble) < 1:
         raise EvaluationError("ensemble must be at least 1.")
     if int(batch_size) < 1:
         raise EvaluationError("batch_size must be at least 1.")
-    ensemble, batch_size = int(ensemble), int(batch_size)
-    attack_params = attack_params or {}
+    return list(dict.fromkeys(attacks))
 
-    items = load_items(images, labels_csv)
-    evaluation, _ = split_tuning(items, tuning_fraction)
+
+def _evaluation_items(images, labels_csv, tuning_fraction: float, limit: int | None) -> list[Item]:
+    """The evaluation part of the images (hash order), its first ``limit`` when given."""
+    evaluation, _ = split_tuning(load_items(images, labels_csv), tuning_fraction)
     if limit is not None:
         if int(limit) < 1:
             raise EvaluationError("limit must be at least 1.")
         evaluation = evaluation[: int(limit)]
     if not evaluation:
         raise EvaluationError("no evaluation images (all went to the tuning subset); lower tuning_fraction.")
+    return evaluation
 
-    defences = _defences_for(table, ensemble, config)
-    names_out = TABLE_DEFENCES(table, ensemble)
 
-    settings = {"model": model.name, "seed": int(seed), "ensemble": ensemble, "defence": config.as_dict(),
-                "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
-    csv_path = Path(out_csv) if out_csv is not None else None
-    meta = {}
-    existing = pd.DataFrame(columns=list(CSV_COLUMNS))
-    if csv_path is not None:
-        if csv_path.exists() and csv_path.is_dir():
-            raise EvaluationError(f"{csv_path} is a folder; give a file name for the results.")
-        if not csv_path.parent.exists():
-            raise EvaluationError(f"the folder {csv_path.parent} does not exist.")
-        meta = _check_meta(_meta_path(csv_path), settings)
-        _repair_tail(csv_path)
-        existing = read_results(csv_path)
-    done = set(zip(existing["image"].astype(str), existing["attack"].astype(str),
-                   existing["preset"].astype(str), existing["defence"].astype(str)))
-    clean_known = {r.image: int(r.correct) for r in existing[(existing["attack"] == "clean")
-                                                             & (existing["defence"] == "none")].itertuples()}
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
-    run_record = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "table": table,
-                  "preset": preset, "attacks": attacks, "limit": limit, "batch_size": batch_size,
-                  "images": len(evaluation), "device": str(model.device),
-                  "torch_threads": torch.get_num_threads()}
-    meta.setdefault("created", run_record["date"])
-    meta["settings"] = settings
+
+def _start_meta(meta: dict, model, identity: dict, run: dict, attacks: Sequence[str],
+                settings: UnitSettings) -> None:
+    """Record this run in the sidecar ``meta`` (in place); refuse attack parameters that differ from
+    those the file's rows were made with."""
+    meta.setdefault("created", run["date"])
+    meta["settings"] = identity
     meta["model"] = {"name": model.name, "title": model.spec.title, "source": model.spec.source}
     meta["versions"] = _versions()
-    run_record["versions"] = meta["versions"]
+    run["versions"] = meta["versions"]
     meta.setdefault("attack_params", {})
-    # Rows of one file must come from one setting of each attack: a preset edited since the file
-    # was started (or other overrides) would silently mix two attacks in one row of the table.
+    _check_attack_params(meta["attack_params"], attacks, settings)
+    meta.setdefault("runs", []).append(run)
+    meta.setdefault("defences", {})[f"table {settings.table}"] = {
+        name: {"config": cfg.as_dict(), "copies": c} for name, (cfg, c) in settings.defences.items()}
+    meta["protocol"] = ("images the undefended model misclassifies are dropped; per image and attack the "
+                        "deflection seed is derive_seed(seed, image, attack) (SHA-256); tuning split: "
+                        f"SHA-256('{TUNING_SALT}|name') < tuning_fraction")
+
+
+def _check_attack_params(stored_params: dict, attacks: Sequence[str], settings: UnitSettings) -> None:
+    """Rows of one file must come from one setting of each attack: a preset edited since the file
+    was started (or other overrides) would silently mix two attacks in one row of the table."""
+    from ..attacks import ATTACKS
+
+    preset = settings.preset
     for name in attacks:
-        requested = json.loads(json.dumps({**ATTACKS[name].preset(preset), **attack_params.get(name, {})},
+        requested = json.loads(json.dumps({**ATTACKS[name].preset(preset), **settings.attack_params.get(name, {})},
                                           default=str))  # as the sidecar stores it (tuples -> lists)
-        stored = meta["attack_params"].get(f"{name}/{preset}")
+        stored = stored_params.get(f"{name}/{preset}")
         if stored is not None:
             changed = sorted(k for k in requested if k in stored and stored[k] != requested[k])
             if changed:
@@ -333,95 +211,83 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
                     f"the results file has {name} '{preset}' rows made with other parameters "
                     f"({', '.join(f'{k}: {stored[k]!r} then, {requested[k]!r} now' for k in changed)}); "
                     "choose another output file.")
-    meta.setdefault("runs", []).append(run_record)
-    meta.setdefault("defences", {})[f"table {table}"] = {name: {"config": cfg.as_dict(), "copies": c}
-                                                          for name, (cfg, c) in defences.items()}
-    meta["protocol"] = ("images the undefended model misclassifies are dropped; per image and attack the "
-                        "deflection seed is derive_seed(seed, image, attack) (SHA-256); tuning split: "
-                        f"SHA-256('{TUNING_SALT}|name') < tuning_fraction")
 
-    def write_meta():
-        if csv_path is not None:
-            _meta_path(csv_path).write_text(json.dumps(meta, indent=2, default=str))
 
-    write_meta()
+@dataclass
+class _Resume:
+    """What the store already holds: the finished row keys (image, attack, preset, defence) and
+    the clean correctness of each image seen (1 counted, 0 dropped)."""
 
-    chunks = [evaluation[i:i + batch_size] for i in range(0, len(evaluation), batch_size)]
-    all_attacks = ["clean", *attacks]
-    units = [(ci, a, len(ch)) for ci, ch in enumerate(chunks) for a in all_attacks]
-    tracker = _Tracker(units, progress)
-    new_rows: list[dict] = []
-    unreadable: dict[str, str] = {}
+    done: set = field(default_factory=set)
+    clean_known: dict = field(default_factory=dict)
 
-    def needed(it: Item, attack: str) -> list[tuple]:
-        """The rows (image, attack, preset, defence) this run must have for ``it``: a dropped image
-        has only its clean, undefended row."""
-        if clean_known.get(it.name) == 0:
+    @classmethod
+    def of(cls, rows) -> "_Resume":
+        done = set(zip(rows["image"].astype(str), rows["attack"].astype(str), rows["preset"].astype(str),
+                       rows["defence"].astype(str)))
+        clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
+        return cls(done, {r.image: int(r.correct) for r in clean.itertuples()})
+
+    def needed(self, it: Item, attack: str, settings: UnitSettings) -> list[tuple]:
+        """The rows this run must have for ``it``: a dropped image has only its clean, undefended row."""
+        if self.clean_known.get(it.name) == 0:
             return [(it.name, "clean", "none", "none")] if attack == "clean" else []
-        pre = "none" if attack == "clean" else preset
-        return [(it.name, attack, pre, d) for d in names_out]
+        return [(it.name, attack, settings.row_preset(attack), d) for d in settings.columns]
 
+    def pending(self, chunk: Sequence[Item], attack: str, settings: UnitSettings) -> list[Item]:
+        return [it for it in chunk if any(k not in self.done for k in self.needed(it, attack, settings))]
+
+
+def _run_chunks(model, evaluation: Sequence[Item], attacks: Sequence[str], settings: UnitSettings, store,
+                meta: dict, resume: _Resume, progress: Progress | None) -> dict[str, str]:
+    """The sequential engine: every (chunk × attack) unit not finished yet, in chunk order; each
+    unit's rows are appended to the store as it finishes. Returns the unreadable files."""
+    size = settings.batch_size
+    chunks = [evaluation[i:i + size] for i in range(0, len(evaluation), size)]
+    all_attacks = ["clean", *attacks]
+    tracker = _Tracker([(ci, a, len(ch)) for ci, ch in enumerate(chunks) for a in all_attacks], progress)
+    unreadable: dict[str, str] = {}
     tracker.report(message=f"{len(evaluation)} images, {len(all_attacks)} rows")
-    for ci, chunk in enumerate(chunks):
-        # Which units of this chunk still have rows to write?
-        pending = {a: [it for it in chunk if any(k not in done for k in needed(it, a))] for a in all_attacks}
+    for ci, items in enumerate(chunks):
+        pending = {a: resume.pending(items, a, settings) for a in all_attacks}
         if not any(pending.values()):
             for a in all_attacks:
-                tracker.finish(ci, a, len(chunk), 0.0, skipped=True)
+                tracker.finish(ci, a, len(items), 0.0, skipped=True)
             tracker.report(message=f"chunk {ci + 1}/{len(chunks)} already done")
             continue
-        x, good, bad = load_labelled_images(chunk, model)
-        unreadable.update(bad)
-        index = {it.name: i for i, it in enumerate(good)}
-        labels = torch.tensor([it.label for it in good], dtype=torch.long, device=model.device)
-        with torch.no_grad():
-            # One pass per image gives the clean prediction (to drop misclassified images) and the
-            # map that the clean row's defence uses.
-            clean_maps = activation_maps(model, x, config.top_k, batch_size) if len(good) else None
-        clean_logits = clean_maps.logits if clean_maps is not None else torch.empty(0, 1000, device=model.device)
-        clean_pred = clean_logits.argmax(1)
-        clean_top5 = clean_logits.topk(5, dim=1).indices
-        for it in good:
-            clean_known[it.name] = int(clean_pred[index[it.name]] == it.label)
-
+        chunk = load_chunk(model, items, settings)
+        unreadable.update(chunk.unreadable)
+        resume.clean_known.update(chunk.clean_correct())
         for a in all_attacks:
             t0 = time.monotonic()
-            todo = [it for it in pending[a] if it.name in index]
-            rows = []
-            if a == "clean":
-                # The clean, undefended row of a misclassified image records that it was dropped
-                # (a resumed run reads it instead of classifying the image again).
-                for it in todo:
-                    if clean_known[it.name] == 0 and (it.name, "clean", "none", "none") not in done:
-                        i = index[it.name]
-                        rows.append(_dropped_row(it, int(clean_pred[i]), derive_seed(seed, it.name, "clean")))
-            todo = [it for it in todo if clean_known[it.name] == 1]
-            if todo:
-                rows += _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, a, preset, defences,
-                             ensemble, table, seed, batch_size, config, run_attack, attack_params, meta,
-                             done, lambda f, m, ci=ci, a=a: tracker.report((ci, a, f), m), clean_maps)
-            if not rows:
-                tracker.finish(ci, a, len(chunk), 0.0, skipped=True)
+            unit = run_unit(model, chunk, a, settings, items=[it for it in pending[a] if it.name in chunk.index],
+                            skip=resume.done, report=lambda f, m, ci=ci, a=a: tracker.report((ci, a, f), m))
+            if unit.attack_params is not None:
+                meta["attack_params"].setdefault(f"{a}/{settings.preset}", unit.attack_params)
+            if not unit.rows:
+                tracker.finish(ci, a, len(items), 0.0, skipped=True)
                 continue
-            if csv_path is not None:
-                _append_rows(csv_path, rows)
-                write_meta()
-            new_rows.extend(rows)
-            done.update((r["image"], r["attack"], r["preset"], r["defence"]) for r in rows)
-            tracker.finish(ci, a, len(todo), time.monotonic() - t0, skipped=False)
+            store.append_rows(unit.rows)
+            store.write_meta(meta)
+            resume.done.update((r["image"], r["attack"], r["preset"], r["defence"]) for r in unit.rows)
+            tracker.finish(ci, a, unit.images, time.monotonic() - t0, skipped=False)
             tracker.report(message=f"{ATTACK_TITLES.get(a, a)}: chunk {ci + 1}/{len(chunks)} done")
+    return unreadable
 
-    rows = read_results(csv_path) if csv_path is not None else pd.DataFrame(new_rows, columns=list(CSV_COLUMNS))
+
+def _result(store, evaluation: Sequence[Item], meta: dict, unreadable: dict[str, str], settings: UnitSettings,
+            table: int, started: float) -> EvaluationResult:
+    """The rows of the evaluation images (this run's and earlier ones), counted and summarised."""
+    rows = store.read_rows()
     names = {it.name for it in evaluation}
     rows_eval = rows[rows["image"].astype(str).isin(names)]
     clean = rows_eval[(rows_eval["attack"] == "clean") & (rows_eval["defence"] == "none")]
     dropped = sorted(clean.loc[clean["correct"].astype(int) == 0, "image"])
     kept = int((clean["correct"].astype(int) == 1).sum())
     seconds = time.monotonic() - started
-    meta["runs"][-1].update({"finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                             "seconds": round(seconds, 1), "kept": kept, "dropped": len(dropped),
-                             "unreadable": unreadable})
-    write_meta()
+    meta["runs"][-1].update({"finished": _now(), "seconds": round(seconds, 1), "kept": kept,
+                             "dropped": len(dropped), "unreadable": unreadable})
+    store.write_meta(meta)
     return EvaluationResult(rows=rows_eval, summary=summarize(rows_eval), images=len(evaluation), kept=kept,
-                            dropped=dropped, unreadable=unreadable, meta=meta, csv_path=csv_path, table=table,
-                            preset=preset, ensemble=ensemble, seconds=seconds)
+                            dropped=dropped, unreadable=unreadable, meta=meta, csv_path=store.path, table=table,
+                            preset=settings.preset, ensemble=settings.ensemble, seconds=seconds)

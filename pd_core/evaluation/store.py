@@ -18,7 +18,7 @@ import torch
 
 from .data import EvaluationError
 
-__all__ = ["CSV_COLUMNS", "read_results"]
+__all__ = ["CSV_COLUMNS", "read_results", "CsvStore", "MemoryStore", "open_store"]
 
 CSV_COLUMNS = ("image", "label", "attack", "preset", "defence", "prediction", "correct", "norm_l2",
                "linf_255", "psnr", "seed", "attack_seed", "copies", "agreement", "single_correct",
@@ -135,10 +135,6 @@ def _git_commit() -> str | None:
     return (head + ("+dirty" if dirty else "")) if head else None
 
 
-# --------------------------------------------------------------------------------------------
-# The result object
-
-
 def _check_meta(meta_path: Path, settings: dict) -> dict:
     """Read an existing sidecar and refuse to mix results made with other settings."""
     if not meta_path.exists():
@@ -154,3 +150,66 @@ def _check_meta(meta_path: Path, settings: dict) -> dict:
         raise EvaluationError(f"the results file was made with other settings ({detail}); "
                               f"choose another output file or use the same settings to resume.")
     return old
+
+
+class CsvStore:
+    """Rows in a CSV file with its JSON sidecar: the store of :func:`pd_core.evaluation.evaluate`.
+
+    The interface an engine needs from a store: :meth:`read_rows`, :meth:`append_rows` (one whole
+    unit at a time), :meth:`read_meta` / :meth:`write_meta` (the sidecar) and ``path`` (None for
+    a store that keeps nothing on disk).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if self.path.exists() and self.path.is_dir():
+            raise EvaluationError(f"{self.path} is a folder; give a file name for the results.")
+        if not self.path.parent.exists():
+            raise EvaluationError(f"the folder {self.path.parent} does not exist.")
+
+    @property
+    def meta_path(self) -> Path:
+        return _meta_path(self.path)
+
+    def read_meta(self, settings: dict) -> dict:
+        """The sidecar's content ({} for a new file); refuses a file made with other ``settings``."""
+        return _check_meta(self.meta_path, settings)
+
+    def write_meta(self, meta: dict) -> None:
+        self.meta_path.write_text(json.dumps(meta, indent=2, default=str))
+
+    def read_rows(self):
+        """Every stored row (a DataFrame), after cutting a torn last line left by a kill."""
+        _repair_tail(self.path)
+        return read_results(self.path)
+
+    def append_rows(self, rows: list[dict]) -> None:
+        _append_rows(self.path, rows)
+
+
+class MemoryStore:
+    """The same interface keeping the rows in memory (``out_csv=None``): nothing is written."""
+
+    path = None
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def read_meta(self, settings: dict) -> dict:
+        return {}
+
+    def write_meta(self, meta: dict) -> None:
+        pass
+
+    def read_rows(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=list(CSV_COLUMNS))
+
+    def append_rows(self, rows: list[dict]) -> None:
+        self.rows.extend(rows)
+
+
+def open_store(out_csv: str | os.PathLike | None) -> CsvStore | MemoryStore:
+    """A :class:`CsvStore` for a file name, a :class:`MemoryStore` for None."""
+    return MemoryStore() if out_csv is None else CsvStore(out_csv)
