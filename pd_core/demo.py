@@ -217,16 +217,8 @@ def attack_and_defend(model: Classifier, image: torch.Tensor, label: int | None 
 
     t = time.perf_counter()
     adv_maps = robust_activation_map(model, adv, top_k=config.top_k)
-    uses_map = config.deflect and config.use_map
-    generator = make_generator(seed, model.device)
-    # One batch through the defence and the classifier: [defended(adv), defended(clean), n × defended(adv)].
-    single, record = _defend_one(adv, adv_maps.rmap if uses_map else None, config, generator)
-    defended_clean, _ = _defend_one(x, clean_maps.rmap if uses_map else None, config,
-                                    make_generator(seed, model.device))
-    copies = defend_batch(model, adv, n_ensemble, config, seed=seed,
-                          rmap=adv_maps.rmap if uses_map else None)
-    probs = predict_probs(model, torch.cat([single, defended_clean, copies]))
-    ensemble = vote(probs[2:].view(1, n_ensemble, -1))
+    single, defended_clean, record, probs, ensemble = _defend_story(model, x, adv, clean_maps, adv_maps, config,
+                                                                    seed, n_ensemble)
     seconds["defence"] = time.perf_counter() - t
     report(0.95, "defence and Ens-10 done")
 
@@ -261,6 +253,23 @@ def attack_and_defend(model: Classifier, image: torch.Tensor, label: int | None 
         deflections=deflections, norms=norms, attack_success=bool(result.success[0]),
         seconds=seconds, image_path=image_path, device=str(model.device),
     )
+
+
+def _defend_story(model: Classifier, x: torch.Tensor, adv: torch.Tensor, clean_maps, adv_maps,
+                  config: DefenceConfig, seed: int, n_ensemble: int):
+    """The defended adversarial image (single run, with its deflection record), the defended clean
+    image and the Ens-n vote on the adversarial image, all classified as one batch:
+    [defended(adv), defended(clean), n × defended(adv)]. Returns (single, defended_clean, record,
+    probs, vote)."""
+    uses_map = config.deflect and config.use_map
+    single, record = _defend_one(adv, adv_maps.rmap if uses_map else None, config,
+                                 make_generator(seed, model.device))
+    defended_clean, _ = _defend_one(x, clean_maps.rmap if uses_map else None, config,
+                                    make_generator(seed, model.device))
+    copies = defend_batch(model, adv, n_ensemble, config, seed=seed,
+                          rmap=adv_maps.rmap if uses_map else None)
+    probs = predict_probs(model, torch.cat([single, defended_clean, copies]))
+    return single, defended_clean, record, probs, vote(probs[2:].view(1, n_ensemble, -1))
 
 
 def _defend_one(x: torch.Tensor, rmap: torch.Tensor | None, config: DefenceConfig,
