@@ -18,7 +18,7 @@ from .maps import robust_activation_map
 from .models import Classifier
 
 __all__ = ["DefenceConfig", "DefenceResult", "EnsembleResult", "DifferentiableDefence", "defend", "defend_batch",
-           "defend_differentiable", "draw_log_prob", "ensemble_predict", "TABLE3_DEFENCES", "TABLE4_DEFENCES"]
+           "defend_differentiable", "draw_log_prob", "sample_draws", "apply_draws", "ensemble_predict", "TABLE3_DEFENCES", "TABLE4_DEFENCES"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,11 @@ def _transform(images: torch.Tensor, rmap: torch.Tensor | None, config: DefenceC
                       return_record=return_record)
         if return_record:
             out, record = out
-    deflected = out
+    return _after_deflection(out, config), out, record
+
+
+def _after_deflection(out: torch.Tensor, config: DefenceConfig) -> torch.Tensor:
+    """The stages after deflection: wavelet denoising, then JPEG (when switched on)."""
     if config.denoise:
         from .denoising import wavelet_denoise
 
@@ -109,7 +113,7 @@ def _transform(images: torch.Tensor, rmap: torch.Tensor | None, config: DefenceC
             out = _JpegStraightThrough.apply(out, config.jpeg_quality)
         else:
             out = jpeg_compress(out, quality=config.jpeg_quality)
-    return out, deflected, record
+    return out
 
 
 class _JpegStraightThrough(torch.autograd.Function):
@@ -233,6 +237,38 @@ def defend_differentiable(model: Classifier, images: torch.Tensor, config: Defen
             log_prob = (draw_log_prob(record, rep_map, rep.shape) if record is not None and rep_map is not None
                         else rep.new_zeros(rep.shape[0]))
     return DifferentiableDefence(out, log_prob)
+
+
+def sample_draws(model: Classifier, images: torch.Tensor, copies: int = 1, config: DefenceConfig | None = None,
+                 *, generator: torch.Generator, rmap: torch.Tensor | None = None) -> DeflectionRecord | None:
+    """Draw the deflections of ``copies`` defended copies of each image, without applying them.
+
+    Consumes ``generator`` exactly as :func:`defend_batch` does (one map per image, then one
+    deflection call on the N·copies rows), so ``apply_draws(x_rep, sample_draws(...), config)``
+    equals ``defend_batch(model, x, copies, config, generator=g)`` for a generator in the same
+    state. Returns None when deflection is off. Rows are image-major, as in :func:`defend_batch`.
+    """
+    config = config or PAPER_DEFAULTS
+    if not config.deflect:
+        return None
+    with torch.no_grad():
+        images = images.detach()
+        if rmap is None and _needs_map(config):
+            rmap = robust_activation_map(model, images, top_k=config.top_k).rmap
+        rep = images.repeat_interleave(copies, dim=0)
+        rep_map = rmap.repeat_interleave(copies, dim=0) if (rmap is not None and config.use_map) else None
+        _, record = deflect(rep, rep_map, config.deflections, config.window, generator=generator, return_record=True)
+    return record
+
+
+def apply_draws(images: torch.Tensor, record: DeflectionRecord | None, config: DefenceConfig | None = None
+                ) -> torch.Tensor:
+    """The defence with its draws fixed: replay ``record`` on ``images`` (one row per record row),
+    then denoise (and JPEG). Differentiable: the exact gradient of one defence sample (issue 14);
+    ``record.rows(...)`` selects a chunk of rows, so large EOT batches can be differentiated piecewise."""
+    config = config or PAPER_DEFAULTS
+    out = record.apply(images) if (config.deflect and record is not None) else images
+    return _after_deflection(out, config)
 
 
 def draw_log_prob(record: DeflectionRecord, rmap: torch.Tensor, shape) -> torch.Tensor:

@@ -37,6 +37,35 @@ class DeflectionRecord(NamedTuple):
     source_y: torch.Tensor
     source_x: torch.Tensor
 
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """Replay these replacements on ``images`` (N, C, H, W) -> a new tensor (differentiable).
+
+        Each target channel value takes its source's value in ``images``; where two draws hit the
+        same channel value the later one wins. This is the very code :func:`deflect` runs after its
+        draws, so replaying a record on the image it was drawn for gives ``deflect``'s output bit
+        for bit, and autograd sees a gather (the exact gradient with the draws held fixed)."""
+        n, c, h, w = images.shape
+        images = images.contiguous()
+        out = images.clone()
+        if self.y.shape[1] == 0:
+            return out
+        device = images.device
+        base = torch.arange(n, device=device).view(n, 1) * (c * h * w) + self.channel * (h * w)
+        target = (base + self.y * w + self.x).reshape(-1)
+        source = (base + self.source_y * w + self.source_x).reshape(-1)
+        # Keep the last draw per target so duplicates resolve as in the sequential loop and the
+        # scatter is deterministic on every device.
+        order = torch.arange(target.numel(), device=device)
+        unique, inverse = torch.unique(target, return_inverse=True)
+        last = torch.full((unique.numel(),), -1, dtype=torch.long, device=device)
+        last.scatter_reduce_(0, inverse, order, reduce="amax")
+        out.view(-1)[target[last]] = images.view(-1)[source[last]]
+        return out
+
+    def rows(self, index) -> "DeflectionRecord":
+        """The record of some images only (``index``: a slice or index tensor over N)."""
+        return DeflectionRecord(*(field[index] for field in self))
+
     def mask(self, shape: tuple[int, int, int, int]) -> torch.Tensor:
         """(N, H, W) count of replacements at each pixel (for the "where pixels were deflected" view)."""
         n, _, h, w = shape
@@ -96,31 +125,19 @@ def deflect(images: torch.Tensor, rmap: torch.Tensor | None = None, deflections:
         if bool((keep_weight.sum(1) <= 0).any()):
             raise ValueError("the map is 1 everywhere for some image: no pixel can be deflected")
 
-    images = images.contiguous()
-    out = images.clone()
     if deflections == 0:
         empty = torch.zeros(n, 0, dtype=torch.long, device=device)
-        return (out, DeflectionRecord(empty, empty, empty, empty, empty)) if return_record else out
+        record = DeflectionRecord(empty, empty, empty, empty, empty)
+        return (record.apply(images), record) if return_record else record.apply(images)
 
     pix = _draw_targets(keep_weight.detach(), deflections, generator)  # (N, K); the map only steers the draws
     y, x = pix // w, pix % w
     channel = torch.randint(0, c, (n, deflections), generator=generator, device=device)
     source_y = _uniform_in_window(y, window, h, generator)
     source_x = _uniform_in_window(x, window, w, generator)
-
-    base = torch.arange(n, device=device).view(n, 1) * (c * h * w) + channel * (h * w)
-    target = (base + y * w + x).reshape(-1)
-    source = (base + source_y * w + source_x).reshape(-1)
-    # Keep the last draw per target so duplicates resolve as in the sequential loop and the
-    # scatter is deterministic on every device.
-    order = torch.arange(target.numel(), device=device)
-    unique, inverse = torch.unique(target, return_inverse=True)
-    last = torch.full((unique.numel(),), -1, dtype=torch.long, device=device)
-    last.scatter_reduce_(0, inverse, order, reduce="amax")
-    out.view(-1)[target[last]] = images.view(-1)[source[last]]
-    if return_record:
-        return out, DeflectionRecord(channel, y, x, source_y, source_x)
-    return out
+    record = DeflectionRecord(channel, y, x, source_y, source_x)
+    out = record.apply(images)
+    return (out, record) if return_record else out
 
 
 def _draw_targets(keep_weight: torch.Tensor, k: int, generator: torch.Generator, rounds: int = 4) -> torch.Tensor:
