@@ -5,6 +5,11 @@ Measures, on this machine's CPU with EfficientNet-Lite0:
 * start -> first page rendered: from launching ``streamlit run`` to the Home page's title and the
   sidebar drawn in the browser (Chromium is launched before the server, so its start-up is not
   counted). Target <= 10 s.
+* first impression (issue 15): from the browser connecting (navigation start) to Home's content
+  (title and first paragraph), to its "try it" button and to the real menu, for the first visitor
+  of a fresh server and for a later visitor (a new tab after the clicks). Target <= 3 s. A probe
+  installed before the first byte watches the DOM (:func:`browser_helpers.first_impression`); a
+  file-name menu entry ("app", "about", ...) seen at any time is reported as a failure.
 * click -> story shown: from clicking **Run** on Attack & Defend (the default gallery photo, FGSM,
   the defence and Ens-10) to the four result columns, the maps and the heatmaps drawn, with the
   page idle again. Target <= 3 s. The first click and the median of the next ``--repeats`` clicks
@@ -33,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_helpers import (ERROR_SELECTOR, chromium_page, go_to_page, streamlit_server,  # noqa: E402
+from browser_helpers import (ERROR_SELECTOR, FILE_NAME_ENTRIES, MENU_LINKS, chromium_page,  # noqa: E402
+                             first_impression, go_to_page, install_first_impression_probe, streamlit_server,
                              wait_for_title, wait_until_idle)
 
 STORY_IMAGE = "imagenet_04_949"
@@ -87,11 +93,22 @@ def click_run(page, seed: int) -> float:
     return elapsed
 
 
+def visit_home(page, url: str) -> dict:
+    """Open Home in ``page`` with the first-impression probe; its record (ms since navigation start)."""
+    install_first_impression_probe(page)
+    page.goto(url)
+    wait_for_title(page, "Pixel Deflection Lab", timeout_ms=120_000)
+    page.get_by_role("button", name="Attack and defend a sample photo").wait_for(timeout=120_000)
+    page.locator(MENU_LINKS).first.wait_for(timeout=120_000)
+    record = first_impression(page)
+    record["file_names_seen"] = [t for t, _ in record["entries"] if t in FILE_NAME_ENTRIES]
+    return record
+
+
 def app_timings(repeats: int, log: Path) -> dict:
     with chromium_page() as page:  # the browser is up before the server starts
         with streamlit_server(log_path=log, env={"PD_THREADS": os.environ.get("PD_THREADS", "2")}) as (url, t0, healthy):
-            page.goto(url)
-            wait_for_title(page, "Pixel Deflection Lab", timeout_ms=120_000)
+            first_visit = visit_home(page, url)
             page.locator('[data-testid="stSidebar"]').get_by_text("Computing on:").wait_for(timeout=120_000)
             first_page = time.perf_counter() - t0
             wait_until_idle(page)
@@ -105,8 +122,12 @@ def app_timings(repeats: int, log: Path) -> dict:
                 box.press("Enter")
                 wait_until_idle(page)
                 clicks.append(click_run(page, seed))
+            later = page.context.browser.new_context(viewport={"width": 1500, "height": 1000})
+            later_visit = visit_home(later.new_page(), url)  # a new visitor: its own session and cookies
+            later.close()
             return {"server_healthy": healthy - t0, "first_page": first_page, "first_click": first_click,
-                    "click": statistics.median(clicks), "clicks": clicks}
+                    "click": statistics.median(clicks), "clicks": clicks, "first_visit": first_visit,
+                    "later_visit": later_visit}
 
 
 def main() -> int:
@@ -141,6 +162,17 @@ def main() -> int:
         print(f"{name:40s} {'' if a is None else f'{a:8.2f}':>8s} {'' if d is None else f'{d:9.2f}':>9s} {ratio} "
               f"{'' if target is None else f'{target:8.1f}':>8s}  {verdict}  {note}")
     print(f"individual clicks (s): {', '.join(f'{c:.2f}' for c in app['clicks'])}")
+    print("first impression, seconds from the browser connecting (target <= 3 s):")
+    print(f"  {'visitor':28s} {'Home title':>10s} {'Home text':>10s} {'Home button':>11s} {'real menu':>10s}  "
+          "file-name menu seen")
+    for name, key in (("first visitor, fresh server", "first_visit"), ("later visitor (new tab)", "later_visit")):
+        r = app[key]
+        times = [r["home_title_ms"], r["home_content_ms"], r["home_button_ms"], r["menu_ms"]]
+        shown = [f"{t / 1000:.2f}" if t is not None else "never" for t in times]
+        verdict = "PASS" if all(t is not None and t <= 3000 for t in (r["home_content_ms"], r["menu_ms"])) else "FAIL"
+        seen = ", ".join(r["file_names_seen"]) or "none"
+        print(f"  {name:28s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>11s} {shown[3]:>10s}  {seen}  {verdict}"
+              + ("" if not r["file_names_seen"] else "  (FAIL: file names shown)"))
     return 0
 
 

@@ -1,4 +1,5 @@
 """Adaptive attack: BPDA + EOT against the defence (SPEC §3), on the current photo and against ε."""
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -6,7 +7,7 @@ import streamlit as st
 from pd_core.labels import label_name
 from ui import state
 from ui.cache import get_model, model_tensor
-from ui.components import command_line, progress_reporter, verdict_badge
+from ui.components import command_line, data_folder_argument, progress_reporter, verdict_badge
 from ui.compute import Failed, run_heavy
 from ui.images import image_panel
 from ui.sidebar import settings
@@ -236,7 +237,11 @@ if rows:
                      hide_index=True)
 elif uploaded is None:
     st.info("No saved result yet: run the command below and upload its CSV.", icon=":material/info:")
-command_line("python -m pd_core adaptive --images /path/to/imagenet-folder --eps 1,2,4,8 --eot 10 --steps 40 "
+_dev = (Path(os.environ["PD_IMAGE_ROOT"]) if os.environ.get("PD_IMAGE_ROOT") else
+        Path(__file__).resolve().parents[2] / "shared") / "imagenet-dev"
+_images = data_folder_argument(_dev) if _dev.is_dir() else None
+command_line(f"python -m pd_core adaptive --images {_images or 'FOLDER'} --eps 1,2,4,8 --eot 10 --steps 40 "
              "--seed 0 --out adaptive.csv",
-             "The folder needs a labels.csv (file,class_index) or WordNet-id file names. On a CPU use "
+             ("Run it in the project's folder. " if _images else "FOLDER: a folder of labelled photos. ")
+             + "The folder needs a labels.csv (file,class_index) or WordNet-id file names. On a CPU use "
              "--limit 40 --eot 4 --steps 10 (about half an hour).")

@@ -19,7 +19,7 @@ import streamlit as st
 from pd_core import evaluation as ev
 from ui import state
 from ui.cache import gallery_images, get_model
-from ui.components import command_line
+from ui.components import command_line, data_folder_argument
 from ui.compute import Failed, run_heavy
 from ui.sidebar import settings
 
@@ -262,11 +262,13 @@ with st.expander("The table as text, the files, and the command line"):
             st.download_button("Run details (JSON)", meta.read_bytes(), file_name="benchmark_results.csv.meta.json",
                                mime="application/json", on_click="ignore",
                                help="Model, parameters, library versions, seed and dates of the run.")
-    if source_arg is not None:
-        cmd = (f"python -m pd_core evaluate --images {folder} --model {model.name} "
+    images_arg = data_folder_argument(source_arg) if source_arg is not None else None
+    if images_arg is not None:
+        cmd = (f"python -m pd_core evaluate --images {images_arg} --model {model.name} "
                f"--attacks {','.join(attacks)} --preset {preset} --table {table} --ensemble {ensemble} "
                f"--limit {limit} --seed {cfg_settings.seed} --tuning-fraction {tuning} --out results.csv")
-        command_line(cmd, f"Run from the data folder ({'PD_IMAGE_ROOT' if os.environ.get('PD_IMAGE_ROOT') else '../shared'}).")
+        command_line(cmd, "Run it in the project's folder" + (" with PD_IMAGE_ROOT set as on this server."
+                                                              if os.environ.get("PD_IMAGE_ROOT") else "."))
 
 st.divider()
 st.subheader("Figures")

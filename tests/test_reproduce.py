@@ -109,3 +109,48 @@ def test_story_command_runs_verbatim_and_prints_the_page_numbers(story_page):
     assert f"normalised L2 {n['norm_l2']:.4f}, L∞ {n['linf_255']:.1f}/255, PSNR {n['psnr']:.1f} dB; " \
            f"seed {printed['seed']};" in caption
     assert printed["reference_label"]["index"] == 949 and printed["attack"]["name"] == "fgsm"
+
+
+# ----------------------------------------------------------------------------- the other pages
+def _shell_words(command: str, env: dict | None = None) -> list[str]:
+    """The words bash makes of ``command`` (quotes removed, variables expanded), without running it."""
+    done = subprocess.run(["bash", "-c", f"set -- {command}; printf '%s\\0' \"$@\""], cwd=ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\0")[:-1]
+
+
+def _check_parses_with_its_folder(command: str, env: dict | None = None) -> None:
+    from pd_core.cli import build_parser
+
+    words = _shell_words(command, env)
+    assert words[:3] == ["python", "-m", "pd_core"], words
+    args = build_parser().parse_args(words[3:])  # exits (SystemExit) on an option the CLI lacks
+    assert (ROOT / args.images).is_dir(), args.images  # a folder that exists, seen from the repo root
+
+
+def test_adaptive_page_command_names_a_real_folder():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.run()
+    at.switch_page("pages/adaptive.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    (command,) = [c.value for c in at.code if c.value.startswith("python -m pd_core adaptive")]
+    if not (ROOT.parent / "shared" / "imagenet-dev").is_dir() and not os.environ.get("PD_IMAGE_ROOT"):
+        pytest.skip("no data folder here: the page shows a FOLDER placeholder")
+    _check_parses_with_its_folder(command)
+
+
+def test_data_folder_argument_is_a_path_from_the_repo_root(tmp_path, monkeypatch):
+    from ui.components import data_folder_argument
+
+    monkeypatch.delenv("PD_IMAGE_ROOT", raising=False)
+    sibling = ROOT.parent / "shared" / "imagenet-dev"
+    assert data_folder_argument(sibling) == "../shared/imagenet-dev"
+    monkeypatch.setenv("PD_IMAGE_ROOT", str(tmp_path))
+    (tmp_path / "my photos").mkdir()
+    shown = data_folder_argument(tmp_path / "my photos")
+    assert shown == "\"$PD_IMAGE_ROOT\"/'my photos'" and str(tmp_path) not in shown
+    assert _shell_words(f"ls {shown}", {"PD_IMAGE_ROOT": str(tmp_path)}) == ["ls", str(tmp_path / "my photos")]
+    assert data_folder_argument("/") is None

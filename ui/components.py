@@ -191,6 +191,28 @@ def downloads(result, file_stem: str) -> None:
                            on_click="ignore", key="dl_json")
 
 
+def data_folder_argument(path) -> str | None:
+    """A data folder as a shell argument that works when pasted in the repository root: relative to
+    the repository when it is the project's sibling ``../shared`` (or anywhere below the
+    repository's parent), else ``"$PD_IMAGE_ROOT"/...`` when it lies in the configured data root
+    (the server's own folders are never spelt out). ``None`` when neither applies."""
+    import os
+    import shlex
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    target = Path(path).resolve()
+    configured = os.environ.get("PD_IMAGE_ROOT")
+    if configured:
+        root = Path(configured).resolve()
+        if target == root or target.is_relative_to(root):
+            rest = target.relative_to(root).as_posix()
+            return '"$PD_IMAGE_ROOT"' + ("" if rest == "." else "/" + shlex.quote(rest))
+    if target.is_relative_to(repo.parent):
+        return shlex.quote(os.path.relpath(target, repo))
+    return None
+
+
 def command_line(command: str, note: str | None = None, language: str = "bash",
                  title: str = "Reproduce these numbers from the command line") -> None:
     with st.expander(title):
