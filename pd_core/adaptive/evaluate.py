@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 import torch
 
 from ..defence import DefenceConfig, predict_probs, vote
-from ..evaluation import (DEFAULT_TUNING_FRACTION, EvaluationError, defended_copies, derive_seed,
-                          load_items, load_labelled_images, split_tuning, wilson_interval)
+from ..evaluation import (DEFAULT_TUNING_FRACTION, EvaluationError, defended_copies, derive_seed, evaluation_part,
+                          load_items, load_labelled_images, wilson_interval)
 from ..maps import robust_activation_map
 from ..models import Classifier
 from .attack import ProgressCallback, bpda_eot_attack
@@ -47,14 +47,8 @@ class _Progress:
 def _attackable_images(model: Classifier, items, labels_csv, tuning_fraction: float | None, limit: int | None,
                        report: ProgressCallback) -> _Attackable:
     """The protocol's evaluation part (hash order, first ``limit``), kept where the model is right."""
-    evaluation, _ = split_tuning(load_items(items, labels_csv),
-                                 DEFAULT_TUNING_FRACTION if tuning_fraction is None else tuning_fraction)
-    if limit is not None:
-        if int(limit) < 1:
-            raise EvaluationError("limit must be at least 1.")
-        evaluation = evaluation[: int(limit)]
-    if not evaluation:
-        raise EvaluationError("no evaluation images (all went to the tuning subset).")
+    evaluation = evaluation_part(load_items(items, labels_csv),
+                                 DEFAULT_TUNING_FRACTION if tuning_fraction is None else tuning_fraction, limit)
     report(0.0, f"loading {len(evaluation)} images")
     images, good, unreadable = load_labelled_images(evaluation, model)
     if not good:

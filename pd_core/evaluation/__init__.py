@@ -20,7 +20,7 @@ Every public name of the former single module ``pd_core/evaluation.py`` is impor
 from __future__ import annotations
 
 from .batching import CHANNELS_LAST_ON_CPU, CPU_MODEL_BATCH
-from .data import (DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, load_items,
+from .data import (DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part, load_items,
                    load_labelled_images, split_tuning)
 from .figures import CurveResult, deflection_curve, probability_curve, rank_histogram, tuning_grid
 from .paper import (ATTACK_ORDER, ATTACK_TITLES, PAPER_ATTACKS, PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4,
@@ -34,7 +34,8 @@ from .units import Chunk, UnitResult, UnitSettings, defended_copies, load_chunk,
 
 __all__ = [
     "evaluate", "EvaluationResult", "EvaluationError", "format_table", "table_frame", "summarize",
-    "wilson_interval", "derive_seed", "split_tuning", "read_results", "load_items", "load_labelled_images",
+    "wilson_interval", "derive_seed", "split_tuning", "evaluation_part", "read_results", "load_items",
+    "load_labelled_images",
     "Item", "defended_copies", "progress_bar", "deflection_curve", "probability_curve", "CurveResult",
     "tuning_grid", "rank_histogram", "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4",
     "TABLE_DEFENCES", "ATTACK_ORDER", "ATTACK_TITLES", "CSV_COLUMNS", "DEFAULT_TUNING_FRACTION",

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["EvaluationError", "Item", "split_tuning", "load_items", "load_labelled_images",
+__all__ = ["EvaluationError", "Item", "split_tuning", "evaluation_part", "load_items", "load_labelled_images",
            "TUNING_SALT", "DEFAULT_TUNING_FRACTION"]
 
 TUNING_SALT = "pd-tuning-split-v1"
@@ -54,6 +54,21 @@ def split_tuning(items: Sequence[Item], tuning_fraction: float = DEFAULT_TUNING_
     evaluation = [it for it in ordered if _hash_unit(it.name) >= tuning_fraction]
     tuning = [it for it in ordered if _hash_unit(it.name) < tuning_fraction]
     return evaluation, tuning
+
+
+def evaluation_part(items: Sequence[Item], tuning_fraction: float = DEFAULT_TUNING_FRACTION,
+                    limit: int | None = None) -> list[Item]:
+    """The evaluation part of ``items`` (:func:`split_tuning`, hash order), its first ``limit`` when
+    given: what every protocol (the tables, the adaptive attack, the distributed run) evaluates."""
+    evaluation, _ = split_tuning(items, tuning_fraction)
+    if limit is not None:
+        if int(limit) < 1:
+            raise EvaluationError("limit must be at least 1.")
+        evaluation = evaluation[: int(limit)]
+    if not evaluation:
+        raise EvaluationError("no evaluation images (none found, or all went to the tuning subset); "
+                              "lower tuning_fraction.")
+    return evaluation
 
 
 def load_items(images: str | os.PathLike | Sequence, labels_csv: str | os.PathLike | None = None

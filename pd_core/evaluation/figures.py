@@ -1,6 +1,7 @@
 """The paper's figures computed from the protocol: Figure 2 (class probability against the number
-of deflections; :func:`probability_curve` is the one implementation, used by the app too), Figure 5 (accuracy over σ, window and K on the tuning subset) and Figure 6 (rank
-of the adversarial class among the clean top-5)."""
+of deflections; :func:`probability_curve` is the one implementation, used by the app too),
+Figure 5 (accuracy over σ, window and K on the tuning subset) and Figure 6 (rank of the
+adversarial class among the clean top-5)."""
 from __future__ import annotations
 
 import math
@@ -102,8 +103,9 @@ class CurveResult:
                 for key, j in self._columns().items()}
 
 
-def probability_curve(model, images: torch.Tensor, classes, deflections: Sequence[int] = (0, 50, 100, 200, 400, 800, 1600),
-                      *, copies: int = 8, config: DefenceConfig | None = None, denoise: bool = False,
+def probability_curve(model, images: torch.Tensor, classes,
+                      deflections: Sequence[int] = (0, 50, 100, 200, 400, 800, 1600), *, copies: int = 8,
+                      config: DefenceConfig | None = None, denoise: bool = False,
                       seed: int = 0, seed_parts: Sequence = (), batch_size: int = 64,
                       progress: Progress | None = None) -> CurveResult:
     """Class probabilities of images after K deflections, for every K (paper Fig. 2, §5).
@@ -183,7 +185,8 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
     n = int(keep.sum())
     config = replace(PAPER_DEFAULTS, window=int(window), use_map=use_map)
     for si, (kind, x) in enumerate((("adversarial", adversarial[keep]), ("clean", images[keep]))):
-        report = None if progress is None else (lambda f, m, si=si, kind=kind: progress((si + f) / 2, f"{kind} images, {m}"))
+        report = None if progress is None else (
+            lambda f, m, si=si, kind=kind: progress((si + f) / 2, f"{kind} images, {m}"))
         curve = probability_curve(model, x, followed, deflections, copies=copies, config=config, denoise=denoise,
                                   seed=seed, seed_parts=("figure2", kind), batch_size=batch_size, progress=report)
         for k, probs in zip(curve.deflections, curve.probs):

@@ -48,7 +48,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..defence import PAPER_DEFAULTS, DefenceConfig
-from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, load_items, split_tuning
+from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part, load_items
 from .paper import ATTACK_TITLES, PAPER_ATTACKS, format_table
 from .progress import Progress, _Tracker
 from .stats import summarize
@@ -126,7 +126,7 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
     settings = UnitSettings(preset=preset, table=table, ensemble=int(ensemble), seed=int(seed),
                             batch_size=int(batch_size), config=config or PAPER_DEFAULTS,
                             attack_params=attack_params or {})
-    evaluation = _evaluation_items(images, labels_csv, tuning_fraction, limit)
+    evaluation = evaluation_part(load_items(images, labels_csv), tuning_fraction, limit)
     store = open_store(out_csv)
     identity = {"model": model.name, "seed": settings.seed, "ensemble": settings.ensemble,
                 "defence": settings.config.as_dict(), "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
@@ -157,18 +157,6 @@ def _checked_attacks(attacks: Iterable[str], table: int, ensemble: int, batch_si
     if int(batch_size) < 1:
         raise EvaluationError("batch_size must be at least 1.")
     return list(dict.fromkeys(attacks))
-
-
-def _evaluation_items(images, labels_csv, tuning_fraction: float, limit: int | None) -> list[Item]:
-    """The evaluation part of the images (hash order), its first ``limit`` when given."""
-    evaluation, _ = split_tuning(load_items(images, labels_csv), tuning_fraction)
-    if limit is not None:
-        if int(limit) < 1:
-            raise EvaluationError("limit must be at least 1.")
-        evaluation = evaluation[: int(limit)]
-    if not evaluation:
-        raise EvaluationError("no evaluation images (all went to the tuning subset); lower tuning_fraction.")
-    return evaluation
 
 
 def _now() -> str:
