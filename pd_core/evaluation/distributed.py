@@ -6,7 +6,8 @@ A unit is one fixed chunk of ``batch_size`` evaluation images × one attack (``c
 with all the table's defences — exactly the unit of the single-process :func:`evaluate`: the same
 chunks (hash order, ``batch_size`` images each), the same attack seed ``derive_seed(seed, attack,
 preset, *names)``, the same deflection seeds ``derive_seed(seed, image, attack)``, the same code
-(:func:`compute_unit` calls the protocol's own ``_run_unit``). Chunks rather than single images
+(:func:`compute_unit` calls the protocol's own unit, :func:`pd_core.evaluation.units.run_unit`).
+Chunks rather than single images
 because the attacks run batched and the CPU's batched floating point differs in the last bits
 between batch compositions; with fixed chunks the composition depends only on the image names and
 ``batch_size``, never on the number of workers, their order or which worker ran a unit, and a Ray
@@ -46,10 +47,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, load_labelled_images, split_tuning
+from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part
 from .progress import _COST_PRIOR
 from .shards import ShardWriter, export_csv, finished_units, meta_path, read_shards
-from .stats import derive_seed, summarize
+from .stats import summarize
 
 __all__ = ["RunSpec", "WorkUnit", "ProgressSnapshot", "plan_units", "unit_key", "compute_unit",
            "evaluate_distributed", "parse_ray_target", "progress_printer", "UnitWorker"]
@@ -98,39 +99,17 @@ def plan_units(evaluation: Sequence[Item], attacks: Sequence[str], spec: RunSpec
 
 
 def compute_unit(model, unit: WorkUnit, spec: RunSpec) -> tuple[list[dict], dict]:
-    """Rows of one unit, exactly as :func:`evaluate` computes them, and ``{"unreadable",
-    "attack_params"}``. The clean pass is repeated per unit (one forward pass per image) so that
-    units are independent."""
-    from ..attacks import attack as run_attack
-    from .batching import activation_maps
-    from .protocol import _defences_for, _dropped_row, _run_unit
-    from .paper import TABLE_DEFENCES  # noqa: F401 (the table's columns come from _run_unit)
+    """Rows of one unit, exactly as :func:`evaluate` computes them (:func:`pd_core.evaluation.units.run_unit`),
+    and ``{"unreadable", "attack_params"}``. The clean pass is repeated per unit (one forward pass per
+    image) so that units are independent."""
+    from .units import UnitSettings, load_chunk, run_unit
 
-    config = spec.config()
-    x, good, bad = load_labelled_images(list(unit.items), model)
-    info = {"unreadable": bad, "attack_params": {}}
-    if not good:
-        return [], info
-    index = {it.name: i for i, it in enumerate(good)}
-    labels = torch.tensor([it.label for it in good], dtype=torch.long, device=model.device)
-    with torch.no_grad():
-        clean_maps = activation_maps(model, x, config.top_k, spec.batch_size)
-    clean_pred = clean_maps.logits.argmax(1)
-    clean_top5 = clean_maps.logits.topk(5, dim=1).indices
-    correct = {it.name: bool(clean_pred[index[it.name]] == it.label) for it in good}
-    rows = []
-    if unit.attack == "clean":
-        rows += [_dropped_row(it, int(clean_pred[index[it.name]]), derive_seed(spec.seed, it.name, "clean"))
-                 for it in good if not correct[it.name]]
-    todo = [it for it in good if correct[it.name]]
-    if todo:
-        meta = {"attack_params": {}}
-        defences = _defences_for(spec.table, spec.ensemble, config)
-        rows += _run_unit(model, x, labels, clean_top5, clean_pred, index, todo, unit.attack, spec.preset,
-                          defences, spec.ensemble, spec.table, spec.seed, spec.batch_size, config, run_attack,
-                          spec.attack_params, meta, set(), lambda f, m="": None, clean_maps)
-        info["attack_params"] = json.loads(json.dumps(meta["attack_params"], default=str))
-    return rows, info
+    settings = UnitSettings(preset=spec.preset, table=spec.table, ensemble=spec.ensemble, seed=spec.seed,
+                            batch_size=spec.batch_size, config=spec.config(), attack_params=spec.attack_params)
+    chunk = load_chunk(model, list(unit.items), settings)
+    result = run_unit(model, chunk, unit.attack, settings)
+    params = {} if result.attack_params is None else {f"{unit.attack}/{spec.preset}": result.attack_params}
+    return result.rows, {"unreadable": chunk.unreadable, "attack_params": json.loads(json.dumps(params, default=str))}
 
 
 class UnitWorker:
@@ -295,14 +274,7 @@ def evaluation_items(images, *, labels=None, devkit_meta=None, subset=None,
             raise EvaluationError(str(exc)) from None
     else:
         items = list(images)
-    evaluation, _ = split_tuning(items, tuning_fraction)
-    if limit is not None:
-        if int(limit) < 1:
-            raise EvaluationError("limit must be at least 1.")
-        evaluation = evaluation[: int(limit)]
-    if not evaluation:
-        raise EvaluationError("no evaluation images (none found, or all went to the tuning subset).")
-    return evaluation
+    return evaluation_part(items, tuning_fraction, limit)
 
 
 class _Scheduler:
