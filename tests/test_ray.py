@@ -163,6 +163,24 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(folder, reference,
     assert raw == merged == len(reference)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), so the test kills only what it started."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
 DRIVER = """
 import sys, time
 from pd_core.evaluation.distributed import evaluate_distributed
@@ -187,7 +205,13 @@ def test_driver_killed_and_rerun_continues_without_recomputing(folder, reference
     while len(shard_files(store)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)
+    # The driver and every process it started (Ray's GCS, raylet, workers), by pid.
+    family = [proc.pid, *_descendants(proc.pid)]
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
     # Ray's own processes follow their driver; wait until nothing writes any more.
     stable, last = 0, -1

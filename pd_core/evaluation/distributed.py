@@ -41,7 +41,7 @@ import json
 import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,6 +50,7 @@ import torch
 from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part
 from .progress import _COST_PRIOR
 from .shards import ShardWriter, export_csv, finished_units, meta_path, read_shards
+from .dispatch import Dispatcher, ProgressSnapshot, progress_printer  # noqa: F401 (re-exported)
 from .stats import summarize
 
 __all__ = ["RunSpec", "WorkUnit", "ProgressSnapshot", "plan_units", "unit_key", "compute_unit",
@@ -136,58 +137,6 @@ class UnitWorker:
                 **info}
 
 
-@dataclass
-class ProgressSnapshot:
-    """One look at a distributed run (for the command line and the Benchmark page).
-
-    Units: ``total`` in the run, ``resumed`` found finished on disk at the start, ``done``
-    finished so far (resumed included), ``running`` handed to workers, ``failed`` attempts lost
-    with a dead worker, ``retried`` of them handed out again. ``rate`` is units per second over
-    this session's units; ``seconds_left`` the estimate from it (NaN before the first unit).
-    """
-
-    total: int
-    done: int
-    resumed: int
-    running: int
-    failed: int
-    retried: int
-    workers: int
-    elapsed: float
-    rate: float
-    seconds_left: float
-    message: str = ""
-    worker_pids: tuple = ()
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-    def line(self) -> str:
-        left = "?" if self.seconds_left != self.seconds_left else f"{self.seconds_left / 60:.1f} min"
-        return (f"{self.done}/{self.total} units ({self.resumed} resumed), {self.running} running on "
-                f"{self.workers} workers, {self.rate * 60:.1f} units/min, ~{left} left, "
-                f"{self.failed} failed / {self.retried} retried")
-
-
-def progress_printer(stream=None, every: float = 2.0) -> Callable[[ProgressSnapshot], None]:
-    """A callback that rewrites one status line on ``stream`` (stderr) at most every ``every`` s."""
-    import sys
-
-    stream = stream or sys.stderr
-    last = [0.0]
-
-    def show(snap: ProgressSnapshot) -> None:
-        now = time.monotonic()
-        finished = snap.done == snap.total
-        if (now - last[0] >= every and not finished) or (finished and last[0] >= 0):
-            last[0] = -1.0 if finished else now
-            stream.write("\r" + snap.line()[:150].ljust(150) + ("\n" if snap.done == snap.total else ""))
-            stream.flush()
-
-    return show
-
-
 def parse_ray_target(text: str) -> tuple[str | None, int | None]:
     """``"local:N"`` -> (None, N); ``"auto"`` or an address -> (address, None)."""
     text = (text or "").strip()
@@ -215,7 +164,8 @@ def _start_ray(target: str, threads: int, workers: int | None):
     if not ray.is_initialized():
         if local is not None:
             gpus = torch.cuda.device_count()
-            ray.init(num_cpus=local * threads if not gpus else max(os.cpu_count() or 1, local),
+            # address="local": always a new instance, never one left running by another driver.
+            ray.init(address="local", num_cpus=local * threads if not gpus else max(os.cpu_count() or 1, local),
                      num_gpus=gpus, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         else:
@@ -277,98 +227,17 @@ def evaluation_items(images, *, labels=None, devkit_meta=None, subset=None,
     return evaluation_part(items, tuning_fraction, limit)
 
 
-class _Scheduler:
-    """Pull-based dispatch of units to actors, with replacement of dead actors."""
-
-    def __init__(self, ray, actor_class, make_args, workers: int, in_flight: int, max_attempts: int,
-                 on_progress, total: int, resumed: int):
-        self.ray, self.actor_class, self.make_args = ray, actor_class, make_args
-        self.in_flight, self.max_attempts, self.on_progress = max(1, in_flight), max_attempts, on_progress
-        self.actors: dict[int, object] = {}
-        self.pids: dict[int, int] = {}
-        self.busy: dict[int, int] = {}
-        self.refs: dict[object, tuple[WorkUnit, int]] = {}
-        self.attempts: dict[str, int] = {}
-        self.results: list[dict] = []
-        self.total, self.resumed = total, resumed
-        self.failed = self.retried = 0
-        self.started = time.monotonic()
-        self.next_id = 0
-        for _ in range(workers):
-            self._new_actor()
-
-    def _new_actor(self) -> None:
-        wid = self.next_id
-        self.next_id += 1
-        self.actors[wid] = self.actor_class.remote(*self.make_args(wid))
-        self.busy[wid] = 0
-        try:
-            self.pids[wid] = self.ray.get(self.actors[wid].pid.remote(), timeout=600)
-        except Exception:  # noqa: BLE001 - a worker that cannot start is treated like one that died
-            self.pids[wid] = -1
-
-    def snapshot(self, message: str = "") -> ProgressSnapshot:
-        elapsed = time.monotonic() - self.started
-        computed = len(self.results)
-        rate = computed / elapsed if computed and elapsed > 0 else 0.0
-        left = self.total - self.resumed - computed
-        eta = left / rate if rate else (0.0 if left == 0 else float("nan"))
-        return ProgressSnapshot(self.total, self.resumed + computed, self.resumed, len(self.refs), self.failed,
-                                self.retried, len(self.actors), elapsed, rate, eta, message,
-                                tuple(p for p in self.pids.values() if p > 0))
-
-    def run(self, queue: deque) -> list[dict]:
-        from ray.exceptions import NodeDiedError, RayActorError, RayTaskError, WorkerCrashedError
-
-        self._report("started")
-        while queue or self.refs:
-            for wid in list(self.actors):
-                while queue and self.busy[wid] < self.in_flight:
-                    unit = queue.popleft()
-                    self.refs[self.actors[wid].run.remote(unit)] = (unit, wid)
-                    self.busy[wid] += 1
-            ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=2.0)
-            for ref in ready:
-                unit, wid = self.refs.pop(ref)
-                self.busy[wid] = max(0, self.busy.get(wid, 1) - 1)
-                try:
-                    self.results.append(self.ray.get(ref))
-                except (RayActorError, WorkerCrashedError, NodeDiedError):
-                    self._lost(wid, unit, queue)
-                except RayTaskError as exc:
-                    self._retry(unit, queue, exc)
-            self._report(f"{ATTACK_LABEL.get(unit.attack, unit.attack)} chunk {unit.chunk}" if ready else "")
-        self._report("finished")
-        return self.results
-
-    def _retry(self, unit: WorkUnit, queue: deque, exc: Exception) -> None:
-        """A unit that raised: tried again up to ``max_attempts`` times, then the run stops."""
-        self.attempts[unit.key] = self.attempts.get(unit.key, 0) + 1
-        if self.attempts[unit.key] >= self.max_attempts:
-            raise EvaluationError(f"unit {unit.attack} / chunk {unit.chunk} failed {self.attempts[unit.key]} times: "
-                                  f"{str(exc).splitlines()[-1][:200]}") from None
-        self.failed += 1
-        self.retried += 1
-        queue.appendleft(unit)
-
-    def _lost(self, wid: int, unit: WorkUnit, queue: deque) -> None:
-        """A unit whose worker died: back to the front of the queue; the worker is replaced once."""
-        self.failed += 1
-        self.retried += 1
-        queue.appendleft(unit)
-        if wid in self.actors:
-            del self.actors[wid]
-            self.pids.pop(wid, None)
-            self.busy.pop(wid, None)
-            self._new_actor()
-
-    def _report(self, message: str) -> None:
-        if self.on_progress is not None:
-            self.on_progress(self.snapshot(message))
-
-
-ATTACK_LABEL = {"clean": "Clean", "fgsm": "FGSM", "igsm": "IGSM", "deepfool": "DFool", "jsma": "JSMA",
-                "lbfgs": "LBFGS", "cw": "C&W", "pgd": "PGD"}
+def _seconds_per_image(units: Sequence[WorkUnit], results: Sequence[dict]) -> dict[str, float]:
+    """Measured worker seconds per image of each attack in this session (unit time / unit images)."""
+    by_key = {u.key: u for u in units}
+    totals: dict[str, list[float]] = {}
+    for r in results:
+        unit = by_key.get(r["key"])
+        if unit is not None:
+            t = totals.setdefault(unit.attack, [0.0, 0])
+            t[0] += r["seconds"]
+            t[1] += len(unit.items)
+    return {a: round(sec / n, 4) for a, (sec, n) in totals.items() if n}
 
 
 def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[str] = ("fgsm", "igsm"),
@@ -417,7 +286,7 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
         ray_mod, count, device = _start_ray(ray, max(1, int(threads)), workers)
         options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": max(1, int(threads))}
         actor_class = ray_mod.remote(**options, max_restarts=0, scheduling_strategy="SPREAD")(UnitWorker)
-        scheduler = _Scheduler(ray_mod, actor_class,
+        scheduler = Dispatcher(ray_mod, actor_class,
                                lambda wid: (spec, str(store.resolve()), f"w{wid}", threads, device),
                                min(count, len(queue)), in_flight, max_attempts, on_progress, len(units), resumed)
         results = scheduler.run(queue)
@@ -438,6 +307,7 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
     seconds = time.monotonic() - started
     meta["distributed"] = {"units": len(units), "resumed": resumed, "computed": len(results), "failed": failed,
                            "retried": retried}
+    meta["unit_costs"] = _seconds_per_image(units, results)
     meta["runs"][-1].update({"seconds": round(seconds, 1), "kept": kept, "dropped": len(dropped),
                              "unreadable": unreadable, **meta["distributed"]})
     meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
