@@ -1,0 +1,109 @@
+"""The adaptive-attack ladder, its checks and the JSON report (issue 14 items 2-5), on a tiny budget."""
+import json
+
+import pytest
+import torch
+
+from pd_core.adaptive.checks import CHECK_NAMES
+from pd_core.adaptive.ladder import BASELINES, LadderSettings, ladder_checks, run_ladder, worst_case
+from pd_core.adaptive.report_json import REPORT_SCHEMA, build_report, validate_report, verdict, write_report
+from pd_core.defence import PAPER_DEFAULTS
+
+TINY = LadderSettings(eps_255=(1, 8), steps=2, eot=2, losses=("ce",), ensemble=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def two_images(model):
+    from pd_core.images import gallery, load_batch
+
+    items = [g for g in gallery() if g.source == "Foolbox"][:6]
+    x = load_batch([g.path for g in items], spec=model.spec, device=model.device)
+    labels = torch.tensor([g.label_index for g in items])
+    with torch.no_grad():
+        ok = (model(x).argmax(1) == labels).nonzero()[:, 0][:2]
+    return x[ok], labels[ok]
+
+
+@pytest.fixture(scope="module")
+def ladder(model, two_images):
+    x, y = two_images
+    rows = run_ladder(model, x, y, TINY)
+    found = ladder_checks(model, x, y, rows, TINY)
+    return rows, found
+
+
+def test_ladder_rows_cover_every_rung_loss_eps_and_vote(ladder):
+    rows, _ = ladder
+    assert len(rows) == 2 + 4 * 1 * 2 * 2
+    attacked = [r for r in rows if r["rung"] != "clean"]
+    assert {(r["rung"], r["eps_255"], r["defence"]) for r in attacked} == {
+        (rung, e, d) for rung in ("transfer", "bpda", "bpda_eot", "exact_eot") for e in (1, 8) for d in ("single", "ens3")}
+    for r in rows:
+        assert r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == 2
+    assert {r["eot"] for r in attacked if r["rung"].endswith("_eot")} == {2}
+    assert {r["eot"] for r in attacked if not r["rung"].endswith("_eot")} == {1}
+    clean = next(r for r in rows if r["rung"] == "clean" and r["defence"] == "single")
+    # the adaptive attacks at 8/255 fool the defence on these photos; the clean images are kept
+    exact8 = next(r for r in attacked if r["rung"] == "exact_eot" and r["eps_255"] == 8 and r["defence"] == "single")
+    assert exact8["accuracy"] < clean["accuracy"]
+
+
+def test_checks_are_the_six_named_ones(ladder):
+    _, found = ladder
+    assert tuple(c.name for c in found) == CHECK_NAMES
+    assert all(c.status in ("pass", "warn") for c in found)
+    # 32/255 with the exact gradient fools both photos
+    assert found[0].passed and found[0].numbers["correct"] == 0
+
+
+def test_report_validates_and_reports_the_worst_case(ladder, tmp_path):
+    rows, found = ladder
+    report = build_report(rows, found, model_name="efficientnet_lite0", input_size=224, defence_name="pixel_deflection",
+                          config=PAPER_DEFAULTS, settings=TINY)
+    validate_report(report)
+    path = tmp_path / "report.json"
+    write_report(report, path)
+    loaded = json.loads(path.read_text())
+    validate_report(loaded)
+    for entry in loaded["robust"]:
+        at_eps = [a["accuracy"] for a in loaded["attacks"] if a["eps_255"] == entry["eps_255"] and a["defence"] == "single"]
+        assert entry["single"]["accuracy"] == min(at_eps)
+    assert loaded["software"]["torch"] == torch.__version__
+    assert loaded["verdict"].startswith("Against an attacker who knows the defence")
+
+
+def test_schema_rejects_broken_reports(ladder):
+    rows, found = ladder
+    report = build_report(rows, found, model_name="m", input_size=224, defence_name="pd", config=PAPER_DEFAULTS,
+                          settings=TINY)
+    for broken in ({k: v for k, v in report.items() if k != "checks"},
+                   {**report, "checks": [{**report["checks"][0], "status": "fail"}]},
+                   {**report, "attacks": [{**report["attacks"][0], "rung": "magic"}]},
+                   {**report, "threat_model": "L2"}):
+        with pytest.raises(ValueError, match="adaptive-report/1"):
+            validate_report(broken)
+    assert REPORT_SCHEMA["properties"]["schema"]["const"] == report["schema"]
+
+
+def test_verdict_in_plain_language():
+    robust = [{"eps_255": 4.0, "single": {"accuracy": 0.02}}, {"eps_255": 1.0, "single": {"accuracy": 0.6}}]
+    text = verdict(robust, 0.9)
+    assert text == ("Against an attacker who knows the defence, it keeps 2% accuracy at 4/255 (without attack: 90%): "
+                    "it gives no real protection.")
+    assert "most of its accuracy" in verdict([{"eps_255": 4.0, "single": {"accuracy": 0.8}}], 0.9)
+
+
+def test_worst_case_takes_the_strongest_attack():
+    rows = [{"rung": "transfer", "loss": "ce", "eps_255": 4, "defence": "single", "correct": 9},
+            {"rung": "exact_eot", "loss": "margin", "eps_255": 4, "defence": "single", "correct": 1},
+            {"rung": "bpda", "loss": "ce", "eps_255": 4, "defence": "ens10", "correct": 0}]
+    assert worst_case(rows)[4]["rung"] == "exact_eot"
+
+
+def test_undefended_baseline_transfer_equals_bpda(model, two_images):
+    """Without a defence, BPDA's identity *is* the gradient: transfer and BPDA must coincide."""
+    x, y = two_images
+    settings = LadderSettings(eps_255=(1,), steps=2, eot=2, losses=("ce",), ensemble=2, rungs=("transfer", "bpda"))
+    rows = run_ladder(model, x, y, settings, BASELINES["undefended"])
+    transfer, bpda = ([r["correct"] for r in rows if r["rung"] == rung] for rung in ("transfer", "bpda"))
+    assert transfer == bpda
