@@ -41,7 +41,7 @@ def run_once(workers: int, store: Path, args) -> dict:
                                   ray=f"local:{workers}", threads=1, on_progress=snaps.append)
     wall = time.monotonic() - started
     ray.shutdown()
-    dispatch = snaps[-1].elapsed  # from the workers' start (model loaded) to the last unit
+    dispatch = snaps[-1].elapsed  # from the workers being ready (model loaded) to the last unit
     return {"wall": wall, "dispatch": dispatch, "result": result, "load": os.getloadavg()}
 
 
@@ -73,15 +73,16 @@ def main() -> int:
         per_unit = runs[1]["result"].meta["unit_costs"]
         print("\nmeasured cost per image (1 worker, 1 thread; attack + clean pass + no defence/single/Ens-10):")
         for attack, seconds in per_unit.items():
-            print(f"  {attack:9s} {seconds:6.2f} s/image")
+            print(f"  {attack:9s} {seconds:6.2f} s/image, {seconds * args.batch_size:6.2f} s per unit of "
+                  f"{args.batch_size} images")
         per_image = sum(per_unit.values())
         efficiency = runs[1]["dispatch"] / runs[2]["dispatch"] / 2
         print(f"  all rows {per_image:6.2f} s/image; parallel efficiency measured at 2 workers: {efficiency:.2f}")
         print("\nESTIMATE (extrapolated from the costs above, assuming the 2-worker efficiency holds; "
               "not measured):")
         for images in (1000, 50000):
-            cells = [f"{n} workers: {images * per_image / (n * min(1.0, efficiency)) / 3600:8.1f} h"
-                     for n in (1, 8, 32, 128)]
+            cells = [f"{n} workers: {images * per_image / (n * (1.0 if n == 1 else min(1.0, efficiency))) / 3600:.2f} h"
+                     for n in (1, 2, 8, 32)]
             print(f"  {images:6d} images, one thread per worker -> " + "; ".join(cells))
     return 0
 

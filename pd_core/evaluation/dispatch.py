@@ -90,6 +90,7 @@ class Dispatcher:
         self.next_id = 0
         for _ in range(workers):
             self._new_actor()
+        self.started = time.monotonic()  # rates count from here: the models are loaded
 
     def _new_actor(self) -> None:
         wid = self.next_id
