@@ -1,4 +1,5 @@
 """Command line: ``python -m pd_core models | classify | defend`` (issue 2, item 6)."""
+import importlib
 import json
 import subprocess
 import sys
@@ -22,7 +23,8 @@ def cat_path():
 def test_models_lists_every_model_with_its_availability(capsys):
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"efficientnet_lite0", "resnet50", "vgg19", "inception_v3"}
+    assert set(rows) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "vgg19",
+                         "inception_v3"}  # Lite1/Lite2: issue 13
     assert rows["efficientnet_lite0"]["available"] is True
     assert all(r["available"] or r["reason"] for r in rows.values())
 
@@ -69,3 +71,28 @@ def test_bad_image_exits_2_with_one_line_on_stderr(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert "notes.png" in lines[0]
+
+
+def test_help_lists_every_subcommand_with_its_one_line_description():
+    from pd_core import cli
+
+    proc = subprocess.run([sys.executable, "-m", "pd_core", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0
+    listing = " ".join(proc.stdout.split())  # argparse wraps long descriptions
+    for name in cli.SUBCOMMANDS:
+        help_line = " ".join(importlib.import_module(f"pd_core.cli.{name}").HELP.split())
+        assert f"{name} {help_line}" in listing, name
+    assert set(cli.SUBCOMMANDS) == {"models", "classify", "defend", "attack", "demo", "evaluate", "adaptive"}
+
+
+def test_models_command_imports_no_heavy_front_end_library():
+    """Only the chosen subcommand builds its parser: listing the models loads neither the attacks'
+    Foolbox nor the app's Plotly, scikit-image or Streamlit."""
+    code = ("import sys, contextlib, io\nfrom pd_core.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['models', '--json']) == 0\n"
+            "print(sorted(m for m in ('foolbox', 'plotly', 'skimage', 'streamlit', 'pd_core.attacks.core') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
