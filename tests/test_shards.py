@@ -81,3 +81,17 @@ def test_export_of_empty_or_tiny_store(tmp_path, n):
     out = tmp_path / "out.csv"
     assert export_csv(tmp_path / "s", out) == n
     assert len(read_results(out)) == n
+
+
+def test_tables_read_a_shard_folder(tmp_path):
+    """read_results (used by the tables, figures and pages) reads a shard folder as the merged rows."""
+    rows = _rows(3)
+    ShardWriter(tmp_path / "shards", "w0").write(rows[:10], ["a"])
+    ShardWriter(tmp_path / "shards", "w1").write(rows[5:], ["b"])  # overlapping rows: kept once
+    frame = read_results(tmp_path / "shards")
+    assert len(frame) == len(rows)
+    from pd_core.evaluation import summarize
+
+    summary = summarize(frame)
+    clean = summary[(summary["attack"] == "clean") & (summary["defence"] == "none")]
+    assert int(clean["n"].iloc[0]) == 2  # images 0 and 2: the clean row of image 1 is wrong, so it is dropped

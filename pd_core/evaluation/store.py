@@ -31,10 +31,15 @@ def _meta_path(csv_path: Path) -> Path:
 
 
 def read_results(csv_path: str | os.PathLike):
-    """The rows of a results CSV as a pandas DataFrame (an incomplete last line is ignored)."""
+    """The rows of a results CSV as a pandas DataFrame (an incomplete last line is ignored), or
+    the merged rows of a folder of Parquet shards (:func:`pd_core.evaluation.shards.read_shards`)."""
     import pandas as pd
 
     path = Path(csv_path)
+    if path.is_dir():
+        from .shards import read_shards
+
+        return read_shards(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=list(CSV_COLUMNS))
     text = path.read_text()
