@@ -141,7 +141,7 @@ def test_app_download_of_the_attacked_photo_uploaded_again_keeps_the_attack(monk
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     first = at.session_state["attack_result"].result
-    assert first.attack_params == {"eps": pytest.approx(2 / 255)}
+    assert first.attack_params["eps"] == pytest.approx(2 / 255)
     assert first.predictions["clean"] == 949 and first.predictions["adversarial"] != 949
     (name,) = [n for n in offered if n.endswith("_adversarial.png")]
     data = offered[name]
