@@ -107,3 +107,50 @@ def test_undefended_baseline_transfer_equals_bpda(model, two_images):
     rows = run_ladder(model, x, y, settings, BASELINES["undefended"])
     transfer, bpda = ([r["correct"] for r in rows if r["rung"] == rung] for rung in ("transfer", "bpda"))
     assert transfer == bpda
+
+
+def _two_image_folder(tmp_path):
+    from pd_core.images import gallery
+
+    items = [g for g in gallery() if g.path.name.startswith("imagenet_")][:2]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with open(folder / "labels.csv", "w") as fh:
+        fh.write("file,class_index\n")
+        for g in items:
+            (folder / g.path.name).write_bytes(g.path.read_bytes())
+            fh.write(f"{g.path.name},{g.label_index}\n")
+    return folder
+
+
+def test_command_line_ladder_writes_a_valid_report(model, tmp_path, capsys):
+    import csv
+
+    from pd_core.cli import main
+
+    folder = _two_image_folder(tmp_path)
+    out, report = tmp_path / "ladder.csv", tmp_path / "report.json"
+    code = main(["adaptive", "--images", str(folder), "--eps", "4", "--eot", "1", "--steps", "1", "--ensemble", "2",
+                 "--tuning-fraction", "0", "--no-progress", "--ladder", "--report", str(report), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "exact_eot" in printed and "check reaches_zero" in printed
+    rows = list(csv.DictReader(open(out)))
+    assert {(r["rung"], r["loss"]) for r in rows if r["rung"] != "clean"} == {
+        (rung, loss) for rung in ("transfer", "bpda", "bpda_eot", "exact_eot") for loss in ("ce", "margin")}
+    loaded = json.loads(report.read_text())
+    validate_report(loaded)
+    assert loaded["eps_255"] == [4.0] and loaded["settings"]["steps"] == 1
+
+
+def test_command_line_gradient_choice_and_report_needs_ladder(model, tmp_path, capsys):
+    from pd_core.cli import main
+
+    folder = _two_image_folder(tmp_path)
+    out = tmp_path / "adaptive.csv"
+    assert main(["adaptive", "--images", str(folder), "--eps", "2", "--eot", "1", "--steps", "1", "--ensemble", "2",
+                 "--tuning-fraction", "0", "--no-progress", "--gradient", "exact", "--out", str(out)]) == 0
+    assert "single" in capsys.readouterr().out
+    code = main(["adaptive", "--images", str(folder), "--report", str(tmp_path / "r.json"), "--out", str(out)])
+    assert code == 2
+    assert "--report needs --ladder" in capsys.readouterr().err

@@ -62,9 +62,19 @@ def _attackable_images(model: Classifier, items, labels_csv, tuning_fraction: fl
                        dropped=len(good) - len(kept) + len(unreadable))
 
 
+def _estimator(gradient: str, eot: int, config: DefenceConfig, loss: str):
+    """The gradient estimator named ``gradient`` ("bpda" or "exact") with the attack's settings."""
+    from .exact import ExactEotGradient
+    from .gradients import BpdaEotGradient
+
+    if gradient not in ("bpda", "exact"):
+        raise EvaluationError(f"gradient must be 'bpda' or 'exact', got {gradient!r}.")
+    return (ExactEotGradient if gradient == "exact" else BpdaEotGradient)(eot=eot, config=config, loss=loss)
+
+
 def _attack_all(model: Classifier, data: _Attackable, eps_255: float, progress: _Progress, *, steps: int,
                 eot: int, config: DefenceConfig, step_size_fraction: float | None, seed: int, batch_images: int,
-                should_stop: Callable[[], bool] | None, loss: str):
+                should_stop: Callable[[], bool] | None, loss: str, gradient: str = "bpda"):
     """Adversarial images at ε (/255) in chunks of ``batch_images``, with their L∞ and |L2| (N,).
 
     ε = 0 returns the clean images. The attack's EOT samples of a chunk are seeded by
@@ -87,7 +97,7 @@ def _attack_all(model: Classifier, data: _Attackable, eps_255: float, progress: 
             model, data.images[chunk], data.labels[chunk], eps=eps, steps=steps, eot=eot, config=config,
             step_size=None if step_size_fraction is None else step_size_fraction * eps,
             seed=derive_seed(seed, "adaptive-eot", eps_255, *names), progress=on_step,
-            should_stop=should_stop, loss=loss)
+            should_stop=should_stop, loss=loss, gradient=_estimator(gradient, eot, config, loss))
         if result.stopped:
             raise InterruptedError("the adaptive evaluation was stopped.")
         adv_parts.append(result.adversarial)
@@ -157,7 +167,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
                       step_size_fraction: float | None = None, ensemble: int = 10, batch_images: int = 16,
                       include_clean: bool = True, tuning_fraction: float | None = None,
                       should_stop: Callable[[], bool] | None = None,
-                      per_image: list | None = None, loss: str = "ce") -> list[dict]:
+                      per_image: list | None = None, loss: str = "ce", gradient: str = "bpda") -> list[dict]:
     """Accuracy under the adaptive attack against ε, on labelled images (issue 5's protocol).
 
     Protocol (:mod:`pd_core.evaluation`): the folder's evaluation part (its deterministic tuning
@@ -183,6 +193,8 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
         (returning True raises ``InterruptedError``).
     tuning_fraction : share held apart for tuning (default: the evaluation module's, 0.2).
     loss : the attack's loss, ``"ce"`` or ``"margin"`` (:func:`bpda_eot_attack`).
+    gradient : ``"bpda"`` (identity backward pass) or ``"exact"`` (the exact gradient through the
+        defence, :mod:`pd_core.adaptive.exact`), each averaged over ``eot`` samples per step.
     per_image : a list to which one dict per (image, ε) is appended: ``image, label, eps_255,
         pred_none, pred_single, pred_ens, agreement, linf_255`` (to find the images that survive).
 
@@ -207,7 +219,7 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
         adversarial, linf, l2 = _attack_all(
             model, data, eps_255, tracker, steps=steps, eot=eot, config=config,
             step_size_fraction=step_size_fraction, seed=seed, batch_images=batch_images,
-            should_stop=should_stop, loss=loss)
+            should_stop=should_stop, loss=loss, gradient=gradient)
         tracker(f"ε {eps_255:g}/255 · defending and classifying")
         preds = _classify_defended(model, adversarial, data.items, eps_255, config=config, ensemble=ensemble,
                                    seed=seed, batch_images=batch_images)

@@ -32,7 +32,8 @@ from . import checks
 from .attack import bpda_eot_attack, fresh_seed
 from .exact import ExactEotGradient
 
-__all__ = ["RUNGS", "BASELINES", "LadderSettings", "run_ladder", "ladder_checks", "attack_rung", "judge", "worst_case",
+__all__ = ["RUNGS", "BASELINES", "LadderSettings", "run_ladder", "ladder_checks", "attack_rung", "judge", "worst_case", "evaluate_ladder", "format_ladder",
+           "write_ladder_csv", "LADDER_CSV_COLUMNS",
            "UNDEFENDED"]
 
 RUNGS = ("transfer", "bpda", "bpda_eot", "exact_eot")
@@ -41,6 +42,10 @@ UNDEFENDED = DefenceConfig(deflect=False, denoise=False)
 #: Defences the ladder can judge: the paper's, and the two baselines of issue 14 item 5.
 BASELINES: dict[str, DefenceConfig] = {"pixel_deflection": PAPER_DEFAULTS, "jpeg75": TABLE3_DEFENCES["jpeg"],
                                        "undefended": UNDEFENDED}
+
+
+LADDER_CSV_COLUMNS = ["rung", "loss", "eps_255", "defence", "n", "correct", "accuracy", "ci_low", "ci_high",
+                      "steps", "eot", "attack_estimate"]
 
 
 @dataclass(frozen=True)
@@ -171,3 +176,48 @@ def worst_case(rows: Sequence[dict], defence: str = "single") -> dict[float, dic
             best[row["eps_255"]] = row
     return dict(sorted(best.items()))
 
+
+
+def evaluate_ladder(model: Classifier, items, settings: LadderSettings = LadderSettings(),
+                    config: DefenceConfig = PAPER_DEFAULTS, *, defence_name: str = "pixel_deflection",
+                    labels_csv=None, tuning_fraction: float | None = None, limit: int | None = None,
+                    report_path=None, progress: Callable[[str], None] | None = None):
+    """The ladder and its checks on a labelled folder (the evaluation protocol's part, images the
+    undefended model gets right), as ``(rows, checks, report)``; the report (:mod:`.report_json`) is
+    also written to ``report_path`` when given."""
+    from .evaluate import _attackable_images
+    from .report_json import build_report, write_report
+
+    say = progress or (lambda msg: None)
+    data = _attackable_images(model, items, labels_csv, tuning_fraction, limit, lambda frac, msg: say(msg))
+    rows = run_ladder(model, data.images, data.labels, settings, config, progress=say)
+    say("sanity checks")
+    found = ladder_checks(model, data.images, data.labels, rows, settings, config)
+    report = build_report(rows, found, model_name=model.name, input_size=model.input_size,
+                          defence_name=defence_name, config=config, settings=settings)
+    if report_path is not None:
+        write_report(report, report_path)
+    return rows, found, report
+
+
+def format_ladder(rows: Sequence[dict], found: Sequence[checks.Check] = ()) -> str:
+    """A text table of the ladder (accuracy and 95% interval per rung, loss, ε, vote) and the checks."""
+    lines = [f"{'rung':<10} {'loss':<6} {'eps/255':>7} {'defence':<7} {'accuracy':>8}  95% interval"]
+    for r in rows:
+        lines.append(f"{r['rung']:<10} {r['loss'] or '-':<6} {r['eps_255']:>7g} {r['defence']:<7} "
+                     f"{r['accuracy']:>8.1%}  [{r['ci_low']:.1%}, {r['ci_high']:.1%}]")
+    lines += [f"check {c.name}: {c.status} - {c.message}" for c in found]
+    return "\n".join(lines)
+
+
+def write_ladder_csv(rows: Sequence[dict], path) -> None:
+    """One line per ladder row (columns :data:`LADDER_CSV_COLUMNS`; the loss history is left out)."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LADDER_CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -42,6 +42,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default="ce",
                    help="what the attack ascends: cross-entropy of the true class (ce, default) or the "
                         "Carlini-Wagner logit margin (margin, stronger where ce stalls on a flat prediction)")
+    p.add_argument("--gradient", choices=("bpda", "exact"), default="bpda",
+                   help="gradient through the defence: BPDA's identity (bpda, default) or the exact gradient "
+                        "with the draws fixed per sample (exact); averaged over --eot samples either way")
+    p.add_argument("--ladder", action="store_true",
+                   help="run the ladder instead: transfer, BPDA, BPDA+EOT and exact+EOT, with the ce and margin "
+                        "losses, and the sanity checks")
+    p.add_argument("--report", default=None, metavar="JSON",
+                   help="with --ladder: write a RobustBench-style report (schema pd-lab/adaptive-report/1)")
     p.add_argument("--step-fraction", type=float, default=None, metavar="F",
                    help="step size as a fraction of eps (default 2.5/steps)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -73,18 +81,46 @@ def run(args) -> int:
         raise CliError(str(exc)) from None
     if args.step_fraction is not None and not (0 < args.step_fraction <= 10):
         raise CliError("--step-fraction must be a number above 0 (a fraction of eps, e.g. 0.25)")
+    if args.report and not args.ladder:
+        raise CliError("--report needs --ladder (the report describes the whole ladder)")
     model = load_model(args.model)
+    if args.ladder:
+        return _run_ladder(args, model, eps_list)
     update, close = progress_bar(not args.no_progress and sys.stderr.isatty() or args.progress)
     try:
         rows = evaluate_adaptive(model, args.images, eps_list, eot=args.eot, steps=args.steps, limit=args.limit,
                                  seed=args.seed, out_csv=args.out, progress=update, labels_csv=args.labels,
                                  config=defence_config(args), step_size_fraction=args.step_fraction,
                                  ensemble=args.ensemble, batch_images=args.batch_images,
-                                 tuning_fraction=args.tuning_fraction, loss=args.loss)
+                                 tuning_fraction=args.tuning_fraction, loss=args.loss, gradient=args.gradient)
     except (ValueError, OSError) as exc:  # EvaluationError is a ValueError
         raise CliError(str(exc)) from None
     finally:
         close()
     print(format_table(rows))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _run_ladder(args, model, eps_list) -> int:
+    """``--ladder``: :func:`pd_core.adaptive.ladder.evaluate_ladder` with this command's budget."""
+    import sys
+
+    from ..adaptive.gradients import LOSSES
+    from ..adaptive.ladder import LadderSettings, evaluate_ladder, format_ladder, write_ladder_csv
+
+    settings = LadderSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, losses=LOSSES,
+                              ensemble=args.ensemble, seed=args.seed)
+    say = (lambda msg: print(msg, file=sys.stderr)) if not args.no_progress else None
+    try:
+        rows, found, _ = evaluate_ladder(model, args.images, settings, defence_config(args), labels_csv=args.labels,
+                                         tuning_fraction=args.tuning_fraction, limit=args.limit,
+                                         report_path=args.report, progress=say)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    write_ladder_csv(rows, args.out)
+    print(format_ladder(rows, found))
+    print(f"wrote {args.out}")
+    if args.report:
+        print(f"wrote {args.report}")
     return 0
