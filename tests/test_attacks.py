@@ -340,10 +340,9 @@ def test_cli_writes_a_png_that_keeps_the_adversarial_label(model, samples, tmp_p
                "--json"])
     assert rc == 0
     record = json.loads(capsys.readouterr().out)
-    assert set(record) >= {"image", "attack", "success", "norm_l2", "linf_255", "psnr", "seconds",
-                           "clean_top5", "adversarial_top5"}
-    if "rmse" in record:  # issue 13: once the CLI (pd_core/cli/attack.py) prints all three measures
-        assert record["norm_l2_model"] > record["norm_l2"] > 0 and 0 < record["rmse"] <= 2 / 255 + 1e-6
+    assert set(record) >= {"image", "attack", "success", "norm_l2", "norm_l2_model", "rmse", "linf_255",
+                           "psnr", "seconds", "clean_top5", "adversarial_top5"}
+    assert record["norm_l2_model"] > record["norm_l2"] > 0 and 0 < record["rmse"] <= 2 / 255 + 1e-6
     assert len(record["clean_top5"]) == 5 and set(record["clean_top5"][0]) == {"index", "label", "prob"}
     assert record["linf_255"] <= 2 + 1e-3 and record["params"]["eps"] == pytest.approx(2 / 255)
 

@@ -18,17 +18,18 @@ HELP = "attack one image and write the adversarial PNG"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..attacks.registry import ATTACKS, PRESETS
+    from ..attacks.registry import ALL_PRESETS, ATTACKS
 
     p = subparsers.add_parser(
         "attack", help=HELP,
         description="Attack one image with one of the paper's attacks (or PGD) and write the adversarial "
-                    "image as a lossless PNG. Prints the norms (normalised L2 as in the paper, L-inf in "
-                    "1/255, PSNR) and the top-5 before and after.")
+                    "image as a lossless PNG. Prints the norms (normalised L2 in pixels and in the model's "
+                    "input, RMSE, L-inf in 1/255, PSNR) and the top-5 before and after.")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--attack", required=True, choices=list(ATTACKS), help="which attack")
-    p.add_argument("--preset", default="interactive", choices=list(PRESETS),
-                   help="strength: interactive (fast), paper (the paper's Table 1 budgets), large")
+    p.add_argument("--preset", default="interactive", choices=list(ALL_PRESETS),
+                   help="strength: interactive (fast), paper (the paper's Table 1 setting), large; "
+                        "igsm also has budget (all 10 steps), fgsm minimal (smallest fooling eps)")
     p.add_argument("--eps", type=float, default=None, metavar="E",
                    help="L-inf budget in 1/255 units (8 means 8/255); fgsm, igsm and pgd only")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -102,7 +103,8 @@ def run(args) -> int:
     psnr = float(result.psnr[0])
     record = {
         "image": args.image, "attack": args.attack, "success": bool(success),
-        "norm_l2": float(result.norm_l2[0]), "linf_255": float(result.linf_255[0]),
+        "norm_l2": float(result.norm_l2[0]), "norm_l2_model": float(result.norm_l2_model[0]),
+        "rmse": float(result.rmse[0]), "linf_255": float(result.linf_255[0]),
         "psnr": psnr if math.isfinite(psnr) else None, "seconds": round(result.seconds, 4),
         "clean_top5": top5(clean_probs), "adversarial_top5": top5(adv_probs),
         "model": model.name, "preset": args.preset, "params": result.params, "seed": args.seed,
@@ -127,6 +129,7 @@ def _print(r: dict) -> None:
     print(f"  adversarial: {a['index']} {a['label']} ({a['prob']:.1%})"
           + (f"  [target {r['target']}]" if r["target"] is not None else ""))
     psnr = "inf" if r["psnr"] is None else f"{r['psnr']:.1f} dB"
-    print(f"  success:     {'yes' if r['success'] else 'no'}   |L2| {r['norm_l2']:.4f}   "
+    print(f"  success:     {'yes' if r['success'] else 'no'}   |L2| {r['norm_l2']:.4f} "
+          f"(model input {r['norm_l2_model']:.4f})   RMSE {r['rmse']:.4f}   "
           f"L-inf {r['linf_255']:.1f}/255   PSNR {psnr}   {r['seconds']:.2f} s")
     print(f"  wrote {r['out']}")
