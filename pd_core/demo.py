@@ -39,10 +39,10 @@ __all__ = [
 STAGE_NAMES = ("clean", "adversarial", "defended", "ensemble")
 
 
-def _norms(clean: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
+def _norms(clean: torch.Tensor, other: torch.Tensor, model: Classifier) -> dict[str, float]:
     from .attacks import perturbation_norms
 
-    return {k: float(v[0]) for k, v in perturbation_norms(clean, other).items()}
+    return {k: float(v[0]) for k, v in perturbation_norms(clean, other, model).items()}
 
 
 @dataclass
@@ -237,8 +237,8 @@ def attack_and_defend(model: Classifier, image: torch.Tensor, label: int | None 
         deflections = {k: getattr(record, k)[0].to(cpu) for k in ("y", "x", "source_y", "source_x", "channel")}
     else:
         deflections = {k: torch.zeros(0, dtype=torch.long) for k in ("y", "x", "source_y", "source_x", "channel")}
-    norms = {"adversarial": _norms(x, adv), "defended": _norms(x, single),
-             "defended_vs_adversarial": _norms(adv, single)}
+    norms = {"adversarial": _norms(x, adv, model), "defended": _norms(x, single, model),
+             "defended_vs_adversarial": _norms(adv, single, model)}
     seconds["total"] = sum(seconds.values())
     report(1.0, "done")
     return DemoResult(
