@@ -150,3 +150,18 @@ def test_listing_is_lazy(tmp_path):
     assert next(it).label == 0
     assert next(it).name == f"{WNIDS[1]}/b.JPEG"
     assert detect_layout(tmp_path / "val") == ("imagefolder", None)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--ray", "local:0"], "local:N"),
+    (["--subset", "missing.txt"], "subset file 'missing.txt' does not exist"),
+    (["--labels", "LOC_val_solution.csv"], "does not exist"),
+])
+def test_cli_options_of_issue_12_fail_in_one_line(tmp_path, capsys, monkeypatch, extra, match):
+    from pd_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _jpeg(tmp_path / "val" / WNIDS[1] / "a.JPEG")
+    code = main(["evaluate", "--images", "val", "--attacks", "fgsm", "--out", "r.csv", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and match in err[0], err

@@ -154,6 +154,14 @@ def parse_ray_target(text: str) -> tuple[str | None, int | None]:
     return text, None
 
 
+def _ray_running() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
 def _start_ray(target: str, threads: int, workers: int | None):
     """Connect to or start Ray; returns (ray, number of workers, device of each worker)."""
     try:
@@ -265,6 +273,7 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
         raise EvaluationError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}.")
     if table not in (1, 3, 4) or int(ensemble) < 1 or int(batch_size) < 1:
         raise EvaluationError("table must be 1, 3 or 4, and ensemble and batch size at least 1.")
+    parse_ray_target(ray)  # a mistyped target fails before any work
     started = time.monotonic()
     evaluation = evaluation_items(images, labels=labels, devkit_meta=devkit_meta, subset=subset,
                                   tuning_fraction=tuning_fraction, limit=limit)
@@ -283,13 +292,19 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
     resumed = len(units) - len(queue)
     results: list[dict] = []
     if queue:
+        started_here = not _ray_running()
         ray_mod, count, device = _start_ray(ray, max(1, int(threads)), workers)
         options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": max(1, int(threads))}
         actor_class = ray_mod.remote(**options, max_restarts=0, scheduling_strategy="SPREAD")(UnitWorker)
-        scheduler = Dispatcher(ray_mod, actor_class,
-                               lambda wid: (spec, str(store.resolve()), f"w{wid}", threads, device),
-                               min(count, len(queue)), in_flight, max_attempts, on_progress, len(units), resumed)
-        results = scheduler.run(queue)
+        try:
+            scheduler = Dispatcher(ray_mod, actor_class,
+                                   lambda wid: (spec, str(store.resolve()), f"w{wid}", threads, device),
+                                   min(count, len(queue)), in_flight, max_attempts, on_progress, len(units),
+                                   resumed)
+            results = scheduler.run(queue)
+        finally:
+            if started_here:  # our own connection or local instance: its workers go with it
+                ray_mod.shutdown()
         failed, retried = scheduler.failed, scheduler.retried
     else:
         failed = retried = 0
