@@ -1,0 +1,395 @@
+"""Accuracy against perturbation size (issue 13, item 3): one attack over a grid of strengths.
+
+For every attack the protocol's accuracy with no defence, one defended run and the Ens-n vote is
+measured at each point of a strength grid, so that the paper's single operating point (Table 1,
+§10) becomes a curve. A *sweep point* is just the attack with overridden parameters: it runs
+through the protocol's unit of work (:func:`~pd_core.evaluation.units.load_chunk`,
+:func:`~pd_core.evaluation.units.run_unit`) and its rows go to the same CSV store as
+:func:`~pd_core.evaluation.evaluate`'s, with the same columns.
+
+Row labels. A point's rows carry the preset ``"<preset>@<param>=<value>"`` in the ``preset``
+column, e.g. ``"paper@eps=4/255"`` or ``"paper@overshoot=21"`` (:func:`point_label`,
+:func:`parse_point_label`). The CSV layout is unchanged, readers of the tables ignore these rows
+(they select ``preset == "paper"``), and the store's resume key (image, attack, preset, defence)
+tells the points apart, so a killed sweep continues where it stopped.
+
+Strength grids (:data:`DEFAULT_GRIDS`; ``values`` overrides):
+
+* FGSM, IGSM, PGD: ``eps`` ∈ {1, 2, 4, 6, 8, 12, 16}/255 (issue 13). Values are given in 1/255
+  units. Each preset keeps its *step rule*: the step size stays the preset's and the number of
+  steps scales with ε, ``steps = ceil(steps_preset · ε / ε_preset)``, so steps · stepsize / ε stays
+  the preset's ratio. For IGSM's ``paper`` (early stop) and ``budget`` presets (1/255 steps, 10 at
+  8/255) this gives 2, 3, 5, 8, 10, 15, 20 steps, which is Kurakin et al.'s (2017) rule
+  min(ε + 4, 1.25 ε) for ε ≤ 16 (in 1/255 units); for PGD ``paper`` (0.5/255, 20 at 4/255),
+  steps = 10 ε. FGSM has no steps: its ``paper`` preset is one step of ε, its ``minimal`` preset
+  the smallest fooling ε on the 1/255 grid up to the point's ε (early stop).
+* DeepFool: ``overshoot`` ∈ {0.02, 2, 5, 10, 21, 40, 94} (``interactive`` 0.02, ``paper`` 21,
+  ``large`` 94 in :mod:`pd_core.attacks.registry`).
+* C&W: ``overshoot`` ∈ {0, 1, 2.5, 4.9, 8.5, 12} (the plain attack, ``paper`` 4.9, ``large`` 8.5).
+* L-BFGS: ``overshoot`` ∈ {0, 3, 6, 11.5, 18, 24} (the plain attack, ``paper`` 11.5, ``large`` 24).
+* JSMA: ``gamma`` (the largest fraction of features changed) ∈ {0.001, 0.0025, 0.005, 0.01, 0.02,
+  0.05, 0.1} (every preset has 0.1; the attack stops at its target earlier when it can).
+
+Any parameter of the attack's presets can be swept instead (``param``, e.g. C&W's
+``confidence``), with values in its own units.
+
+Randomness. The attack's seed is the protocol's (``derive_seed(seed, attack, preset, names)``),
+the same at every point; the deflections of an image are ``derive_seed(seed, image, attack)``,
+also the same at every point (common random numbers along the curve).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..defence import PAPER_DEFAULTS, DefenceConfig
+from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part, load_items
+from .progress import Progress, _Tracker
+from .stats import counted_rows, wilson_interval
+from .store import _versions, open_store
+from .units import UnitSettings, load_chunk, run_unit
+
+__all__ = ["DEFAULT_GRIDS", "MEASURES", "SweepPoint", "SweepSettings", "SweepResult", "sweep", "sweep_points",
+           "point_label", "parse_point_label", "sweep_summary", "run_jobs"]
+
+#: The default grid of each attack: (parameter, values); ``eps`` values are in 1/255 units.
+DEFAULT_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "fgsm": ("eps", (1, 2, 4, 6, 8, 12, 16)),
+    "igsm": ("eps", (1, 2, 4, 6, 8, 12, 16)),
+    "pgd": ("eps", (1, 2, 4, 6, 8, 12, 16)),
+    "deepfool": ("overshoot", (0.02, 2, 5, 10, 21, 40, 94)),
+    "cw": ("overshoot", (0, 1, 2.5, 4.9, 8.5, 12)),
+    "lbfgs": ("overshoot", (0, 3, 6, 11.5, 18, 24)),
+    "jsma": ("gamma", (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1)),
+}
+
+#: The three readings of the paper's |L2| (issue 13, item 2), each a column of the rows.
+MEASURES = ("norm_l2", "norm_l2_model", "rmse")
+
+_SEP = "@"
+
+
+def _fmt_value(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def point_label(preset: str, param: str, value: float) -> str:
+    """The ``preset`` column of a sweep point: ``"paper@eps=4/255"``, ``"paper@overshoot=21"``."""
+    shown = f"{_fmt_value(value)}/255" if param == "eps" else _fmt_value(value)
+    return f"{preset}{_SEP}{param}={shown}"
+
+
+def parse_point_label(label: str) -> tuple[str, str, float] | None:
+    """``"paper@eps=4/255"`` -> ``("paper", "eps", 4.0)`` (eps in 1/255 units); None for a plain preset."""
+    base, sep, rest = str(label).partition(_SEP)
+    param, eq, shown = rest.partition("=")
+    if not sep or not eq:
+        return None
+    try:
+        value = float(shown[:-4]) if param == "eps" and shown.endswith("/255") else float(shown)
+    except ValueError:
+        return None
+    return base, param, value
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of a sweep: ``attack`` with ``preset``'s parameters and ``param = value``
+    (``eps`` in 1/255 units)."""
+
+    attack: str
+    preset: str
+    param: str
+    value: float
+
+    @property
+    def label(self) -> str:
+        return point_label(self.preset, self.param, self.value)
+
+    def overrides(self) -> dict:
+        """The parameters that differ from the preset (eps also rescales ``steps``, see the module)."""
+        from ..attacks import ATTACKS
+
+        base = ATTACKS[self.attack].preset(self.preset)
+        if self.param != "eps":
+            return {self.param: self.value}
+        out = {"eps": round(self.value / 255, 8)}
+        if "steps" in base and not (self.attack == "fgsm"):
+            ratio = self.value / round(base["eps"] * 255, 3)  # presets are k/255 rounded to 1e-8
+            out["steps"] = max(1, math.ceil(round(base["steps"] * ratio, 6)))
+        return out
+
+    def params(self) -> dict:
+        """Every parameter the attack runs with at this point."""
+        from ..attacks import ATTACKS
+
+        return {**ATTACKS[self.attack].preset(self.preset), **self.overrides()}
+
+
+@dataclass(frozen=True)
+class SweepSettings(UnitSettings):
+    """:class:`UnitSettings` of one sweep point: its rows carry ``point`` (the point's label) in the
+    ``preset`` column, while the attack runs with ``preset`` and ``attack_params``."""
+
+    point: str = ""
+
+    def row_preset(self, attack: str) -> str:
+        return "none" if attack == "clean" else self.point
+
+
+def _check_value(attack: str, param: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise EvaluationError(f"{attack} {param}: {value} is not a number.")
+    if param == "eps" and not 1 <= value <= 255:
+        raise EvaluationError(f"{attack} eps values are in 1/255 units and must be between 1 and 255, not {value:g}.")
+    if param == "gamma" and not 0 < value <= 1:
+        raise EvaluationError(f"{attack} gamma is a fraction of the features, in (0, 1], not {value:g}.")
+    if param in ("overshoot", "confidence") and value < 0:
+        raise EvaluationError(f"{attack} {param} must be 0 or more, not {value:g}.")
+
+
+def sweep_points(attacks: Iterable[str], presets: Iterable[str] = ("paper",), values: Sequence[float] | None = None,
+                 param: str | None = None) -> list[SweepPoint]:
+    """The points of a sweep: every (attack, preset) pair the registry has, times the grid.
+
+    values : the grid (default :data:`DEFAULT_GRIDS`; ``eps`` in 1/255 units); param : the swept
+    parameter (default the attack's grid parameter, else its registry ``strength``). A preset no
+    attack has, an attack with none of the presets, or an unknown parameter raise
+    :class:`EvaluationError`.
+    """
+    from ..attacks import ATTACKS
+
+    attacks = list(dict.fromkeys(a.strip().lower() for a in attacks if a and a.strip()))
+    presets = list(dict.fromkeys(p.strip() for p in presets if p and p.strip()))
+    if not attacks:
+        raise EvaluationError("give at least one attack to sweep.")
+    if not presets:
+        raise EvaluationError("give at least one preset.")
+    for a in attacks:
+        if a not in ATTACKS:
+            raise EvaluationError(f"unknown attack {a!r}; choose from: {', '.join(ATTACKS)}.")
+        if not any(p in ATTACKS[a].presets for p in presets):
+            raise EvaluationError(f"{ATTACKS[a].title} has none of the presets {', '.join(presets)}; "
+                                  f"it has: {', '.join(ATTACKS[a].presets)}.")
+    for p in presets:
+        if not any(p in ATTACKS[a].presets for a in attacks):
+            raise EvaluationError(f"none of the attacks has the preset {p!r}.")
+    points = []
+    for a in attacks:
+        name, grid = DEFAULT_GRIDS.get(a, (ATTACKS[a].strength, ()))
+        name = param or name
+        grid = list(values) if values is not None else list(grid)
+        if not grid:
+            raise EvaluationError(f"give the values to sweep for {a}.")
+        for p in presets:
+            if p not in ATTACKS[a].presets:
+                continue
+            if name not in ATTACKS[a].preset(p):
+                raise EvaluationError(f"{ATTACKS[a].title} has no parameter {name!r}; its parameters are: "
+                                      f"{', '.join(ATTACKS[a].preset(p))}.")
+            for v in dict.fromkeys(float(v) for v in grid):
+                _check_value(a, name, v)
+                points.append(SweepPoint(a, p, name, v))
+    return points
+
+
+@dataclass
+class SweepResult:
+    """What :func:`sweep` returns: ``rows`` (every stored row, this run's and earlier ones, of the
+    evaluation images), ``summary`` (:func:`sweep_summary`), ``points``, the image counts, the
+    sidecar ``meta``, ``csv_path`` and the run's ``seconds``."""
+
+    rows: object
+    summary: object
+    points: list[SweepPoint]
+    images: int
+    kept: int
+    unreadable: dict[str, str]
+    meta: dict
+    csv_path: Path | None
+    seconds: float = 0.0
+    computed_units: int = 0
+
+
+def sweep(model, images, *, attacks: Iterable[str] = ("fgsm",), presets: Iterable[str] = ("paper",),
+          values: Sequence[float] | None = None, param: str | None = None, ensemble: int = 10,
+          limit: int | None = None, seed: int = 0, out_csv: str | os.PathLike | None = None,
+          progress: Progress | None = None, batch_size: int = 16, labels_csv: str | os.PathLike | None = None,
+          config: DefenceConfig | None = None, tuning_fraction: float = DEFAULT_TUNING_FRACTION) -> SweepResult:
+    """Accuracy (no defence, single run, Ens-``ensemble``) of each attack at each point of a grid.
+
+    The images, the dropping of misclassified ones, the defences and the store are the protocol's
+    (:func:`pd_core.evaluation.evaluate`, paper §9–10); ``attacks``, ``presets``, ``values`` and
+    ``param`` choose the points (:func:`sweep_points`). Rows are appended per (chunk × point) as
+    they finish, and a restarted run skips the finished ones (keep ``batch_size``). Returns a
+    :class:`SweepResult`; accuracies are fractions with Wilson 95% intervals.
+    """
+    started = time.monotonic()
+    points = sweep_points(attacks, presets, values, param)
+    if int(ensemble) < 1 or int(batch_size) < 1:
+        raise EvaluationError("ensemble and batch_size must be at least 1.")
+    base = dict(table=1, ensemble=int(ensemble), seed=int(seed), batch_size=int(batch_size),
+                config=config or PAPER_DEFAULTS)
+    jobs = [(pt.attack, SweepSettings(preset=pt.preset, point=pt.label, attack_params={pt.attack: pt.overrides()},
+                                      **base)) for pt in points]
+    evaluation = evaluation_part(load_items(images, labels_csv), tuning_fraction, limit)
+    identity = {"model": model.name, "seed": int(seed), "ensemble": int(ensemble),
+                "defence": base["config"].as_dict(), "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
+    store = open_store(out_csv)
+    meta = store.read_meta(identity)
+    run = {"kind": "sweep", "date": _now(), "points": [f"{pt.attack}/{pt.label}" for pt in points], "limit": limit,
+           "batch_size": int(batch_size), "images": len(evaluation), "device": str(model.device)}
+    start_meta(meta, model, identity, run, {f"{pt.attack}/{pt.label}": pt.params() for pt in points})
+    store.write_meta(meta)
+    from .protocol import _Resume
+
+    resume = _Resume.of(store.read_rows())
+    unreadable, computed = run_jobs(model, evaluation, jobs, SweepSettings(point="", **base), store, meta,
+                                    resume, progress)
+    rows = _evaluation_rows(store.read_rows(), evaluation)
+    kept = _kept(rows)
+    seconds = time.monotonic() - started
+    meta["runs"][-1].update({"finished": _now(), "seconds": round(seconds, 1), "kept": kept,
+                             "unreadable": unreadable, "computed_units": computed})
+    store.write_meta(meta)
+    return SweepResult(rows, sweep_summary(rows), points, len(evaluation), kept, unreadable, meta, store.path,
+                       seconds, computed)
+
+
+# --------------------------------------------------------------------------------------------
+# The engine over many settings (shared with :mod:`.dose`)
+# --------------------------------------------------------------------------------------------
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def start_meta(meta: dict, model, identity: dict, run: dict, params: dict[str, dict]) -> None:
+    """Record a run in the sidecar ``meta`` (in place); refuse a point whose stored parameters differ
+    from ``params`` (key ``"<attack>/<row preset>"`` -> the attack's full parameters)."""
+    meta.setdefault("created", run["date"])
+    meta["settings"] = identity
+    meta["model"] = {"name": model.name, "title": model.spec.title, "source": model.spec.source}
+    meta["versions"] = _versions()
+    stored = meta.setdefault("attack_params", {})
+    for key, requested in params.items():
+        requested = json.loads(json.dumps(requested, default=str))  # as the sidecar stores it
+        old = stored.get(key)
+        changed = sorted(k for k in requested if old is not None and k in old and old[k] != requested[k])
+        if changed:
+            raise EvaluationError(f"the results file has {key} rows made with other parameters "
+                                  f"({', '.join(f'{k}: {old[k]!r} then, {requested[k]!r} now' for k in changed)}); "
+                                  "choose another output file.")
+        stored.setdefault(key, requested)
+    meta.setdefault("runs", []).append(run)
+
+
+def run_jobs(model, evaluation: Sequence[Item], jobs: Sequence[tuple[str, UnitSettings]],
+             clean_settings: UnitSettings, store, meta: dict, resume, progress: Progress | None
+             ) -> tuple[dict[str, str], int]:
+    """The sequential engine over (attack, settings) jobs, chunk by chunk: each chunk is loaded and
+    classified once, its clean unit runs with ``clean_settings``, then every job's unit; each unit's
+    rows are appended to the store as it finishes. Finished rows (``resume.done``) are skipped.
+
+    Returns the unreadable files and the number of units computed. All jobs must share the
+    settings that :func:`load_chunk` reads (``config.top_k``, ``batch_size``).
+    """
+    size = clean_settings.batch_size
+    chunks = [evaluation[i:i + size] for i in range(0, len(evaluation), size)]
+    all_jobs = [("clean", clean_settings), *jobs]
+    keys = [f"{a}/{s.row_preset(a)}" for a, s in all_jobs]
+    tracker = _Tracker([(ci, k, len(ch)) for ci, ch in enumerate(chunks) for k in keys], progress)
+    unreadable: dict[str, str] = {}
+    computed = 0
+    for ci, items in enumerate(chunks):
+        pending = [resume.pending(items, a, s) for a, s in all_jobs]
+        if not any(pending):
+            for k in keys:
+                tracker.finish(ci, k, len(items), 0.0, skipped=True)
+            continue
+        chunk = load_chunk(model, items, clean_settings)
+        unreadable.update(chunk.unreadable)
+        resume.clean_known.update(chunk.clean_correct())
+        for (attack, settings), key, todo in zip(all_jobs, keys, pending):
+            todo = [it for it in todo if it.name in chunk.index]
+            if not todo:
+                tracker.finish(ci, key, len(items), 0.0, skipped=True)
+                continue
+            t0 = time.monotonic()
+            unit = run_unit(model, chunk, attack, settings, items=todo, skip=resume.done,
+                            report=lambda f, m, ci=ci, key=key: tracker.report((ci, key, f), m))
+            if unit.rows:
+                store.append_rows(unit.rows)
+                store.write_meta(meta)
+                resume.done.update((r["image"], r["attack"], r["preset"], r["defence"]) for r in unit.rows)
+                computed += 1
+            tracker.finish(ci, key, unit.images, time.monotonic() - t0, skipped=not unit.rows)
+            tracker.report(message=f"{key}: chunk {ci + 1}/{len(chunks)} done")
+    return unreadable, computed
+
+
+def _evaluation_rows(rows, evaluation: Sequence[Item]):
+    return rows[rows["image"].astype(str).isin({it.name for it in evaluation})]
+
+
+def _kept(rows) -> int:
+    clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
+    return int((clean["correct"].astype(int) == 1).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# The summary: one row per (attack, preset, point, defence)
+# --------------------------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = ["attack", "preset", "param", "value", "label", "defence", "n", "correct", "accuracy", "ci_low",
+                   "ci_high", "mean_norm_l2", "mean_norm_l2_model", "mean_rmse", "success_rate"]
+
+
+def _group_record(attack, preset, param, value, label, defence, g, confidence) -> dict:
+    import pandas as pd
+
+    n, k = len(g), int(g["correct"].astype(int).sum())
+    lo, hi = wilson_interval(k, n, confidence)
+    success = pd.to_numeric(g["attack_success"], errors="coerce")
+    return {"attack": attack, "preset": preset, "param": param, "value": value, "label": label,
+            "defence": defence, "n": n, "correct": k, "accuracy": k / n if n else math.nan,
+            "ci_low": lo, "ci_high": hi,
+            **{f"mean_{m}": float(pd.to_numeric(g[m], errors="coerce").mean()) for m in MEASURES},
+            "success_rate": float(success.mean()) if success.notna().any() else math.nan}
+
+
+def sweep_summary(rows, confidence: float = 0.95):
+    """Accuracy per (attack, preset, point, defence) over the counted images, with n, the Wilson
+    interval, the mean of each of the three measures and the attack's success rate.
+
+    Each (attack, preset) also gets the clean images' rows as its zero-perturbation point
+    (``label = "clean"``, ``value`` NaN, every measure 0): the curve starts at the clean accuracy.
+    Rows whose preset is not a sweep label (an ordinary table run in the same file) are left out.
+    Accuracies and intervals are fractions in [0, 1]; sorted by attack, preset, value.
+    """
+    import pandas as pd
+
+    counted = counted_rows(rows)
+    parsed = counted["preset"].map(lambda p: parse_point_label(p) if isinstance(p, str) else None)
+    points = counted[parsed.notna()].assign(_parsed=parsed[parsed.notna()])
+    clean = counted[counted["attack"] == "clean"]
+    out = []
+    series = sorted({(a, p[0], p[1]) for a, p in zip(points["attack"], points["_parsed"])})
+    for attack, preset, param in series:
+        for defence, g in clean.groupby("defence", sort=False):
+            out.append(_group_record(attack, preset, param, math.nan, "clean", defence, g, confidence))
+    for (attack, label, defence), g in points.groupby(["attack", "preset", "defence"], sort=False):
+        preset, param, value = parse_point_label(label)
+        out.append(_group_record(attack, preset, param, value, label, defence, g, confidence))
+    frame = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    order = {"none": 0, "single": 1}
+    return (frame.assign(_clean=frame["label"] != "clean", _d=frame["defence"].map(lambda d: order.get(d, 2)))
+            .sort_values(["attack", "preset", "_clean", "value", "_d"]).drop(columns=["_clean", "_d"])
+            .reset_index(drop=True))
