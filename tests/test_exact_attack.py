@@ -58,3 +58,20 @@ def test_exact_attack_is_at_least_as_strong_as_bpda(model, gallery_images):
     assert exact_run.success_rate >= bpda_run.success_rate
     assert exact_run.loss_history[-1] > bpda_run.loss_history[-1]
     assert float(exact_run.linf.max()) <= 0.5 / 255 + 1e-7
+
+
+def test_map_gradient_adds_the_score_function_term(model, gallery_images):
+    x, y = gallery_images[0][:2], gallery_images[1][:2]
+    plain = exact_eot_gradient(model, x, y, 3, generator=make_generator(1))
+    with_map = exact_eot_gradient(model, x, y, 3, generator=make_generator(1), map_gradient=True)
+    assert torch.equal(with_map[2], plain[2]) and torch.allclose(with_map[1], plain[1], atol=1e-6, rtol=0)
+    # the added term, computed independently through defend_differentiable's log-probability
+    xr = x.clone().requires_grad_(True)
+    out = defend_differentiable(model, xr, copies=3, generator=make_generator(1), map_gradient=True)
+    with torch.no_grad():
+        losses = torch.nn.functional.cross_entropy(model(out.defended), y.repeat_interleave(3), reduction="none")
+    losses = losses.view(2, 3)
+    centred = losses - (losses.sum(1, keepdim=True) - losses) / 2
+    (term,) = torch.autograd.grad((centred * out.log_prob.view(2, 3)).mean(1).sum(), xr)
+    assert term.abs().sum() > 0
+    assert torch.allclose(with_map[0] - plain[0], term, atol=1e-6, rtol=1e-3)

@@ -10,9 +10,13 @@ attack loss through each sample:
 
     g = (1/n) Σ_j ∇_x L(f(defend_j(x)))   with defend_j's deflection draws fixed.
 
-The R-CAM map only decides where to deflect, so it is held constant (recomputed on the current
-iterate at every step, forward only), like BPDA. A JPEG stage, piecewise constant, passes its
-gradient straight through.
+The R-CAM map only decides where to deflect, so by default it is held constant (recomputed on the
+current iterate at every step, forward only), like BPDA. With ``map_gradient=True`` the map's
+influence on the draws is differentiated too, by the score function (Williams 1992): the targets
+are drawn i.i.d. with probability ∝ 1 − R(p), so ``∇E[L] = E[∇L | draws] + E[(L − b)·∇ log p]``
+with ``log p`` from :func:`pd_core.defence.draw_log_prob` through a differentiable R-CAM, and ``b``
+the leave-one-out mean loss of the image's other samples (a baseline that keeps it unbiased and
+lowers its variance). A JPEG stage, piecewise constant, passes its gradient straight through.
 
 Randomness: :func:`pd_core.defence.sample_draws` consumes the generator exactly as
 :func:`pd_core.defence.defend_batch`, so for the same seed this estimator sees the *same* defence
@@ -25,7 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..defence import PAPER_DEFAULTS, DefenceConfig, apply_draws, sample_draws
+from ..defence import PAPER_DEFAULTS, DefenceConfig, apply_draws, draw_log_prob, sample_draws
+from ..maps import robust_activation_map
 from ..deflection import make_generator
 from ..models import Classifier
 from .gradients import _attack_loss, _default_batch_size, check_loss
@@ -36,7 +41,7 @@ __all__ = ["exact_eot_gradient", "ExactEotGradient"]
 def exact_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Tensor, eot: int = 1,
                        config: DefenceConfig | None = None, *, generator: torch.Generator | None = None,
                        seed: int | None = 0, targeted: bool = False, batch_size: int | None = None,
-                       loss: str = "ce"):
+                       loss: str = "ce", map_gradient: bool = False):
     """EOT average of the exact gradient of the attack loss through n defence samples.
 
     Same parameters and returns as :func:`pd_core.adaptive.gradients.bpda_eot_gradient`, with
@@ -44,7 +49,8 @@ def exact_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Te
     (draws of sample j fixed) instead of the identity. The draws of all N·n samples are made at
     once; the backward passes go through chunks of whole images (``batch_size`` rows), so memory
     stays bounded. Gradients are taken with respect to the input only: nothing accumulates on the
-    model's parameters.
+    model's parameters. ``map_gradient``: add the score-function term of the map (module docstring;
+    CAM heads with the map on only, otherwise the term is zero and left out).
     """
     if eot < 1:
         raise ValueError(f"eot must be at least 1, got {eot}")
@@ -56,6 +62,8 @@ def exact_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Te
         generator = make_generator(seed, images.device)
     images = images.detach()
     record = sample_draws(model, images, eot, config, generator=generator)  # rows image-major (N·eot)
+    score = (map_gradient and record is not None and config.use_map and config.deflections > 0
+             and model.cam_weights() is not None)
     labels_rep = labels.repeat_interleave(eot)
     per_chunk = max(1, batch_size // eot)
     grads, losses, votes = [], [], []
@@ -67,12 +75,29 @@ def exact_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Te
             chunk_record = record.rows(rows) if record is not None else None
             defended = apply_draws(x.repeat_interleave(eot, dim=0), chunk_record, config)
             logits = model(defended)
-            value = _attack_loss(logits, labels_rep[rows], targeted, loss).view(stop - start, eot).mean(1)
-            (grad,) = torch.autograd.grad(value.sum(), x)
+            per_sample = _attack_loss(logits, labels_rep[rows], targeted, loss).view(stop - start, eot)
+            value = per_sample.mean(1)
+            objective = value
+            if score:
+                objective = value + _score_term(model, x, per_sample.detach(), chunk_record, config, eot)
+            (grad,) = torch.autograd.grad(objective.sum(), x)
             grads.append(grad)
             losses.append(value.detach())
             votes.append(logits.detach().argmax(1).view(stop - start, eot))
     return torch.cat(grads), torch.cat(losses), torch.cat(votes)
+
+
+def _score_term(model: Classifier, images: torch.Tensor, losses: torch.Tensor, record, config: DefenceConfig,
+                eot: int) -> torch.Tensor:
+    """(m,) surrogate whose gradient is the score-function estimate ``mean_j (L_j − b_j)·∇ log p_j``
+    (``b_j``: mean loss of the image's other samples; none with one sample)."""
+    rmap = robust_activation_map(model, images, top_k=config.top_k, differentiable=True).rmap
+    rep = images.repeat_interleave(eot, dim=0)
+    log_prob = draw_log_prob(record, rmap.repeat_interleave(eot, dim=0), rep.shape).view(-1, eot)
+    if eot > 1:
+        baseline = (losses.sum(1, keepdim=True) - losses) / (eot - 1)
+        losses = losses - baseline
+    return (losses * log_prob).mean(1)
 
 
 @dataclass(frozen=True)
@@ -82,14 +107,17 @@ class ExactEotGradient:
 
     eot : defence samples averaged per call. config : the defence attacked (paper defaults when
     None). loss : ``"ce"`` or ``"margin"``. batch_size : rows per forward+backward pass.
+    map_gradient : add the score-function term of the R-CAM map (see the module docstring).
     """
 
     eot: int = 1
     config: DefenceConfig | None = None
     loss: str = "ce"
     batch_size: int | None = None
+    map_gradient: bool = False
 
     def __call__(self, model: Classifier, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return exact_eot_gradient(model, images, goal, self.eot, self.config, generator=generator,
-                                  targeted=targeted, batch_size=self.batch_size, loss=self.loss)
+                                  targeted=targeted, batch_size=self.batch_size, loss=self.loss,
+                                  map_gradient=self.map_gradient)
