@@ -18,7 +18,8 @@ from .maps import robust_activation_map
 from .models import Classifier
 
 __all__ = ["DefenceConfig", "DefenceResult", "EnsembleResult", "DifferentiableDefence", "defend", "defend_batch",
-           "defend_differentiable", "draw_log_prob", "sample_draws", "apply_draws", "ensemble_predict", "TABLE3_DEFENCES", "TABLE4_DEFENCES"]
+           "defend_differentiable", "draw_log_prob", "sample_draws", "apply_draws", "ensemble_predict",
+           "TABLE3_DEFENCES", "TABLE4_DEFENCES"]
 
 
 @dataclass(frozen=True)

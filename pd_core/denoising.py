@@ -231,23 +231,26 @@ def wavelet_denoise(
 
     dtype = images.dtype
     x = images if dtype in (torch.float32, torch.float64) else images.float()
-    # On the CPU the batch goes through in blocks of a few images: the transform is memory-bound
-    # and a block that stays in cache is ~1.5x faster than the whole batch at once (bench/
-    # bench_denoise.py). Each block is still batched over images and channels. On a GPU: one block.
-    if x.is_cuda:
-        block = n
-    else:
-        block = max(1, _CPU_BLOCK_ELEMENTS // (3 * height * width))
+    return _denoise_blocks(x, sigma, wavelet, method, mode, ycbcr).to(dtype)
+
+
+def _denoise_blocks(x: torch.Tensor, sigma: float, wavelet: str, method: str, mode: str, ycbcr: bool) -> torch.Tensor:
+    """:func:`_denoise_images` over a float32/float64 batch, in blocks of a few images on the CPU.
+
+    The transform is memory-bound and a block that stays in cache is ~1.5x faster than the whole
+    batch at once (bench/bench_denoise.py); each block is still batched over images and channels.
+    On a GPU: one block. Under autograd (exact gradient of the defence, issue 14) the same blocks
+    go through the same arithmetic without in-place or ``out=`` writes: bit-identical values.
+    """
+    n, _, height, width = x.shape
+    block = n if x.is_cuda else max(1, _CPU_BLOCK_ELEMENTS // (3 * height * width))
     if tracks_grad(x):
-        # Autograd (exact gradient of the defence, issue 14): the same blocks and arithmetic
-        # without in-place or ``out=`` writes, so the values equal the fast path's bit for bit.
-        blocks = [_denoise_images(x[start:start + block], sigma, wavelet, method, mode, ycbcr, None)
-                  for start in range(0, n, block)]
-        return torch.cat(blocks).to(dtype)
+        return torch.cat([_denoise_images(x[start:start + block], sigma, wavelet, method, mode, ycbcr, None)
+                          for start in range(0, n, block)])
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     for start in range(0, n, block):  # each block writes straight into the output (no final cat)
         _denoise_images(x[start:start + block], sigma, wavelet, method, mode, ycbcr, out[start:start + block])
-    return out.to(dtype)
+    return out
 
 
 def _denoise_images(

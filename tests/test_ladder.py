@@ -37,7 +37,8 @@ def test_ladder_rows_cover_every_rung_loss_eps_and_vote(ladder):
     assert len(rows) == 2 + 4 * 1 * 2 * 2
     attacked = [r for r in rows if r["rung"] != "clean"]
     assert {(r["rung"], r["eps_255"], r["defence"]) for r in attacked} == {
-        (rung, e, d) for rung in ("transfer", "bpda", "bpda_eot", "exact_eot") for e in (1, 8) for d in ("single", "ens3")}
+        (rung, e, d) for rung in ("transfer", "bpda", "bpda_eot", "exact_eot")
+        for e in (1, 8) for d in ("single", "ens3")}
     for r in rows:
         assert r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == 2
     assert {r["eot"] for r in attacked if r["rung"].endswith("_eot")} == {2}
@@ -66,7 +67,8 @@ def test_report_validates_and_reports_the_worst_case(ladder, tmp_path):
     loaded = json.loads(path.read_text())
     validate_report(loaded)
     for entry in loaded["robust"]:
-        at_eps = [a["accuracy"] for a in loaded["attacks"] if a["eps_255"] == entry["eps_255"] and a["defence"] == "single"]
+        at_eps = [a["accuracy"] for a in loaded["attacks"]
+                  if a["eps_255"] == entry["eps_255"] and a["defence"] == "single"]
         assert entry["single"]["accuracy"] == min(at_eps)
     assert loaded["software"]["torch"] == torch.__version__
     assert loaded["verdict"].startswith("Against an attacker who knows the defence")

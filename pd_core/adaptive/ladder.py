@@ -32,8 +32,8 @@ from . import checks
 from .attack import bpda_eot_attack, fresh_seed
 from .exact import ExactEotGradient
 
-__all__ = ["RUNGS", "BASELINES", "LadderSettings", "run_ladder", "ladder_checks", "attack_rung", "judge", "worst_case", "evaluate_ladder", "format_ladder",
-           "write_ladder_csv", "LADDER_CSV_COLUMNS",
+__all__ = ["RUNGS", "BASELINES", "LadderSettings", "run_ladder", "ladder_checks", "attack_rung",
+           "judge", "worst_case", "evaluate_ladder", "format_ladder", "write_ladder_csv", "LADDER_CSV_COLUMNS",
            "UNDEFENDED"]
 
 RUNGS = ("transfer", "bpda", "bpda_eot", "exact_eot")
