@@ -147,6 +147,8 @@ def perturbation_section(result, figs: dict) -> None:
 
 NORM_COLUMNS = {
     "norm_l2": ("Normalised L2 (paper's |L2|)", "{:.4f}"),
+    "norm_l2_model": ("Normalised L2, model input", "{:.4f}"),
+    "rmse": ("RMSE", "{:.4f}"),
     "l2": ("L2", "{:.3f}"),
     "linf_255": ("L∞ (/255)", "{:.1f}"),
     "psnr": ("PSNR (dB)", "{:.1f}"),
@@ -166,7 +168,9 @@ def norms_table(result) -> None:
         rows.append({"difference": title, **{name: fmt.format(values[k]) if k in values else "—"
                                             for k, (name, fmt) in NORM_COLUMNS.items()}})
     st.dataframe(pd.DataFrame(rows).set_index("difference"), width="stretch")
-    st.caption("Normalised L2 = ‖change‖₂ / ‖photo‖₂ (the paper's budget column); L∞ = the largest change "
+    st.caption("Normalised L2 = ‖change‖₂ / ‖photo‖₂ with pixels in [0, 1] (our reading of the paper's |L2| "
+               "column); the same ratio after the model's own input normalisation, and the RMSE of the change "
+               "in [0, 1] units, are the two other readings the paper's text allows. L∞ = the largest change "
                "of one value, in steps of 1/255; PSNR: higher means more similar (∞ = identical).")
 
 
