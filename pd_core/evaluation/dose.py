@@ -1,0 +1,199 @@
+"""The deflection dose (issue 13, item 4): accuracy against the number of deflections K.
+
+Extends the paper's Figure 2 (class probability against K on one image) and Table 3 (deflection
+with and without the wavelet denoiser, at K = 100) to a grid of K, on a folder of images: for the
+clean images and each attack, the top-1 accuracy after K ∈ {0, 100, 300, 1k, 3k, 10k, 30k}
+R-CAM-guided deflections (window r, paper §5), with and without the BayesShrink denoiser (§7).
+
+The machinery is the protocol's (:mod:`.units`): each image is attacked once per attack, then every
+(K, denoiser) defence is applied to the same adversarial images; the deflections of an image are
+drawn from ``derive_seed(seed, image, attack)`` for every K (common random numbers across the
+grid, as across Table 3's columns). Rows go to the protocol's CSV store with ``defence`` =
+``"k=<K>"`` (deflection only) or ``"k=<K>+wd"`` (deflection then the denoiser), besides the
+undefended ``"none"``; ``correct`` is the majority vote of ``ensemble`` copies and
+``single_correct`` the first copy (one copy for K = 0, where nothing is random). K = 0 without the
+denoiser is the undefended model (a check: its rows equal ``"none"``); K = 0 with the denoiser is
+Table 3's WD column. Accuracy on the adversarial images is the *recovery* of the paper's tables.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..defence import PAPER_DEFAULTS, DefenceConfig
+from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, evaluation_part, load_items
+from .progress import Progress
+from .stats import counted_rows, wilson_interval
+from .store import open_store
+from .sweeps import _evaluation_rows, _kept, _now, run_jobs, start_meta
+from .units import UnitSettings
+
+__all__ = ["DOSE_DEFLECTIONS", "DoseSettings", "DoseResult", "dose_defences", "deflection_dose", "dose_summary",
+           "parse_dose_defence"]
+
+#: The K grid of issue 13 (replaced values per image; the paper's default is 100).
+DOSE_DEFLECTIONS = (0, 100, 300, 1000, 3000, 10000, 30000)
+
+
+def _name(k: int, denoise: bool) -> str:
+    return f"k={int(k)}" + ("+wd" if denoise else "")
+
+
+def parse_dose_defence(name: str) -> tuple[int, bool] | None:
+    """``"k=300+wd"`` -> ``(300, True)``; None for any other defence name."""
+    text = str(name)
+    if not text.startswith("k="):
+        return None
+    body, wd = (text[:-3], True) if text.endswith("+wd") else (text, False)
+    try:
+        return int(body[2:]), wd
+    except ValueError:
+        return None
+
+
+def dose_defences(deflections: Sequence[int] = DOSE_DEFLECTIONS, denoise: Sequence[bool] = (False, True),
+                  config: DefenceConfig = PAPER_DEFAULTS, ensemble: int = 10
+                  ) -> tuple[tuple[str, DefenceConfig, int], ...]:
+    """(name, config, copies) per (K, denoiser): ``config`` with ``deflections = K`` (deflection off
+    at K = 0), ``denoise`` on or off and no JPEG; ``ensemble`` copies where deflection is random."""
+    ks = list(dict.fromkeys(int(k) for k in deflections))
+    if not ks:
+        raise EvaluationError("give at least one number of deflections.")
+    if any(k < 0 for k in ks):
+        raise EvaluationError("the numbers of deflections must be 0 or more.")
+    if not denoise:
+        raise EvaluationError("choose with the denoiser, without it, or both.")
+    out = []
+    for wd in dict.fromkeys(bool(d) for d in denoise):
+        for k in ks:
+            cfg = replace(config, deflections=k, deflect=k > 0, denoise=wd, jpeg_quality=None)
+            out.append((_name(k, wd), cfg, max(1, int(ensemble)) if k > 0 else 1))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class DoseSettings(UnitSettings):
+    """:class:`UnitSettings` whose defences are the (K, denoiser) grid ``variants`` (from
+    :func:`dose_defences`) instead of a paper table; ``table = 0`` makes :func:`run_unit` name each
+    row after its variant and record the vote in ``correct`` and the first copy in ``single_correct``."""
+
+    table: int = 0
+    variants: tuple = ()
+
+    @property
+    def defences(self) -> dict[str, tuple[DefenceConfig, int]]:
+        return {name: (cfg, copies) for name, cfg, copies in self.variants}
+
+    @property
+    def columns(self) -> list[str]:
+        return ["none", *(name for name, _, _ in self.variants)]
+
+
+@dataclass
+class DoseResult:
+    """What :func:`deflection_dose` returns: ``rows`` (the evaluation images' stored rows),
+    ``summary`` (:func:`dose_summary`), the image counts, the sidecar ``meta``, ``csv_path``,
+    ``seconds`` and the number of units computed by this call."""
+
+    rows: object
+    summary: object
+    images: int
+    kept: int
+    unreadable: dict[str, str]
+    meta: dict
+    csv_path: Path | None
+    seconds: float = 0.0
+    computed_units: int = 0
+
+
+def deflection_dose(model, images, *, attacks: Iterable[str] = ("fgsm", "igsm"), preset: str = "paper",
+                    deflections: Sequence[int] = DOSE_DEFLECTIONS, denoise: Sequence[bool] = (False, True),
+                    ensemble: int = 10, limit: int | None = None, seed: int = 0,
+                    out_csv: str | os.PathLike | None = None, progress: Progress | None = None,
+                    batch_size: int = 16, labels_csv: str | os.PathLike | None = None,
+                    config: DefenceConfig | None = None,
+                    tuning_fraction: float = DEFAULT_TUNING_FRACTION) -> DoseResult:
+    """Clean accuracy and recovery of each attack against K deflections, with and without the denoiser.
+
+    The images, the dropping of misclassified ones and the store are the protocol's
+    (:func:`pd_core.evaluation.evaluate`); ``config`` gives the other defence parameters (window,
+    σ, map; paper defaults). Resumable: a restarted run skips the finished rows (keep
+    ``batch_size``). Returns a :class:`DoseResult`.
+    """
+    from ..attacks import ATTACKS
+
+    started = time.monotonic()
+    attacks = list(dict.fromkeys(a.strip().lower() for a in attacks if a and a.strip() and a.strip() != "clean"))
+    for a in attacks:
+        if a not in ATTACKS:
+            raise EvaluationError(f"unknown attack {a!r}; choose from: {', '.join(ATTACKS)}.")
+        if preset not in ATTACKS[a].presets:
+            raise EvaluationError(f"{ATTACKS[a].title} has no preset {preset!r}; it has: {', '.join(ATTACKS[a].presets)}.")
+    if int(ensemble) < 1 or int(batch_size) < 1:
+        raise EvaluationError("ensemble and batch_size must be at least 1.")
+    config = config or PAPER_DEFAULTS
+    variants = dose_defences(deflections, denoise, config, ensemble)
+    settings = DoseSettings(preset=preset, ensemble=int(ensemble), seed=int(seed), batch_size=int(batch_size),
+                            config=config, variants=variants)
+    evaluation = evaluation_part(load_items(images, labels_csv), tuning_fraction, limit)
+    # The K and the denoiser vary per column, so the identity keeps the other defence parameters.
+    fixed = {k: v for k, v in config.as_dict().items() if k not in ("deflections", "deflect", "denoise", "jpeg_quality")}
+    identity = {"model": model.name, "seed": int(seed), "ensemble": int(ensemble), "dose_defence": fixed,
+                "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
+    store = open_store(out_csv)
+    meta = store.read_meta(identity)
+    run = {"kind": "dose", "date": _now(), "attacks": attacks, "preset": preset, "limit": limit,
+           "deflections": [int(k) for k in dict.fromkeys(deflections)], "denoise": [bool(d) for d in denoise],
+           "batch_size": int(batch_size), "images": len(evaluation), "device": str(model.device)}
+    start_meta(meta, model, identity, run, {f"{a}/{preset}": ATTACKS[a].preset(preset) for a in attacks})
+    meta.setdefault("defences", {}).update({name: {"config": cfg.as_dict(), "copies": c} for name, cfg, c in variants})
+    store.write_meta(meta)
+    from .protocol import _Resume
+
+    resume = _Resume.of(store.read_rows())
+    unreadable, computed = run_jobs(model, evaluation, [(a, settings) for a in attacks], settings, store, meta,
+                                    resume, progress)
+    rows = _evaluation_rows(store.read_rows(), evaluation)
+    seconds = time.monotonic() - started
+    meta["runs"][-1].update({"finished": _now(), "seconds": round(seconds, 1), "kept": _kept(rows),
+                             "unreadable": unreadable, "computed_units": computed})
+    store.write_meta(meta)
+    return DoseResult(rows, dose_summary(rows), len(evaluation), _kept(rows), unreadable, meta, store.path, seconds,
+                      computed)
+
+
+SUMMARY_COLUMNS = ["attack", "preset", "deflections", "denoise", "defence", "n", "correct", "accuracy", "ci_low",
+                   "ci_high", "single_correct", "single_accuracy", "single_ci_low", "single_ci_high",
+                   "fooled", "recovered"]
+
+
+def dose_summary(rows, confidence: float = 0.95):
+    """Accuracy per (attack, preset, K, denoiser) over the counted images: the Ens-n vote
+    (``accuracy``) and the first copy (``single_accuracy``), each with its Wilson interval
+    (fractions), and among the images the attack fooled (``fooled``) how many the defence
+    ``recovered``. The undefended ``"none"`` rows appear as K = 0 without the denoiser's reference
+    (``defence = "none"``, ``deflections`` 0, ``denoise`` False)."""
+    import pandas as pd
+
+    counted = counted_rows(rows)
+    keep = counted["defence"].map(lambda d: d == "none" or parse_dose_defence(d) is not None)
+    counted = counted[keep]
+    out = []
+    for (attack, preset, defence), g in counted.groupby(["attack", "preset", "defence"], sort=False):
+        k, wd = (0, False) if defence == "none" else parse_dose_defence(defence)
+        n, c = len(g), int(g["correct"].astype(int).sum())
+        s = int(pd.to_numeric(g["single_correct"], errors="coerce").fillna(0).astype(int).sum())
+        lo, hi = wilson_interval(c, n, confidence)
+        slo, shi = wilson_interval(s, n, confidence)
+        fooled = pd.to_numeric(g["attack_success"], errors="coerce") == 1
+        out.append({"attack": attack, "preset": preset, "deflections": k, "denoise": wd, "defence": defence,
+                    "n": n, "correct": c, "accuracy": c / n if n else math.nan, "ci_low": lo, "ci_high": hi,
+                    "single_correct": s, "single_accuracy": s / n if n else math.nan,
+                    "single_ci_low": slo, "single_ci_high": shi, "fooled": int(fooled.sum()),
+                    "recovered": int((g["correct"].astype(int)[fooled] == 1).sum())})
+    frame = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    return frame.sort_values(["attack", "preset", "denoise", "deflections", "defence"]).reset_index(drop=True)
