@@ -13,7 +13,15 @@ between batch compositions; with fixed chunks the composition depends only on th
 ``batch_size``, never on the number of workers, their order or which worker ran a unit, and a Ray
 run gives the single-process run's predictions (norms within 1e-6), which the tests check row
 for row. ``--batch-size 1`` makes every unit a single image (finest balancing, no batching gain).
+Measured here (EfficientNet-Lite0, one thread, 4 dev images): logits of a batch of 4 against the
+same images one at a time differ by up to 2.9e-6 (argmax equal); a permuted batch of 4 gives
+identical logits. Small, but a gradient sign flipped near zero moves an FGSM pixel by 2ε and an
+early-stopping IGSM/DeepFool iterate to another step, so per-image units would reproduce the
+single-process table only approximately; fixed chunks reproduce it exactly. The price: every unit
+repeats its chunk's clean pass (one forward pass per image and attack, about 0.1 s per image on
+one CPU thread), which the single-process run shares between a chunk's attacks.
 A unit's key (:func:`unit_key`) hashes the table, ensemble, attack, preset and image names.
+Dispatch and the progress display live in :mod:`.dispatch`.
 
 Engine
 ------
