@@ -18,7 +18,7 @@ same images one at a time differ by up to 2.9e-6 (argmax equal); a permuted batc
 identical logits. Small, but a gradient sign flipped near zero moves an FGSM pixel by 2ε and an
 early-stopping IGSM/DeepFool iterate to another step, so per-image units would reproduce the
 single-process table only approximately; fixed chunks reproduce it exactly. The price: every unit
-repeats its chunk's clean pass (one forward pass per image and attack, about 0.1 s per image on
+repeats its chunk's clean pass (one forward pass per image and attack, a few hundredths of a second on
 one CPU thread), which the single-process run shares between a chunk's attacks.
 A unit's key (:func:`unit_key`) hashes the table, ensemble, attack, preset and image names.
 Dispatch and the progress display live in :mod:`.dispatch`.
