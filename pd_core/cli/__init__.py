@@ -8,6 +8,8 @@ attack     :mod:`.attack`: attack one image and write the adversarial PNG
 demo       :mod:`.demo`: the app's Attack & Defend story for one image
 evaluate   :mod:`.evaluate`: the paper's Tables 1, 3, 4 and Figure 5 on a folder
 adaptive   :mod:`.adaptive`: accuracy under the adaptive BPDA+EOT attack, against ε
+sweep      :mod:`.sweep`: accuracy against perturbation size (a grid of attack strengths)
+dose       :mod:`.dose`: accuracy against the number of deflections K, with/without denoiser
 =========  ==========================================================================
 
 Each subcommand module exposes ``HELP`` (one line, listed by ``python -m pd_core --help``),
@@ -30,7 +32,7 @@ from .common import EXIT_BAD_INPUT, CliError, fail
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "CliError", "EXIT_BAD_INPUT"]
 
 #: The subcommands in the order ``--help`` lists them (module ``pd_core.cli.<name>`` each).
-SUBCOMMANDS = ("models", "classify", "defend", "attack", "demo", "evaluate", "adaptive")
+SUBCOMMANDS = ("models", "classify", "defend", "attack", "demo", "evaluate", "adaptive", "sweep", "dose")
 
 
 def _module(name: str):
