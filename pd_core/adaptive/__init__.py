@@ -17,6 +17,14 @@ The package, one module per concept:
 - :mod:`.report`: the results CSV (write, :func:`read_adaptive_csv`), the text table and the
   accuracy curve (:func:`accuracy_curve_figure`).
 - :mod:`.demo`: the attack on one image for the app's page (:func:`adaptive_demo`).
+- :mod:`.exact`: EOT on the exact gradient through the defence (:func:`exact_eot_gradient`,
+  :class:`ExactEotGradient`; issue 14 item 1).
+- :mod:`.ladder`: the ladder of attacks of growing knowledge (transfer, BPDA, BPDA+EOT,
+  exact+EOT) with its baselines (:func:`run_ladder`, :func:`evaluate_ladder`,
+  :func:`ladder_checks`, :func:`format_ladder`; issue 14 item 2).
+- :mod:`.checks`: the six sanity checks, each pass or warn with its numbers (:class:`Check`).
+- :mod:`.report_json`: the RobustBench-style JSON report, its schema and the plain-language
+  :func:`verdict` (issue 14 item 4).
 
 Every name the former single module ``pd_core/adaptive.py`` had stays importable from here.
 """
@@ -25,11 +33,17 @@ from __future__ import annotations
 from .attack import (_AUX_SALT, _EVAL_SALT, AdaptiveResult, ProgressCallback, _aux_seed,
                      _random_targets, bpda_eot_attack, fresh_seed)
 from .demo import AdaptiveDemo, adaptive_demo
+from .checks import (CHECK_NAMES, Check, does_not_rise, fresh_randomness_agrees, iterative_beats_single_step,
+                     loss_converged, noise_costs_little, reaches_zero)
 from .evaluate import evaluate_adaptive
+from .exact import ExactEotGradient, exact_eot_gradient
 from .gradients import (LOSSES, BpdaEotGradient, GradientEstimator, _attack_loss, _default_batch_size,
                         _StraightThrough, bpda, bpda_eot_gradient, check_loss)
-from .report import (ADAPTIVE_CSV_COLUMNS, DEFENCE_TITLES, accuracy_curve_figure, format_table,
+from .ladder import (BASELINES, LADDER_CSV_COLUMNS, RUNGS, UNDEFENDED, LadderSettings, evaluate_ladder,
+                     format_ladder, ladder_checks, run_ladder, worst_case, write_ladder_csv)
+from .report import (ADAPTIVE_CSV_COLUMNS, DEFENCE_TITLES, GRADIENT_TITLES, accuracy_curve_figure, format_table,
                      read_adaptive_csv, write_csv)
+from .report_json import REPORT_SCHEMA, SCHEMA_ID, build_report, validate_report, verdict, write_report
 
 
 def add_adaptive_parser(subparsers) -> None:
@@ -55,4 +69,31 @@ __all__ = [
     "ADAPTIVE_CSV_COLUMNS",
     "BpdaEotGradient",
     "GradientEstimator",
+    "ExactEotGradient",
+    "exact_eot_gradient",
+    "RUNGS",
+    "BASELINES",
+    "UNDEFENDED",
+    "LadderSettings",
+    "LADDER_CSV_COLUMNS",
+    "run_ladder",
+    "evaluate_ladder",
+    "ladder_checks",
+    "worst_case",
+    "format_ladder",
+    "write_ladder_csv",
+    "REPORT_SCHEMA",
+    "SCHEMA_ID",
+    "build_report",
+    "validate_report",
+    "write_report",
+    "verdict",
+    "Check",
+    "CHECK_NAMES",
+    "reaches_zero",
+    "does_not_rise",
+    "iterative_beats_single_step",
+    "noise_costs_little",
+    "loss_converged",
+    "fresh_randomness_agrees",
 ]

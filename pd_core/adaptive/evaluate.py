@@ -136,8 +136,9 @@ def _classify_defended(model: Classifier, adversarial: torch.Tensor, items: list
 
 def _rows_at(model: Classifier, data: _Attackable, eps_255: float, preds: dict, linf: torch.Tensor,
              l2: torch.Tensor, seconds: float, *, steps: int, eot: int, loss: str,
-             step_size_fraction: float | None, ensemble: int, seed: int) -> list[dict]:
-    """The three rows (none, single, ens<ensemble>) of one ε: accuracy, Wilson 95% interval, settings."""
+             step_size_fraction: float | None, ensemble: int, seed: int, gradient: str = "bpda") -> list[dict]:
+    """The three rows (none, single, ens<ensemble>) of one ε: accuracy, Wilson 95% interval, settings
+    (with the gradient estimator, ``"bpda"`` or ``"exact"``; empty at ε = 0, where nothing is attacked)."""
     n = len(data.items)
     # k/255 in float32 carries ~1e-5 (/255) of rounding: report L-inf to 1e-3 of a level.
     mean_linf = round(float(linf.double().mean()) * 255, 3)
@@ -153,7 +154,7 @@ def _rows_at(model: Classifier, data: _Attackable, eps_255: float, preds: dict, 
                      "accuracy": correct / n, "ci_low": lo, "ci_high": hi,
                      "mean_linf_255": mean_linf, "mean_l2_normalised": mean_l2,
                      "steps": 0 if eps_255 == 0 else steps, "eot": 0 if eps_255 == 0 else eot,
-                     "loss": "" if eps_255 == 0 else loss,
+                     "loss": "" if eps_255 == 0 else loss, "gradient": "" if eps_255 == 0 else gradient,
                      "step_size_255": step_255, "copies": 1 if name != ens_name else ensemble,
                      "seed": int(seed), "model": model.name, "images": data.listed,
                      "dropped": data.dropped, "seconds": round(seconds, 1)})
@@ -230,7 +231,8 @@ def evaluate_adaptive(model: Classifier, items, eps_list: Sequence[float] = (1, 
                               "pred_single": b, "pred_ens": c, "agreement": d, "linf_255": round(e * 255, 3)}
                              for it, a, b, c, d, e in zip(data.items, *cols))
         rows += _rows_at(model, data, eps_255, preds, linf, l2, time.perf_counter() - started, steps=steps,
-                         eot=eot, loss=loss, step_size_fraction=step_size_fraction, ensemble=ensemble, seed=seed)
+                         eot=eot, loss=loss, step_size_fraction=step_size_fraction, ensemble=ensemble, seed=seed,
+                         gradient=gradient)
         tracker(f"ε {eps_255:g}/255 · accuracy {rows[-3]['accuracy']:.0%} / {rows[-2]['accuracy']:.0%} / "
                 f"{rows[-1]['accuracy']:.0%}")
     if out_csv is not None:

@@ -1,7 +1,9 @@
 """Reporting the adaptive evaluation: its CSV (write and read back), the text table and the accuracy curve.
 
 The rows are those of :func:`pd_core.adaptive.evaluate.evaluate_adaptive`: one per (ε, defence), with
-accuracy and its 95% Wilson interval (SPEC §3). The app's "Adaptive attack" page reads the same
+accuracy and its 95% Wilson interval (SPEC §3), and the gradient estimator the attack used
+(``gradient``: ``"bpda"`` or ``"exact"``, issue 14; files written before that column existed were
+all BPDA and read back as such). The app's "Adaptive attack" page reads the same
 file back (:func:`read_adaptive_csv`) and draws :func:`accuracy_curve_figure`.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ import io
 from pathlib import Path
 
 ADAPTIVE_CSV_COLUMNS = ["eps_255", "defence", "n", "correct", "accuracy", "ci_low", "ci_high",
-                        "mean_linf_255", "mean_l2_normalised", "steps", "eot", "loss", "step_size_255",
+                        "mean_linf_255", "mean_l2_normalised", "steps", "eot", "loss", "gradient", "step_size_255",
                         "copies", "seed", "model", "images", "dropped", "seconds"]
 
 
@@ -26,6 +28,10 @@ def write_csv(rows: list[dict], path: Path | str) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+#: How the text table names each gradient estimator of the ``gradient`` column.
+GRADIENT_TITLES = {"bpda": "BPDA", "exact": "exact gradient"}
+
+
 def format_table(rows: list[dict]) -> str:
     """Accuracy against ε, one line per ε, as percentages with their 95% Wilson intervals."""
     by_eps: dict[float, dict[str, dict]] = {}
@@ -37,7 +43,8 @@ def format_table(rows: list[dict]) -> str:
     if not rows:
         return "no results"
     first = rows[0]
-    lines = [f"Accuracy under BPDA+EOT (L-inf PGD, {max(r['steps'] for r in rows)} steps, "
+    estimator = GRADIENT_TITLES.get(next((r.get("gradient") for r in rows if r.get("gradient")), "bpda"), "BPDA")
+    lines = [f"Accuracy under {estimator}+EOT (L-inf PGD, {max(r['steps'] for r in rows)} steps, "
              f"EOT {max(r['eot'] for r in rows)}), {first['model']}, n = {first['n']} images the undefended "
              f"model classifies correctly (of {first['images']}); [95% Wilson interval]",
              f"{'eps/255':>8}  " + "  ".join(f"{name:>21}" for name in defences)]
@@ -79,6 +86,8 @@ def read_adaptive_csv(source) -> list[dict]:
             for key in ("steps", "eot", "images", "correct"):
                 if row.get(key) not in (None, ""):
                     parsed[key] = int(float(row[key]))
+            if row.get("gradient") is None:  # written before the column existed: every attack was BPDA
+                parsed["gradient"] = "bpda" if parsed["eps_255"] > 0 else ""
         except (ValueError, OverflowError):  # OverflowError: int(float("inf")) in a hostile file
             raise ValueError("the results file has a row whose numbers cannot be read.") from None
         out.append(parsed)
