@@ -92,6 +92,48 @@ def eta_reporter(bar, started: float):
     return report
 
 
+SWEEP_FILES = Path(__file__).resolve().parent.parent / "docs" / "results"
+UPLOAD = "Upload a sweep results file"
+
+
+def sweep_section() -> None:
+    """Accuracy against perturbation size (issue 13): the curves of a ``python -m pd_core sweep``
+    results file (one of docs/results/sweep*.csv, or an upload), drawn by pd_core.evaluation.curve_figures."""
+    from pd_core.evaluation.curve_figures import MEASURE_TITLES, SWEEP_CAPTION, sweep_figures
+    from pd_core.evaluation.sweeps import sweep_summary
+
+    st.divider()
+    st.subheader("Accuracy against perturbation size")
+    st.caption("Each attack at a range of strengths (ε for FGSM and IGSM, overshoot for DeepFool, C&W and L-BFGS, "
+               "γ for JSMA): how accuracy falls, without defence and with it, as the change to the photo grows. "
+               "Made by `python -m pd_core sweep` (long runs: see docs/results.md).")
+    files = sorted(p.name for p in SWEEP_FILES.glob("sweep*.csv"))
+    source = st.selectbox("Sweep results", files + [UPLOAD], key="bench_sweep_file")
+    path = SWEEP_FILES / source if source != UPLOAD else None
+    if path is None:
+        upload = st.file_uploader("Sweep results (CSV)", type=["csv"], key="bench_sweep_upload")
+        if upload is None:
+            return
+        path = session_dir() / "uploaded_sweep.csv"
+        path.write_bytes(upload.getvalue())
+    measure = st.radio("Perturbation size measured as", list(MEASURE_TITLES), format_func=MEASURE_TITLES.get,
+                       horizontal=True, key="bench_sweep_measure",
+                       help="The paper's |L2| could be any of these three (issue 13); its points are drawn at all three.")
+    try:
+        summary = sweep_summary(ev.read_results(path))
+    except (ev.EvaluationError, ValueError, KeyError) as exc:
+        st.error(f"That file could not be read as sweep results: {exc}")
+        return
+    if summary.empty:
+        st.info("That file has no sweep rows (its presets carry no '@parameter=value').")
+        return
+    for (attack, preset), fig in sweep_figures(summary, measure).items():
+        st.plotly_chart(fig, width="stretch", key=f"bench_sweep_{attack}_{preset}")
+        n = int(summary[(summary["attack"] == attack) & (summary["preset"] == preset)]["n"].max())
+        st.caption(f"{ev.ATTACK_TITLES.get(attack, attack)}, {preset} preset: up to {n} photos per point.")
+    st.caption(SWEEP_CAPTION)
+
+
 # ------------------------------------------------------------------------------------------ page
 cfg_settings = settings()
 st.title("Benchmark")
@@ -183,6 +225,7 @@ last = st.session_state.get("bench_result")
 if not last or not Path(last["csv"]).exists():
     st.info("Press **Run the benchmark**. With the defaults (10 sample photos, FGSM, IGSM and DeepFool, Ens-10) it "
             "takes a few minutes on a CPU, seconds on a GPU.", icon=":material/touch_app:")
+    sweep_section()
     st.stop()
 
 rows = ev.read_results(last["csv"])
@@ -358,3 +401,5 @@ with fig_right:
         st.plotly_chart(fig5, width="stretch", key="bench_fig5_chart")
         st.caption(f"{int(default['n'].max()) if not default.empty else 0} held-apart photos per point. The tables "
                    "above keep the paper's parameters whatever this shows.")
+
+sweep_section()
