@@ -120,7 +120,9 @@ def sweep_figure(summary, attack: str, preset: str, measure: str = "norm_l2", pa
         text = [f"{lab}: {100 * a:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}], n={n}"
                 for lab, a, lo, hi, n in zip(g["label"], g["accuracy"], g["ci_low"], g["ci_high"], g["n"])]
         fig.add_trace(go.Scatter(x=g["_x"], y=100 * g["accuracy"], mode="lines+markers", name=title,
-                                 line={"color": colour}, legendgroup=defence, text=text,
+                                 # dotted single run: it often lies on the Ens-n line
+                                 line={"color": colour, "dash": "dot" if defence == "single" else "solid"},
+                                 legendgroup=defence, text=text,
                                  hovertemplate="%{text}<br>x = %{x:.4f}<extra>" + title + "</extra>"))
     if paper:
         for pos in paper_positions(sub if len(sub) else summary, attack, preset, measure):
