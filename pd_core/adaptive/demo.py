@@ -46,10 +46,12 @@ def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = No
                   steps: int = 10, eot: int = 4, targeted: bool = False, target: int | None = None, loss: str = "ce",
                   config: DefenceConfig | None = None, seed: int = 0, ensemble: int = 10,
                   progress: ProgressCallback | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> AdaptiveDemo:
+                  should_stop: Callable[[], bool] | None = None, rung: str = "bpda_eot") -> AdaptiveDemo:
     """Run :func:`bpda_eot_attack` on one image and classify it with and without the defence,
     before and after. The defended predictions use fresh randomness (:func:`fresh_seed`), never the
-    attack's EOT samples; ``label=None`` takes the clean prediction as the reference class."""
+    attack's EOT samples; ``label=None`` takes the clean prediction as the reference class.
+    ``rung``: the attacker's knowledge, a rung of :data:`pd_core.adaptive.ladder.RUNGS` (``transfer``
+    attacks the bare model, ``bpda`` uses one sample per step, ``exact_eot`` the exact gradient)."""
     config = config or DefenceConfig()
     x = image.detach().to(model.device, torch.float32)
     if x.ndim == 3:
@@ -76,8 +78,16 @@ def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = No
 
     defended(x, "clean")
     labels = torch.tensor([label], device=model.device)
+    from .exact import ExactEotGradient
+    from .ladder import RUNGS, UNDEFENDED
+
+    if rung not in RUNGS:
+        raise ValueError(f"the attacker's knowledge must be one of {', '.join(RUNGS)}, got {rung!r}")
+    eot = eot if rung.endswith("_eot") else 1
     result = bpda_eot_attack(model, x, labels, eps=eps, steps=steps, eot=eot, targeted=targeted, loss=loss,
-                             target=None if target is None else [int(target)], config=config, seed=seed,
+                             target=None if target is None else [int(target)], seed=seed,
+                             config=UNDEFENDED if rung == "transfer" else config,
+                             gradient=ExactEotGradient(eot, config, loss) if rung == "exact_eot" else None,
                              progress=lambda f, m: report(0.05 + 0.9 * f, m), should_stop=should_stop)
     if result.stopped:
         raise InterruptedError("the adaptive attack was stopped before it finished.")

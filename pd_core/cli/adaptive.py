@@ -48,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ladder", action="store_true",
                    help="run the ladder instead: transfer, BPDA, BPDA+EOT and exact+EOT, with the ce and margin "
                         "losses, and the sanity checks")
+    p.add_argument("--baseline", choices=("jpeg75", "undefended"), default=None,
+                   help="with --ladder: judge a baseline instead of pixel deflection, JPEG at quality 75 or the "
+                        "undefended model (the defence options are then ignored)")
     p.add_argument("--report", default=None, metavar="JSON",
                    help="with --ladder: write a RobustBench-style report (schema pd-lab/adaptive-report/1)")
     p.add_argument("--step-fraction", type=float, default=None, metavar="F",
@@ -83,6 +86,8 @@ def run(args) -> int:
         raise CliError("--step-fraction must be a number above 0 (a fraction of eps, e.g. 0.25)")
     if args.report and not args.ladder:
         raise CliError("--report needs --ladder (the report describes the whole ladder)")
+    if args.baseline and not args.ladder:
+        raise CliError("--baseline needs --ladder (the baselines are judged by the ladder)")
     model = load_model(args.model)
     if args.ladder:
         return _run_ladder(args, model, eps_list)
@@ -107,13 +112,15 @@ def _run_ladder(args, model, eps_list) -> int:
     import sys
 
     from ..adaptive.gradients import LOSSES
-    from ..adaptive.ladder import LadderSettings, evaluate_ladder, format_ladder, write_ladder_csv
+    from ..adaptive.ladder import BASELINES, LadderSettings, evaluate_ladder, format_ladder, write_ladder_csv
 
     settings = LadderSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, losses=LOSSES,
                               ensemble=args.ensemble, seed=args.seed)
     say = (lambda msg: print(msg, file=sys.stderr)) if not args.no_progress else None
     try:
-        rows, found, _ = evaluate_ladder(model, args.images, settings, defence_config(args), labels_csv=args.labels,
+        config = BASELINES[args.baseline] if args.baseline else defence_config(args)
+        rows, found, _ = evaluate_ladder(model, args.images, settings, config, labels_csv=args.labels,
+                                         defence_name=args.baseline or "pixel_deflection",
                                          tuning_fraction=args.tuning_fraction, limit=args.limit,
                                          report_path=args.report, progress=say)
     except (ValueError, OSError) as exc:
