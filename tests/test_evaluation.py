@@ -218,6 +218,12 @@ def test_cli_bad_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and err[0].startswith("error:")
     code = main(["evaluate", "--images", str(tmp_path), "--attacks", "nope", "--out", str(tmp_path / "r.csv")])
     assert code == 2
+    capsys.readouterr()
+    code = main(["evaluate", "--images", str(tmp_path), "--attacks", "fgsm", "--preset", "budget",
+                 "--out", str(tmp_path / "r.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "fgsm has no preset 'budget'" in err[0]
+    assert not (tmp_path / "r.csv").exists()
 
 
 # --- figures ------------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--attacks", default=",".join(PAPER_ATTACKS),
                    help="comma-separated attacks (default: the paper's six); the clean row is always included")
-    p.add_argument("--preset", default="paper", choices=["paper", "large", "interactive"])
+    p.add_argument("--preset", default="paper", choices=["paper", "budget", "minimal", "large", "interactive"],
+                   help="attack strength: paper (the paper's setting), large, interactive; budget (igsm: all "
+                        "10 steps) and minimal (fgsm: smallest fooling eps) exist for one attack each")
     p.add_argument("--table", type=int, default=1, choices=[1, 3, 4])
     p.add_argument("--ensemble", type=int, default=10, metavar="N", help="copies in the majority vote (paper: 10)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N evaluation images")

@@ -122,7 +122,7 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
     :class:`EvaluationResult`.
     """
     started = time.monotonic()
-    attacks = _checked_attacks(attacks, table, ensemble, batch_size)
+    attacks = _checked_attacks(attacks, table, ensemble, batch_size, preset)
     settings = UnitSettings(preset=preset, table=table, ensemble=int(ensemble), seed=int(seed),
                             batch_size=int(batch_size), config=config or PAPER_DEFAULTS,
                             attack_params=attack_params or {})
@@ -141,7 +141,8 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
     return _result(store, evaluation, meta, unreadable, settings, table, started)
 
 
-def _checked_attacks(attacks: Iterable[str], table: int, ensemble: int, batch_size: int) -> list[str]:
+def _checked_attacks(attacks: Iterable[str], table: int, ensemble: int, batch_size: int,
+                     preset: str = "paper") -> list[str]:
     """The attack names, lower case, without "clean" and duplicates; bad arguments raise."""
     from ..attacks import ATTACKS
 
@@ -150,6 +151,10 @@ def _checked_attacks(attacks: Iterable[str], table: int, ensemble: int, batch_si
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise EvaluationError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}.")
+    lacking = [a for a in attacks if preset not in ATTACKS[a].presets]
+    if lacking:
+        raise EvaluationError(f"{lacking[0]} has no preset {preset!r} (it has: "
+                              f"{', '.join(ATTACKS[lacking[0]].presets)}); run it with another --preset.")
     if table not in (1, 3, 4):
         raise EvaluationError(f"table must be 1, 3 or 4, not {table!r}.")
     if int(ensemble) < 1:
