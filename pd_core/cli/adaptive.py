@@ -66,6 +66,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="share of the folder held apart for tuning, never evaluated (default 0.2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    p.add_argument("--ray", metavar="TARGET",
+                   help="run on Ray: local:N (N workers on this machine), auto or a cluster address; the units "
+                        "go to Parquet shards beside --out (results.shards/), resumable; same rows as without")
+    p.add_argument("--threads-per-worker", type=int, default=1, metavar="T", help="torch threads of each CPU worker")
     add_defence_options(p)
     p.set_defaults(func=run)
     return p
@@ -88,6 +92,8 @@ def run(args) -> int:
         raise CliError("--report needs --ladder (the report describes the whole ladder)")
     if args.baseline and not args.ladder:
         raise CliError("--baseline needs --ladder (the baselines are judged by the ladder)")
+    if getattr(args, "ray", None):
+        return _run_on_ray(args, eps_list)
     model = load_model(args.model)
     if args.ladder:
         return _run_ladder(args, model, eps_list)
@@ -130,4 +136,45 @@ def _run_ladder(args, model, eps_list) -> int:
     print(f"wrote {args.out}")
     if args.report:
         print(f"wrote {args.report}")
+    return 0
+
+
+def _run_on_ray(args, eps_list) -> int:
+    """``--ray``: the same rows computed by Ray workers (:mod:`pd_core.adaptive.distributed`)."""
+    import sys
+    from pathlib import Path
+
+    from ..adaptive.distributed import evaluate_adaptive_distributed
+    from ..adaptive.gradients import LOSSES
+    from ..adaptive.ladder import LadderSettings, format_ladder, write_ladder_csv
+    from ..adaptive.report_json import build_report, write_report
+    from ..adaptive import format_table, write_csv
+    from ..evaluation.distributed import progress_printer
+
+    ladder = (LadderSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, losses=LOSSES,
+                             ensemble=args.ensemble, seed=args.seed) if args.ladder else None)
+    store = Path(args.out).with_suffix(".shards")
+    show = progress_printer() if (not args.no_progress and sys.stderr.isatty()) or args.progress else None
+    try:
+        got = evaluate_adaptive_distributed(
+            args.model, args.images, store=store, eps_list=eps_list, eot=args.eot, steps=args.steps,
+            limit=args.limit, seed=args.seed, labels=args.labels, config=defence_config(args),
+            step_size_fraction=args.step_fraction, ensemble=args.ensemble, batch_images=args.batch_images,
+            tuning_fraction=args.tuning_fraction, loss=args.loss, gradient=args.gradient, ladder=ladder,
+            ray=args.ray, threads=args.threads_per_worker, on_progress=show)
+    except (ValueError, OSError) as exc:  # EvaluationError is a ValueError
+        raise CliError(str(exc)) from None
+    if ladder is not None:
+        write_ladder_csv(got["rows"], args.out)
+        print(format_ladder(got["rows"], got["checks"]))
+        if args.report:
+            write_report(build_report(got["rows"], got["checks"], model_name=args.model, input_size=got["input_size"],
+                                      defence_name="pixel_deflection", config=defence_config(args),
+                                      settings=ladder), args.report)
+    else:
+        write_csv(got["rows"], args.out)
+        print(format_table(got["rows"]))
+    d = got["distributed"]
+    print(f"units: {d['units']} ({d['resumed']} resumed, {d['computed']} computed, {d['failed']} failed, "
+          f"{d['retried']} retried); shards: {store}; wrote {args.out}" + (f" and {args.report}" if args.report else ""))
     return 0

@@ -86,21 +86,31 @@ class Dispatcher:
         self.results: list[dict] = []
         self.total, self.resumed = total, resumed
         self.failed = self.retried = 0
-        self.started = time.monotonic()
+        self.started = self.created = time.monotonic()
         self.next_id = 0
-        for _ in range(workers):
-            self._new_actor()
+        # All actors start (and load their model) at once; waiting for each in turn would add one
+        # model load per worker to the wall time.
+        asked = [self._spawn() for _ in range(workers)]
+        for wid, ref in asked:
+            self._await_pid(wid, ref)
         self.started = time.monotonic()  # rates count from here: the models are loaded
+        self.startup_seconds = self.started - self.created
 
-    def _new_actor(self) -> None:
+    def _spawn(self):
         wid = self.next_id
         self.next_id += 1
         self.actors[wid] = self.actor_class.remote(*self.make_args(wid))
         self.busy[wid] = 0
+        return wid, self.actors[wid].pid.remote()
+
+    def _await_pid(self, wid: int, ref) -> None:
         try:
-            self.pids[wid] = self.ray.get(self.actors[wid].pid.remote(), timeout=600)
+            self.pids[wid] = self.ray.get(ref, timeout=600)
         except Exception:  # noqa: BLE001 - a worker that cannot start is treated like one that died
             self.pids[wid] = -1
+
+    def _new_actor(self) -> None:
+        self._await_pid(*self._spawn())
 
     def snapshot(self, message: str = "") -> ProgressSnapshot:
         elapsed = time.monotonic() - self.started

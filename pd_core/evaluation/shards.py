@@ -76,13 +76,15 @@ def shard_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _SHARD_RE.match(p.name))
 
 
-def _cell(name: str, value):
-    """A row value as the Parquet column holds it (None for the CSV store's empty cells)."""
+def _cell(kind, value):
+    """A row value as a Parquet column of type ``kind`` holds it (None for the CSV store's empty cells)."""
+    import pyarrow as pa
+
     if value is None or value == "":
         return None
-    if name in _STRINGS:
+    if pa.types.is_string(kind):
         return str(value)
-    if name in _FLOATS:
+    if pa.types.is_floating(kind):
         return float(value)
     return int(value)
 
@@ -91,11 +93,13 @@ class ShardWriter:
     """Writes one process's rows as atomic Parquet files ``shard-<writer>-<seq>.parquet``.
 
     ``writer`` names the process (e.g. ``"w3"``); a random suffix makes it unique across runs, so a
-    restarted worker never overwrites a shard of its previous life.
+    restarted worker never overwrites a shard of its previous life. ``schema``: the columns of
+    another kind of row (the adaptive attack's, :mod:`pd_core.adaptive.distributed`).
     """
 
-    def __init__(self, folder: str | os.PathLike, writer: str = "w"):
+    def __init__(self, folder: str | os.PathLike, writer: str = "w", schema=None):
         self.folder = Path(folder)
+        self.schema = schema  # a pyarrow schema of strings, floats and ints; default: the CSV columns
         self.folder.mkdir(parents=True, exist_ok=True)
         safe = re.sub(r"[^A-Za-z0-9_.]", "_", str(writer))[:40] or "w"
         self.writer = f"{safe}.{uuid.uuid4().hex[:8]}"
@@ -107,8 +111,8 @@ class ShardWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = _schema()
-        data = {name: [_cell(name, row.get(name)) for row in rows] for name in schema.names}
+        schema = self.schema if self.schema is not None else _schema()
+        data = {f.name: [_cell(f.type, row.get(f.name)) for row in rows] for f in schema}
         table = pa.Table.from_pydict(data, schema=schema)
         table = table.replace_schema_metadata({UNITS_KEY: json.dumps(sorted(set(units))).encode()})
         final = self.folder / f"shard-{self.writer}-{self.seq:06d}.parquet"

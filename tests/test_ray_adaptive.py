@@ -1,0 +1,155 @@
+"""The adaptive evaluation on Ray (pd_core.adaptive.distributed), checked against the single process.
+
+As in tests/test_ray.py, Ray runs only inside a loopback-only network namespace: the outer test
+starts ``unshare -n sh -c 'ip link set lo up && exec python -m pytest <this file>'`` with
+``PD_RAY_INNER=1`` and the inner tests do the work. Tiny budgets: 4 gallery images, ε 2 and 4,
+2 steps, EOT 1, Ens-2, chunks of 2 images.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_ray import _namespace_ok
+
+INNER = os.environ.get("PD_RAY_INNER") == "1"
+REPO = Path(__file__).resolve().parent.parent
+KW = dict(eps_list=(2, 4), eot=1, steps=2, limit=4, seed=5, ensemble=2, batch_images=2, tuning_fraction=0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INNER, reason="outer wrapper")
+def test_adaptive_ray_scenarios_in_a_loopback_namespace():
+    why = _namespace_ok()
+    if why not in (None, "-rn"):
+        pytest.skip(f"Ray tests need a loopback-only network namespace: {why}")
+    flag = "-rn" if why == "-rn" else "-n"
+    env = {**os.environ, "PD_RAY_INNER": "1", "PD_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = (f"ip link set lo up && exec {sys.executable} -m pytest -x -q -p no:cacheprovider "
+           f"{Path(__file__).relative_to(REPO)}")
+    proc = subprocess.run(["unshare", flag, "sh", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=1500)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, tail
+    assert "3 passed" in proc.stdout, tail
+
+
+def test_cli_rejects_a_bad_ray_target_before_any_work(tmp_path, capsys):
+    from pd_core.cli import main
+
+    code = main(["adaptive", "--images", str(tmp_path), "--out", str(tmp_path / "a.csv"), "--ray", "local:zero"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "local:N" in err
+
+
+# ------------------------------------------------------------------ inner tests (in the namespace)
+inner = pytest.mark.skipif(not INNER, reason="runs inside the loopback namespace started by the outer test")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from pd_core.images import gallery
+
+    root = tmp_path_factory.mktemp("gallery")
+    lines = ["file,class_index"]
+    for g in [g for g in gallery() if g.source.lower() == "foolbox"][:4]:
+        shutil.copy(g.path, root / g.path.name)
+        lines.append(f"{g.path.name},{g.label_index}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model():
+    from pd_core.models import load_model
+
+    return load_model("efficientnet_lite0", device="cpu")
+
+
+def _same_rows(got: list[dict], ref: list[dict], floats=("mean_l2_normalised",)):
+    assert len(got) == len(ref) > 0
+    for g, r in zip(got, ref):
+        assert set(g) == set(r)
+        for k in r:
+            if k == "seconds":
+                continue
+            if k in floats:
+                assert abs(g[k] - r[k]) <= 1e-6, k
+            elif isinstance(r[k], float) and math.isnan(r[k]):
+                assert math.isnan(g[k]), k
+            else:
+                assert g[k] == r[k], (k, g[k], r[k])
+
+
+@inner
+def test_two_workers_give_the_single_process_rows_and_a_rerun_computes_nothing(folder, model, tmp_path):
+    import ray
+
+    from pd_core.adaptive import evaluate_adaptive
+    from pd_core.adaptive.distributed import evaluate_adaptive_distributed
+
+    reference = evaluate_adaptive(model, folder, **KW)
+    snaps = []
+    try:
+        first = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "shards",
+                                              ray="local:2", on_progress=snaps.append, **KW)
+    finally:
+        ray.shutdown()
+    kept = reference[0]["n"]
+    units = 1 + 3 * math.ceil(kept / 2)  # one clean unit (4 images), then ε 0, 2, 4 × chunks of 2
+    d = first["distributed"]
+    assert d["units"] == d["computed"] == units and d["resumed"] == 0
+    assert snaps[-1].done == snaps[-1].total == units and snaps[-1].workers == 2
+    _same_rows(first["rows"], reference)
+    # Rows exact in the values a bug would change: the three defences' counts per ε.
+    assert [r["correct"] for r in first["rows"]] == [r["correct"] for r in reference]
+    rerun = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "shards",
+                                          ray="local:2", **KW)
+    assert rerun["distributed"]["computed"] == 0 and rerun["distributed"]["resumed"] == units
+    _same_rows(rerun["rows"], reference)
+    assert not ray.is_initialized()  # nothing to compute: Ray was never started
+
+
+@inner
+def test_a_changed_setting_recomputes_only_what_it_changes(folder, tmp_path):
+    import ray
+
+    from pd_core.adaptive.distributed import evaluate_adaptive_distributed
+
+    kw = {**KW, "eps_list": (2,), "limit": 2}
+    try:
+        a = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "s", ray="local:1", **kw)
+        b = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "s", ray="local:1",
+                                          **{**kw, "steps": 3})
+    finally:
+        ray.shutdown()
+    # The clean pass is shared; every attack unit depends on the steps and is computed again.
+    assert b["distributed"]["resumed"] == 1 and b["distributed"]["computed"] == a["distributed"]["computed"] - 1
+    assert [r["steps"] for r in b["rows"] if r["eps_255"] > 0] == [3, 3, 3]
+
+
+@inner
+def test_ladder_on_two_workers_equals_the_single_process_ladder(folder, model, tmp_path):
+    import ray
+
+    from pd_core.adaptive.distributed import evaluate_adaptive_distributed
+    from pd_core.adaptive.ladder import LadderSettings, evaluate_ladder
+
+    settings = LadderSettings(eps_255=(2, 4), steps=2, eot=2, ensemble=2, seed=5)
+    rows, found, _ = evaluate_ladder(model, folder, settings, tuning_fraction=0.0, limit=3)
+    try:
+        got = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "ladder", ray="local:2",
+                                            ladder=settings, tuning_fraction=0.0, limit=3)
+    finally:
+        ray.shutdown()
+    assert got["distributed"]["computed"] == 1 + 1 + 2 * 4 * 2 + 1  # clean pass, clean judge, grid, checks
+    _same_rows(got["rows"], rows, floats=())
+    assert [(c.name, c.status, c.numbers) for c in got["checks"]] == [(c.name, c.status, c.numbers) for c in found]
+    assert got["input_size"] == 224
