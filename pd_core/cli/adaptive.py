@@ -149,8 +149,10 @@ def _run_on_ray(args, eps_list) -> int:
     from ..adaptive.ladder import LadderSettings, format_ladder, write_ladder_csv
     from ..adaptive.report_json import build_report, write_report
     from ..adaptive import format_table, write_csv
+    from ..adaptive.ladder import BASELINES
     from ..evaluation.distributed import progress_printer
 
+    config = BASELINES[args.baseline] if args.baseline else defence_config(args)
     ladder = (LadderSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, losses=LOSSES,
                              ensemble=args.ensemble, seed=args.seed) if args.ladder else None)
     store = Path(args.out).with_suffix(".shards")
@@ -158,7 +160,7 @@ def _run_on_ray(args, eps_list) -> int:
     try:
         got = evaluate_adaptive_distributed(
             args.model, args.images, store=store, eps_list=eps_list, eot=args.eot, steps=args.steps,
-            limit=args.limit, seed=args.seed, labels=args.labels, config=defence_config(args),
+            limit=args.limit, seed=args.seed, labels=args.labels, config=config,
             step_size_fraction=args.step_fraction, ensemble=args.ensemble, batch_images=args.batch_images,
             tuning_fraction=args.tuning_fraction, loss=args.loss, gradient=args.gradient, ladder=ladder,
             ray=args.ray, threads=args.threads_per_worker, on_progress=show)
@@ -169,7 +171,7 @@ def _run_on_ray(args, eps_list) -> int:
         print(format_ladder(got["rows"], got["checks"]))
         if args.report:
             write_report(build_report(got["rows"], got["checks"], model_name=args.model, input_size=got["input_size"],
-                                      defence_name="pixel_deflection", config=defence_config(args),
+                                      defence_name=args.baseline or "pixel_deflection", config=config,
                                       settings=ladder), args.report)
     else:
         write_csv(got["rows"], args.out)
