@@ -92,6 +92,50 @@ def eta_reporter(bar, started: float):
     return report
 
 
+def ray_option() -> tuple[bool, int]:
+    """The choice of a local Ray cluster (issue 12): ``(use it, number of workers)``."""
+    import importlib.util
+
+    installed = importlib.util.find_spec("ray") is not None
+    use = st.checkbox("Run on a local Ray cluster with N workers", key="bench_ray", disabled=not installed,
+                      help="The same results, computed by N worker processes of this server (the engine of "
+                           "`python -m pd_core evaluate --ray local:N`).")
+    if not installed:
+        st.caption("Ray is not installed on this server: install it with `pip install -e '.[ray]'` in the "
+                   "project's folder to use this option.")
+        return False, 1
+    st.caption("Splits the run into units shared by N workers on this server (one per GPU, or N one-thread CPU "
+               "workers): worth it on a GPU server or a many-core machine, not on a small laptop. Needs `ray` installed.")
+    workers = st.number_input("Workers (N)", 1, 64, **state.sticky("bench_ray_workers", 2), disabled=not use)
+    return use, int(workers)
+
+
+def ray_progress_text(snap) -> str:
+    """One line for a :class:`~pd_core.evaluation.dispatch.ProgressSnapshot` of the Ray engine."""
+    left = snap.seconds_left
+    eta = ("estimating the time left" if left != left else
+           f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left")
+    return (f"{snap.done}/{snap.total} units done, {snap.total - snap.done} left"
+            + (f" ({snap.resumed} resumed)" if snap.resumed else "")
+            + f" · {snap.workers} workers · {snap.rate * 60:.1f} units/min · {eta} · "
+              f"{snap.failed} failed, {snap.retried} retried")
+
+
+def run_on_ray(bar, workers: int, **kwargs):
+    """The benchmark on a local Ray cluster (:func:`pd_core.evaluation.distributed.evaluate_distributed`),
+    its progress drawn on ``bar``; returns the result and the last progress line."""
+    from pd_core.evaluation import distributed
+
+    shown = {"text": ""}
+
+    def show(snap) -> None:
+        shown["text"] = ray_progress_text(snap)
+        bar.progress(min(max(snap.fraction, 0.0), 1.0), text=shown["text"])
+
+    result = distributed.evaluate_distributed(ray=f"local:{workers}", threads=1, on_progress=show, **kwargs)
+    return result, shown["text"]
+
+
 SWEEP_FILES = Path(__file__).resolve().parent.parent / "docs" / "results"
 UPLOAD = "Upload a sweep results file"
 
@@ -177,6 +221,7 @@ with right:
                        help="This share of the photos is never used in the tables: the parameter search of "
                             "Figure 5 runs on it only, so parameters are never chosen on the photos they are "
                             "judged on (paper §9.1). The split is fixed by the file names.")
+    use_ray, ray_workers = ray_option()
 
 if folder == GALLERY:
     images = [(g.path, g.label_index) for g in gallery_images()]
@@ -197,6 +242,8 @@ if config != ev.PAPER_DEFAULTS:
     st.info("The defence parameters in the sidebar differ from the paper's; the tables use the sidebar's values.",
             icon=":material/tune:")
 out = results_file(source_key, config, model.name, cfg_settings.seed, ensemble, tuning)
+if use_ray:  # its own file: a Ray run writes the merged shards over its CSV
+    out = out.with_name(f"{out.stem}_ray{out.suffix}")
 run = st.button("Run the benchmark", type="primary", icon=":material/play_arrow:",
                 help="Runs in batches; if it is interrupted (you leave the page), pressing Run again continues "
                      "where it stopped.")
@@ -205,15 +252,25 @@ if run:
     with st.status("Running the benchmark…", expanded=True) as status:
         bar = status.progress(0.0, text="Starting…")
         try:
-            result = run_heavy(lambda: ev.evaluate(model, images, attacks=attacks, preset=preset, table=table,
-                                                   ensemble=ensemble, limit=limit, seed=cfg_settings.seed,
-                                                   out_csv=out, progress=eta_reporter(bar, time.monotonic()),
-                                                   config=config, tuning_fraction=tuning,
-                                                   batch_size=32 if on_gpu else 8),
-                               "the benchmark", cfg_settings.device)
+            ray_text = ""
+            if use_ray:
+                result, ray_text = run_heavy(
+                    lambda: run_on_ray(bar, ray_workers, model_name=model.name, images=ev.load_items(images),
+                                       store=out.with_suffix(".shards"), out_csv=out, attacks=attacks, preset=preset,
+                                       table=table, ensemble=ensemble, limit=limit, seed=cfg_settings.seed,
+                                       config=config, tuning_fraction=tuning, batch_size=32 if on_gpu else 8),
+                    "the benchmark", cfg_settings.device)
+            else:
+                result = run_heavy(lambda: ev.evaluate(model, images, attacks=attacks, preset=preset, table=table,
+                                                       ensemble=ensemble, limit=limit, seed=cfg_settings.seed,
+                                                       out_csv=out, progress=eta_reporter(bar, time.monotonic()),
+                                                       config=config, tuning_fraction=tuning,
+                                                       batch_size=32 if on_gpu else 8),
+                                   "the benchmark", cfg_settings.device)
             st.session_state["bench_result"] = {"csv": str(out), "table": table, "preset": preset,
                                                 "ensemble": ensemble, "images": result.images,
-                                                "unreadable": result.unreadable, "seconds": result.seconds}
+                                                "unreadable": result.unreadable, "seconds": result.seconds,
+                                                "ray": ray_text}
             status.update(label=f"Done in {result.seconds:.0f} s", state="complete", expanded=False)
         except ev.EvaluationError as exc:
             st.error(str(exc))
@@ -240,6 +297,8 @@ st.subheader(TABLE_HELP[table_shown].split(" — ")[0] + f" · {model.spec.title
 st.markdown(f"**{kept}** photos counted; **{len(clean) - kept}** left out because the model was wrong before any "
             f"attack." + (f" {len(last['unreadable'])} file(s) could not be read and were skipped."
                           if last.get("unreadable") else ""))
+if last.get("ray"):
+    st.caption(f"Computed on a local Ray cluster: {last['ray']}.")
 
 defence_cols = [c for c in frame.columns if c not in ("attack", "key", "n", "|L2|", "paper |L2|")
                 and not c.endswith((" CI", " n")) and not c.startswith("paper ")]
