@@ -15,7 +15,8 @@ The package, one module per concept:
 - :mod:`.evaluate`: accuracy of the undefended model, one defended run and the Ens-10 vote
   against ε (:func:`evaluate_adaptive`), each judged with fresh randomness.
 - :mod:`.report`: the results CSV (write, :func:`read_adaptive_csv`), the text table and the
-  accuracy curve (:func:`accuracy_curve_figure`).
+  accuracy curve (:func:`accuracy_curve_figure`); for the app, the ladder's figure
+  (:func:`ladder_figure`), its checks table and the verdict with what backs it (:func:`verdict_details`).
 - :mod:`.demo`: the attack on one image for the app's page (:func:`adaptive_demo`).
 - :mod:`.exact`: EOT on the exact gradient through the defence (:func:`exact_eot_gradient`,
   :class:`ExactEotGradient`; issue 14 item 1).
@@ -41,8 +42,9 @@ from .gradients import (LOSSES, BpdaEotGradient, GradientEstimator, _attack_loss
                         _StraightThrough, bpda, bpda_eot_gradient, check_loss)
 from .ladder import (BASELINES, LADDER_CSV_COLUMNS, RUNGS, UNDEFENDED, LadderSettings, evaluate_ladder,
                      format_ladder, ladder_checks, run_ladder, worst_case, write_ladder_csv)
-from .report import (ADAPTIVE_CSV_COLUMNS, DEFENCE_TITLES, GRADIENT_TITLES, accuracy_curve_figure, format_table,
-                     read_adaptive_csv, write_csv)
+from .report import (ADAPTIVE_CSV_COLUMNS, CHECK_EXPLANATIONS, DEFENCE_NAMES, DEFENCE_TITLES, GRADIENT_TITLES,
+                     RUNG_KNOWLEDGE, RUNG_TITLES, accuracy_curve_figure, checks_table, format_table, ladder_figure,
+                     looks_versus_is, read_adaptive_csv, rung_curves, verdict_details, write_csv)
 from .report_json import REPORT_SCHEMA, SCHEMA_ID, build_report, validate_report, verdict, write_report
 
 
@@ -96,4 +98,13 @@ __all__ = [
     "noise_costs_little",
     "loss_converged",
     "fresh_randomness_agrees",
+    "RUNG_TITLES",
+    "RUNG_KNOWLEDGE",
+    "CHECK_EXPLANATIONS",
+    "DEFENCE_NAMES",
+    "rung_curves",
+    "ladder_figure",
+    "checks_table",
+    "verdict_details",
+    "looks_versus_is",
 ]
