@@ -2,7 +2,9 @@
 
 :class:`Dispatcher` is the driver's side of :func:`pd_core.evaluation.distributed.evaluate_distributed`:
 pull-based balancing (at most ``in_flight`` units queued per actor; the next unit goes to whichever
-actor answers first, through :func:`ray.wait`), replacement of dead actors, and retries.
+actor answers first, through :func:`ray.wait`), with chunk affinity (an actor gets the other units
+of its chunk first, so it loads the chunk's images and runs its clean pass once, as the single
+process does), replacement of dead actors, and retries.
 :class:`ProgressSnapshot` is what a display receives (the command line's :func:`progress_printer`,
 or the Benchmark page).
 """
@@ -86,6 +88,9 @@ class Dispatcher:
         self.results: list[dict] = []
         self.total, self.resumed = total, resumed
         self.failed = self.retried = 0
+        self.pending: set[str] = set()  # keys of the units not handed out yet
+        self.by_chunk: dict[object, deque] = {}  # chunk -> its units, for the affinity of _take
+        self.last_chunk: dict[int, object] = {}  # actor -> chunk of the last unit taken from the queue head
         self.started = self.created = time.monotonic()
         self.next_id = 0
         # All actors start (and load their model) at once; waiting for each in turn would add one
@@ -125,11 +130,16 @@ class Dispatcher:
     def run(self, queue: deque) -> list[dict]:
         from ray.exceptions import NodeDiedError, RayActorError, RayTaskError, WorkerCrashedError
 
+        self.pending = {u.key for u in queue}
+        for unit in queue:
+            self.by_chunk.setdefault(unit.chunk, deque()).append(unit)
         self._report("started")
-        while queue or self.refs:
+        while self.pending or self.refs:
             for wid in list(self.actors):
-                while queue and self.busy[wid] < self.in_flight:
-                    unit = queue.popleft()
+                while self.busy[wid] < self.in_flight:
+                    unit = self._take(queue, wid)
+                    if unit is None:
+                        break
                     self.refs[self.actors[wid].run.remote(unit)] = (unit, wid)
                     self.busy[wid] += 1
             ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=2.0)
@@ -146,6 +156,24 @@ class Dispatcher:
         self._report("finished")
         return self.results
 
+    def _take(self, queue: deque, wid: int):
+        """The next unit for actor ``wid``: another unit of the chunk it was last given (its images
+        and clean pass are still in the worker's memory), else the head of the queue (largest
+        cost first). Units handed out leave ``pending``; stale queue entries are skipped."""
+        bucket = self.by_chunk.get(self.last_chunk.get(wid))
+        while bucket:
+            unit = bucket.popleft()
+            if unit.key in self.pending:
+                self.pending.discard(unit.key)
+                return unit
+        while queue:
+            unit = queue.popleft()
+            if unit.key in self.pending:
+                self.pending.discard(unit.key)
+                self.last_chunk[wid] = unit.chunk
+                return unit
+        return None
+
     def _retry(self, unit, queue: deque, exc: Exception) -> None:
         """A unit that raised: tried again up to ``max_attempts`` times, then the run stops."""
         self.attempts[unit.key] = self.attempts.get(unit.key, 0) + 1
@@ -155,12 +183,14 @@ class Dispatcher:
         self.failed += 1
         self.retried += 1
         queue.appendleft(unit)
+        self.pending.add(unit.key)
 
     def _lost(self, wid: int, unit, queue: deque) -> None:
         """A unit whose worker died: back to the front of the queue; the worker is replaced once."""
         self.failed += 1
         self.retried += 1
         queue.appendleft(unit)
+        self.pending.add(unit.key)
         if wid in self.actors:
             del self.actors[wid]
             self.pids.pop(wid, None)

@@ -107,15 +107,22 @@ def plan_units(evaluation: Sequence[Item], attacks: Sequence[str], spec: RunSpec
     return sorted(units, key=lambda u: (-u.cost, u.chunk))
 
 
-def compute_unit(model, unit: WorkUnit, spec: RunSpec) -> tuple[list[dict], dict]:
-    """Rows of one unit, exactly as :func:`evaluate` computes them (:func:`pd_core.evaluation.units.run_unit`),
-    and ``{"unreadable", "attack_params"}``. The clean pass is repeated per unit (one forward pass per
-    image) so that units are independent."""
-    from .units import UnitSettings, load_chunk, run_unit
+def _settings(spec: RunSpec):
+    from .units import UnitSettings
 
-    settings = UnitSettings(preset=spec.preset, table=spec.table, ensemble=spec.ensemble, seed=spec.seed,
-                            batch_size=spec.batch_size, config=spec.config(), attack_params=spec.attack_params)
-    chunk = load_chunk(model, list(unit.items), settings)
+    return UnitSettings(preset=spec.preset, table=spec.table, ensemble=spec.ensemble, seed=spec.seed,
+                        batch_size=spec.batch_size, config=spec.config(), attack_params=spec.attack_params)
+
+
+def compute_unit(model, unit: WorkUnit, spec: RunSpec, chunk=None) -> tuple[list[dict], dict]:
+    """Rows of one unit, exactly as :func:`evaluate` computes them (:func:`pd_core.evaluation.units.run_unit`),
+    and ``{"unreadable", "attack_params"}``. ``chunk``: the unit's images and clean pass when the
+    worker still has them from another unit of the same chunk (as the single process shares them
+    between a chunk's attacks); else they are loaded and computed here."""
+    from .units import load_chunk, run_unit
+
+    settings = _settings(spec)
+    chunk = chunk if chunk is not None else load_chunk(model, list(unit.items), settings)
     result = run_unit(model, chunk, unit.attack, settings)
     params = {} if result.attack_params is None else {f"{unit.attack}/{spec.preset}": result.attack_params}
     return result.rows, {"unreadable": chunk.unreadable, "attack_params": json.loads(json.dumps(params, default=str))}
@@ -133,13 +140,25 @@ class UnitWorker:
         self.spec = spec
         self.model = load_model(spec.model, device=device)
         self.writer = ShardWriter(store, name)
+        self.chunks: dict[tuple, object] = {}
 
     def pid(self) -> int:
         return os.getpid()
 
+    def _chunk(self, unit: WorkUnit):
+        """The unit's chunk (images and clean pass), kept for the worker's next units: the
+        dispatcher hands a worker the other attacks of its last chunk first."""
+        from .units import load_chunk
+
+        key = tuple(it.name for it in unit.items)
+        if key not in self.chunks:
+            chunk = load_chunk(self.model, list(unit.items), _settings(self.spec))
+            self.chunks = {**dict(list(self.chunks.items())[-1:]), key: chunk}  # the last two chunks
+        return self.chunks[key]
+
     def run(self, unit: WorkUnit) -> dict:
         started = time.monotonic()
-        rows, info = compute_unit(self.model, unit, self.spec)
+        rows, info = compute_unit(self.model, unit, self.spec, self._chunk(unit))
         self.writer.write(rows, [unit.key])
         return {"key": unit.key, "rows": len(rows), "seconds": time.monotonic() - started, "pid": os.getpid(),
                 **info}
