@@ -25,217 +25,28 @@ images in chunks of ``batch_images`` (the EOT seed of a chunk is ``derive_seed(s
    (chunks would change its random draws); the checks (:func:`ladder_checks`, which needs the
    ladder's rows) are one last unit. Parallelism is over the 2 × 4 × len(ε) attacks.
 
-Each worker loads the model once and keeps the images of its last units (a ladder unit reuses the
-kept set). Each unit's rows reach a shard with the unit's key, which hashes every setting the unit
+The units and the worker are in :mod:`.work_units`. Each worker loads the model once and keeps
+the images of its last units (a ladder unit reuses the kept set). Each unit's rows reach a shard with the unit's key, which hashes every setting the unit
 depends on, so the driver killed and the same command run again recomputes no finished unit, and
 a changed setting never reuses a stale one. The column ``seconds`` of a row is the workers' time
 spent on that ε (summed), not the driver's wall time.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from ..evaluation.data import DEFAULT_TUNING_FRACTION, EvaluationError, Item
+from .work_units import (AdaptiveSpec, AdaptiveUnit, AdaptiveWorker, attack_units, clean_units, item_names,
+                         shard_schema, unit_key)
 
-__all__ = ["AdaptiveSpec", "AdaptiveUnit", "AdaptiveWorker", "evaluate_adaptive_distributed", "SHARD_COLUMNS"]
-
-#: The single process's clean pass: :func:`pd_core.defence.predict_probs`'s batch.
-CLEAN_BATCH = 64
-#: Columns of the adaptive shards (one row per image of a unit; ``payload``: a ladder unit's rows as JSON).
-SHARD_COLUMNS = {"unit": "s", "image": "s", "label": "i", "eps_255": "f", "correct": "i", "pred_none": "i",
-                 "pred_single": "i", "pred_ens": "i", "agreement": "f", "linf": "f", "l2": "f", "payload": "s"}
-
-
-def _schema():
-    import pyarrow as pa
-
-    kinds = {"s": pa.string(), "i": pa.int64(), "f": pa.float64()}
-    return pa.schema([pa.field(name, kinds[k]) for name, k in SHARD_COLUMNS.items()])
-
-
-@dataclass(frozen=True)
-class AdaptiveSpec:
-    """Everything a worker needs besides its unit (picklable; the defence as a dict)."""
-
-    model: str
-    eps: tuple = (0.0, 1.0, 2.0, 4.0, 8.0)
-    steps: int = 40
-    eot: int = 10
-    seed: int = 0
-    ensemble: int = 10
-    batch_images: int = 16
-    loss: str = "ce"
-    gradient: str = "bpda"
-    step_size_fraction: float | None = None
-    defence: dict = field(default_factory=dict)
-    ladder: dict | None = None  # LadderSettings.as_dict() for the ladder
-
-    def config(self):
-        from ..defence import DefenceConfig
-
-        return DefenceConfig(**self.defence) if self.defence else DefenceConfig()
-
-    def ladder_settings(self):
-        from .ladder import LadderSettings
-
-        return LadderSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.ladder.items()})
-
-    def digest(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=str)
-
-
-@dataclass(frozen=True)
-class AdaptiveUnit:
-    """One unit: ``kind`` is ``clean``, ``eps``, ``ladder`` or ``checks``; ``attack`` and ``chunk``
-    name it in the progress line; ``rows`` carries the ladder's rows to the ``checks`` unit."""
-
-    key: str
-    kind: str
-    chunk: int
-    attack: str
-    items: tuple
-    eps: float = 0.0
-    rung: str = ""
-    loss: str = ""
-    cost: float = 1.0
-    rows: tuple = ()
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:24]
-
-
-def _names(items) -> list[str]:
-    return [f"{it.name}:{it.label}" for it in items]
-
-
-def clean_units(evaluation: Sequence[Item], spec: AdaptiveSpec) -> list[AdaptiveUnit]:
-    return [AdaptiveUnit(_key("clean", spec.model, *_names(evaluation[i:i + CLEAN_BATCH])), "clean",
-                         i // CLEAN_BATCH, "clean pass", tuple(evaluation[i:i + CLEAN_BATCH]))
-            for i in range(0, len(evaluation), CLEAN_BATCH)]
-
-
-def attack_units(kept: Sequence[Item], spec: AdaptiveSpec) -> list[AdaptiveUnit]:
-    """The ε units (or the ladder's), largest cost first (the strongest budgets, then chunk order)."""
-    digest = spec.digest()
-    if spec.ladder is None:
-        b = spec.batch_images
-        units = [AdaptiveUnit(_key("eps", digest, eps, *_names(kept[i:i + b])), "eps", i // b, f"ε {eps:g}/255",
-                              tuple(kept[i:i + b]), eps=eps, cost=(spec.steps * spec.eot if eps else 1) * len(kept[i:i + b]))
-                 for eps in spec.eps for i in range(0, len(kept), b)]
-        return sorted(units, key=lambda u: (-u.cost, u.chunk))
-    settings, names = spec.ladder_settings(), _names(kept)
-    units = [AdaptiveUnit(_key("ladder-clean", digest, *names), "ladder", 0, "clean judgement", tuple(kept))]
-    for loss in settings.losses:
-        for rung in settings.rungs:
-            eot = settings.eot if rung.endswith("_eot") else 1
-            units += [AdaptiveUnit(_key("ladder", digest, loss, rung, eps, *names), "ladder", 0,
-                                   f"{rung} · {loss} · ε {eps:g}", tuple(kept), eps=eps, rung=rung, loss=loss,
-                                   cost=settings.steps * eot * (3 if rung == "exact_eot" else 1))
-                      for eps in settings.eps_255]
-    return sorted(units, key=lambda u: -u.cost)
-
-
-class AdaptiveWorker:
-    """One worker: loads the model once, computes units, writes its own shards (a plain class,
-    wrapped with ``ray.remote`` by the driver)."""
-
-    def __init__(self, spec: AdaptiveSpec, store: str, name: str, threads: int = 1, device: str = "cpu"):
-        from ..evaluation.shards import ShardWriter
-        from ..models import load_model
-
-        if device == "cpu":
-            torch.set_num_threads(max(1, int(threads)))
-        self.spec = spec
-        self.model = load_model(spec.model, device=device)
-        self.writer = ShardWriter(store, name, schema=_schema())
-        self.cache: dict[tuple, tuple] = {}
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def _images(self, items) -> tuple:
-        """(x, labels, readable items, unreadable) of ``items``; the last two image sets are kept."""
-        from ..evaluation.data import load_labelled_images
-
-        key = tuple(it.name for it in items)
-        if key not in self.cache:
-            x, good, bad = load_labelled_images(list(items), self.model)
-            labels = torch.tensor([it.label for it in good], dtype=torch.long, device=self.model.device)
-            self.cache = {**dict(list(self.cache.items())[-1:]), key: (x, labels, good, bad)}
-        return self.cache[key]
-
-    def run(self, unit: AdaptiveUnit) -> dict:
-        started = time.monotonic()
-        compute = {"clean": self._clean, "eps": self._eps, "ladder": self._ladder, "checks": self._checks}[unit.kind]
-        rows = [{**r, "unit": unit.key} for r in compute(unit)]
-        self.writer.write(rows, [unit.key])
-        return {"key": unit.key, "rows": len(rows), "seconds": time.monotonic() - started, "pid": os.getpid()}
-
-    def _clean(self, unit: AdaptiveUnit) -> list[dict]:
-        from ..defence import predict_probs
-
-        x, labels, good, bad = self._images(unit.items)
-        right = (predict_probs(self.model, x).argmax(1) == labels).tolist() if good else []
-        return ([{"image": it.name, "label": it.label, "correct": int(ok)} for it, ok in zip(good, right)]
-                + [{"image": name, "correct": -1, "payload": reason} for name, reason in bad.items()])
-
-    def _eps(self, unit: AdaptiveUnit) -> list[dict]:
-        """The single process's chunk: ``_attack_all`` on this chunk only, then ``_classify_defended``."""
-        from .evaluate import _attack_all, _Attackable, _classify_defended, _Progress
-
-        s, config = self.spec, self.spec.config()
-        x, labels, good, _ = self._images(unit.items)
-        data = _Attackable(images=x, labels=labels, items=list(good), listed=len(good), dropped=0)
-        adv, linf, l2 = _attack_all(self.model, data, unit.eps, _Progress(lambda f, m: None, 1), steps=s.steps,
-                                    eot=s.eot, config=config, step_size_fraction=s.step_size_fraction, seed=s.seed,
-                                    batch_images=s.batch_images, should_stop=None, loss=s.loss, gradient=s.gradient)
-        preds = _classify_defended(self.model, adv, data.items, unit.eps, config=config, ensemble=s.ensemble,
-                                   seed=s.seed, batch_images=s.batch_images)
-        cols = [t.tolist() for t in (preds["none"], preds["single"], preds["ens"], preds["agreement"], linf, l2)]
-        return [{"image": it.name, "label": it.label, "eps_255": unit.eps, "pred_none": a, "pred_single": b,
-                 "pred_ens": c, "agreement": d, "linf": e, "l2": f} for it, a, b, c, d, e, f in zip(good, *cols)]
-
-    def _ladder(self, unit: AdaptiveUnit) -> list[dict]:
-        """The rows :func:`run_ladder` makes for one (loss, rung, ε), or its two clean rows."""
-        from .ladder import _row, attack_rung, judge
-
-        settings, config = self.spec.ladder_settings(), self.spec.config()
-        x, labels, good, _ = self._images(unit.items)
-        n, ens_name = x.shape[0], f"ens{settings.ensemble}"
-        if not unit.rung:
-            clean = judge(self.model, x, labels, config, ensemble=settings.ensemble, seed=settings.seed)
-            rows = [_row("clean", "", 0.0, "single", clean["single"], n, steps=0, eot=0),
-                    _row("clean", "", 0.0, ens_name, clean["ens"], n, steps=0, eot=0)]
-        else:
-            result = attack_rung(self.model, x, labels, unit.rung, eps=unit.eps / 255, steps=settings.steps,
-                                 eot=settings.eot, loss=unit.loss, config=config, seed=settings.seed)
-            verdict = judge(self.model, result.adversarial, labels, config, ensemble=settings.ensemble,
-                            seed=settings.seed)
-            extra = dict(steps=settings.steps, eot=settings.eot if unit.rung.endswith("_eot") else 1,
-                         attack_estimate=float(result.eot_fooled.mean()),
-                         loss_history=[float(v) for v in result.loss_history])
-            rows = [_row(unit.rung, unit.loss, unit.eps, "single", verdict["single"], n, **extra),
-                    _row(unit.rung, unit.loss, unit.eps, ens_name, verdict["ens"], n, **extra)]
-        return [{"payload": json.dumps(rows)}]
-
-    def _checks(self, unit: AdaptiveUnit) -> list[dict]:
-        from .ladder import ladder_checks
-
-        x, labels, _, _ = self._images(unit.items)
-        found = ladder_checks(self.model, x, labels, [json.loads(r) for r in unit.rows],
-                              self.spec.ladder_settings(), self.spec.config())
-        return [{"payload": json.dumps({"checks": [asdict(c) for c in found],
-                                        "input_size": self.model.input_size})}]
+__all__ = ["evaluate_adaptive_distributed", "AdaptiveSpec", "AdaptiveUnit", "AdaptiveWorker"]
 
 
 def _read(store: Path, keys: set[str]):
@@ -247,7 +58,7 @@ def _read(store: Path, keys: set[str]):
     files = shard_files(store)
     if not files:
         return {}
-    frame = ds.dataset([str(p) for p in files], format="parquet", schema=_schema()).to_table().to_pandas()
+    frame = ds.dataset([str(p) for p in files], format="parquet", schema=shard_schema()).to_table().to_pandas()
     frame = frame[frame["unit"].isin(keys)]
     out = {}
     for unit, group in frame.groupby("unit", sort=False):
@@ -419,8 +230,8 @@ def evaluate_adaptive_distributed(model_name: str, images, *, store, eps_list: S
             result_rows = _curve_rows(spec, kept, len(evaluation), units, rows, engine.seconds)
         else:
             result_rows = _ladder_rows(spec, units, rows)
-            checks_unit = AdaptiveUnit(_key("checks", spec.digest(), *_names(kept)), "checks", 0, "sanity checks",
-                                       tuple(kept), rows=tuple(json.dumps(r) for r in result_rows))
+            checks_unit = AdaptiveUnit(unit_key("checks", spec.digest(), *item_names(kept)), "checks", 0,
+                                       "sanity checks", tuple(kept), rows=tuple(json.dumps(r) for r in result_rows))
             payload = json.loads(engine.run([checks_unit])[checks_unit.key]["payload"].iloc[0])
             from .checks import Check
 
