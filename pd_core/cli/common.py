@@ -10,8 +10,10 @@ import argparse
 import json
 import sys
 
-__all__ = ["EXIT_BAD_INPUT", "CliError", "fail", "print_json", "parse_value", "parse_param", "top5",
-           "load_model", "load_image", "add_defence_options", "defence_config"]
+__all__ = ["EXIT_BAD_INPUT", "CliError", "fail", "print_json", "parse_value", "parse_param", "parse_number_list",
+           "top5", "load_model", "load_image", "add_defence_options", "defence_config", "add_folder_options",
+           "add_protocol_options", "add_progress_options", "wants_progress", "summary_of_folder_run",
+           "write_figures"]
 
 EXIT_BAD_INPUT = 2
 
@@ -49,6 +51,22 @@ def parse_param(text: str) -> tuple[str, object]:
     if not sep or not key.strip():
         raise CliError(f"--param expects KEY=VALUE, got {text!r}")
     return key.strip(), parse_value(value.strip())
+
+
+def parse_number_list(text: str, option: str, cast=float, kind: str = "numbers") -> list:
+    """``"1,2,4"`` -> ``[1.0, 2.0, 4.0]`` (each part through ``cast``, empty parts skipped);
+    :class:`CliError` naming ``option`` for a part that is not one of ``kind`` or an empty list."""
+    values = []
+    for part in (t.strip() for t in text.split(",")):
+        if not part:
+            continue
+        try:
+            values.append(cast(part))
+        except ValueError:
+            raise CliError(f"{option} expects {kind} separated by commas, got {part!r}") from None
+    if not values:
+        raise CliError(f"{option} is empty.")
+    return values
 
 
 def top5(probs, k: int = 5) -> list[dict]:
@@ -96,3 +114,106 @@ def defence_config(args):
 
     return DefenceConfig(deflections=args.deflections, window=args.window, sigma=args.sigma,
                          use_map=not args.no_map)
+
+
+# --------------------------------------------------------------------------------------------
+# The folder subcommands (evaluate, sweep, dose): their shared options and their shared run
+# --------------------------------------------------------------------------------------------
+
+def add_folder_options(p: argparse.ArgumentParser, *, images_required: bool = False) -> None:
+    """The labelled folder and the model: ``--images --labels --model``."""
+    p.add_argument("--images", required=images_required, metavar="DIR",
+                   help="folder of images; labels from labels.csv (file,class_index) or WordNet-id prefixes")
+    p.add_argument("--labels", metavar="CSV", help="labels file (default: DIR/labels.csv when present)")
+    p.add_argument("--model", default="efficientnet_lite0")
+
+
+def add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """How the protocol (paper §9-10) runs on the folder: ``--ensemble --limit --seed --batch-size
+    --tuning-fraction``."""
+    from ..evaluation.data import DEFAULT_TUNING_FRACTION
+
+    p.add_argument("--ensemble", type=int, default=10, metavar="N", help="copies in the majority vote (paper: 10)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N evaluation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, metavar="B", help="images per chunk (keep it when resuming)")
+    p.add_argument("--tuning-fraction", type=float, default=DEFAULT_TUNING_FRACTION, metavar="F",
+                   help="share of the folder held apart for tuning, never evaluated (default 0.2)")
+
+
+def add_progress_options(p: argparse.ArgumentParser) -> None:
+    """``--no-progress`` and ``--progress`` (see :func:`wants_progress`)."""
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+
+
+def wants_progress(args) -> bool:
+    """A progress bar on stderr: when it is a terminal (unless ``--no-progress``), or with ``--progress``."""
+    return not args.no_progress and sys.stderr.isatty() or args.progress
+
+
+def summary_of_folder_run(args, *, kind: str, summarize, drawn, compute):
+    """The summary of a resumable folder run (``sweep``, ``dose``).
+
+    With ``--plot FILE``: ``summarize(rows of FILE)``, computing nothing; a file whose ``drawn(summary)``
+    part is empty has no ``kind`` rows (:class:`CliError`). Otherwise ``compute(model, progress)`` on
+    ``--images`` into ``--out`` (the model of ``--model``, the progress bar of :func:`wants_progress`),
+    one line of counts printed, and its result's ``summary`` returned. An
+    :class:`~pd_core.evaluation.EvaluationError` becomes a :class:`CliError`.
+    """
+    from ..evaluation import EvaluationError, progress_bar
+    from ..evaluation.store import read_results
+
+    try:
+        if args.plot:
+            summary = summarize(read_results(args.plot))
+            if drawn(summary).empty:
+                raise CliError(f"{args.plot} has no {kind} rows.")
+            return summary
+        if not args.images or not args.out:
+            raise CliError("give --images DIR and --out FILE (or --plot FILE to draw an existing file).")
+        model = load_model(args.model)
+        update, close = progress_bar(wants_progress(args))
+        try:
+            result = compute(model, update)
+        finally:
+            close()
+        print(f"{result.kept} images counted of {result.images}; {result.computed_units} units computed, "
+              f"{result.seconds:.0f} s; rows: {args.out}")
+        return result.summary
+    except EvaluationError as exc:
+        raise CliError(str(exc)) from None
+
+
+def write_figures(figures: dict, png: str | None = None, html: str | None = None) -> None:
+    """Write Plotly ``figures`` (key -> figure) as PNG and/or HTML and print each path.
+
+    One figure goes to ``png`` / ``html`` as given; several go beside it as
+    ``<stem>_<key parts>.<suffix>`` (a key is a tuple of strings, e.g. (attack, preset)). Every
+    folder is checked before anything is written; a missing one, or a PNG export that cannot run,
+    is a :class:`CliError`.
+    """
+    from pathlib import Path
+
+    from ..evaluation.curve_figures import write_png
+
+    def paths(target: str) -> dict:
+        if len(figures) == 1:
+            return {next(iter(figures)): Path(target)}
+        base = Path(target)
+        return {key: base.with_name("_".join([base.stem, *key]) + base.suffix) for key in figures}
+
+    targets = [(fmt, key, path) for fmt, target in (("png", png), ("html", html)) if target
+               for key, path in paths(target).items()]
+    for _, _, path in targets:
+        if not path.parent.exists():
+            raise CliError(f"the folder {path.parent} does not exist.")
+    for fmt, key, path in targets:
+        if fmt == "png":
+            try:
+                write_png(figures[key], path)
+            except RuntimeError as exc:
+                raise CliError(str(exc)) from None
+        else:
+            figures[key].write_html(str(path), include_plotlyjs=True)
+        print(f"figure: {path}")

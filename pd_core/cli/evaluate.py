@@ -9,34 +9,26 @@ from __future__ import annotations
 
 import argparse
 
-from .common import CliError, load_model
+from .common import (CliError, add_folder_options, add_progress_options, add_protocol_options, load_model,
+                     wants_progress)
 
 HELP = "reproduce the paper's Tables 1, 3, 4 on a folder of labelled images"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..evaluation.data import DEFAULT_TUNING_FRACTION
     from ..evaluation.paper import PAPER_ATTACKS
 
     p = subparsers.add_parser("evaluate", help=HELP,
                               description="Run the paper's protocol (§9-10) on a folder of labelled images; "
                                           "resumable: run the same command again to continue an interrupted run.")
-    p.add_argument("--images", required=True, metavar="DIR",
-                   help="folder of images; labels from labels.csv (file,class_index) or WordNet-id prefixes")
-    p.add_argument("--labels", metavar="CSV", help="labels file (default: DIR/labels.csv when present)")
-    p.add_argument("--model", default="efficientnet_lite0")
+    add_folder_options(p, images_required=True)
     p.add_argument("--attacks", default=",".join(PAPER_ATTACKS),
                    help="comma-separated attacks (default: the paper's six); the clean row is always included")
     p.add_argument("--preset", default="paper", choices=["paper", "budget", "minimal", "large", "interactive"],
                    help="attack strength: paper (the paper's setting), large, interactive; budget (igsm: all "
                         "10 steps) and minimal (fgsm: smallest fooling eps) exist for one attack each")
     p.add_argument("--table", type=int, default=1, choices=[1, 3, 4])
-    p.add_argument("--ensemble", type=int, default=10, metavar="N", help="copies in the majority vote (paper: 10)")
-    p.add_argument("--limit", type=int, metavar="N", help="use only the first N evaluation images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16, metavar="B", help="images per chunk (keep it when resuming)")
-    p.add_argument("--tuning-fraction", type=float, default=DEFAULT_TUNING_FRACTION, metavar="F",
-                   help="share of the folder held apart for tuning, never evaluated (default 0.2)")
+    add_protocol_options(p)
     p.add_argument("--out", required=True, metavar="results.csv")
     p.add_argument("--figure5", action="store_true",
                    help="instead of a table: the paper's Figure 5 search over σ, window and K (one at a time) "
@@ -48,23 +40,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--subset", metavar="FILE", help="evaluate only the files listed (one name per line)")
     p.add_argument("--devkit-meta", metavar="FILE",
                    help="the ILSVRC2012 devkit's meta.mat (or its 1000 WordNet ids in order), for its ground truth")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    add_progress_options(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
     """Evaluate (or search Figure 5) and print the result; bad input raises :class:`CliError`."""
-    import sys
-
     from ..evaluation import EvaluationError, progress_bar
 
     if getattr(args, "ray", None):
         return _table_on_ray(args)
     model = load_model(args.model)
     attacks = [a for a in args.attacks.split(",") if a.strip()] if args.attacks else []
-    update, close = progress_bar(not args.no_progress and sys.stderr.isatty() or args.progress)
+    update, close = progress_bar(wants_progress(args))
     try:
         if args.figure5:
             return _figure5(model, args, attacks, update, close)
@@ -134,7 +123,6 @@ def _table(model, args, attacks, update, close) -> int:
 
 def _table_on_ray(args) -> int:
     """``--ray``: the same protocol on Ray workers (:mod:`pd_core.evaluation.distributed`)."""
-    import sys
     from pathlib import Path
 
     from ..evaluation import EvaluationError
@@ -143,7 +131,7 @@ def _table_on_ray(args) -> int:
     out = Path(args.out)
     csv_out = out if out.suffix.lower() == ".csv" else None
     store = out.with_suffix(".shards") if csv_out is not None else out
-    show = progress_printer() if (not args.no_progress and sys.stderr.isatty()) or args.progress else None
+    show = progress_printer() if wants_progress(args) else None
     attacks = [a for a in args.attacks.split(",") if a.strip()] if args.attacks else []
     try:
         result = evaluate_distributed(args.model, args.images, store=store, attacks=attacks, preset=args.preset,
