@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pd_core.evaluation import EvaluationError, read_results, wilson_interval
+from pd_core.evaluation import grid_engine
 from pd_core.evaluation import sweeps as sw
 from pd_core.evaluation.curve_figures import paper_positions, sweep_figure
 
@@ -158,13 +159,13 @@ def test_resume_computes_only_the_missing_points(model, items, minimal_run, tmp_
     _, full_out = minimal_run
     out = tmp_path / "sweep.csv"
     calls = []
-    real = sw.run_unit
+    real = grid_engine.run_unit  # the engine sweeps and doses run on
 
     def counting(model, chunk, attack, settings, **kw):
         calls.append((attack, settings.row_preset(attack)))
         return real(model, chunk, attack, settings, **kw)
 
-    monkeypatch.setattr(sw, "run_unit", counting)
+    monkeypatch.setattr(grid_engine, "run_unit", counting)
     first = sw.sweep(model, items, presets=["paper"], values=[1], out_csv=out, **RUN)
     assert calls == [("clean", "none"), ("fgsm", "paper@eps=1/255")] and first.computed_units == 2
     calls.clear()

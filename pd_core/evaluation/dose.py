@@ -21,15 +21,13 @@ import math
 import os
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..defence import PAPER_DEFAULTS, DefenceConfig
 from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, evaluation_part, load_items
 from .progress import Progress
 from .stats import counted_rows, wilson_interval
-from .store import open_store
-from .sweeps import _evaluation_rows, _kept, _now, run_jobs, start_meta
+from .grid_engine import GridResult, _now, run_grid
 from .units import UnitSettings
 
 __all__ = ["DOSE_DEFLECTIONS", "DoseSettings", "DoseResult", "dose_defences", "deflection_dose", "dose_summary",
@@ -94,20 +92,9 @@ class DoseSettings(UnitSettings):
 
 
 @dataclass
-class DoseResult:
-    """What :func:`deflection_dose` returns: ``rows`` (the evaluation images' stored rows),
-    ``summary`` (:func:`dose_summary`), the image counts, the sidecar ``meta``, ``csv_path``,
-    ``seconds`` and the number of units computed by this call."""
-
-    rows: object
-    summary: object
-    images: int
-    kept: int
-    unreadable: dict[str, str]
-    meta: dict
-    csv_path: Path | None
-    seconds: float = 0.0
-    computed_units: int = 0
+class DoseResult(GridResult):
+    """What :func:`deflection_dose` returns: :class:`~.grid_engine.GridResult`'s fields, with
+    ``summary`` from :func:`dose_summary`."""
 
 
 def deflection_dose(model, images, *, attacks: Iterable[str] = ("fgsm", "igsm"), preset: str = "paper",
@@ -144,26 +131,14 @@ def deflection_dose(model, images, *, attacks: Iterable[str] = ("fgsm", "igsm"),
     fixed = {k: v for k, v in config.as_dict().items() if k not in ("deflections", "deflect", "denoise", "jpeg_quality")}
     identity = {"model": model.name, "seed": int(seed), "ensemble": int(ensemble), "dose_defence": fixed,
                 "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
-    store = open_store(out_csv)
-    meta = store.read_meta(identity)
     run = {"kind": "dose", "date": _now(), "attacks": attacks, "preset": preset, "limit": limit,
            "deflections": [int(k) for k in dict.fromkeys(deflections)], "denoise": [bool(d) for d in denoise],
            "batch_size": int(batch_size), "images": len(evaluation), "device": str(model.device)}
-    start_meta(meta, model, identity, run, {f"{a}/{preset}": ATTACKS[a].preset(preset) for a in attacks})
-    meta.setdefault("defences", {}).update({name: {"config": cfg.as_dict(), "copies": c} for name, cfg, c in variants})
-    store.write_meta(meta)
-    from .protocol import _Resume
-
-    resume = _Resume.of(store.read_rows())
-    unreadable, computed = run_jobs(model, evaluation, [(a, settings) for a in attacks], settings, store, meta,
-                                    resume, progress)
-    rows = _evaluation_rows(store.read_rows(), evaluation)
-    seconds = time.monotonic() - started
-    meta["runs"][-1].update({"finished": _now(), "seconds": round(seconds, 1), "kept": _kept(rows),
-                             "unreadable": unreadable, "computed_units": computed})
-    store.write_meta(meta)
-    return DoseResult(rows, dose_summary(rows), len(evaluation), _kept(rows), unreadable, meta, store.path, seconds,
-                      computed)
+    recorded = run_grid(model, evaluation, [(a, settings) for a in attacks], settings, out_csv=out_csv,
+                        identity=identity, run=run, params={f"{a}/{preset}": ATTACKS[a].preset(preset) for a in attacks},
+                        summarize=dose_summary, progress=progress, started=started,
+                        defences={name: {"config": cfg.as_dict(), "copies": c} for name, cfg, c in variants})
+    return DoseResult(**recorded)
 
 
 SUMMARY_COLUMNS = ["attack", "preset", "deflections", "denoise", "defence", "n", "correct", "accuracy", "ci_low",

@@ -39,20 +39,18 @@ also the same at every point (common random numbers along the curve).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..defence import PAPER_DEFAULTS, DefenceConfig
-from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part, load_items
-from .progress import Progress, _Tracker
+from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, evaluation_part, load_items
+from .grid_engine import GridResult, _now, run_grid, run_jobs  # noqa: F401 (run_jobs: importable here as before)
+from .progress import Progress
 from .stats import counted_rows, wilson_interval
-from .store import _versions, open_store
-from .units import UnitSettings, load_chunk, run_unit
+from .units import UnitSettings
 
 __all__ = ["DEFAULT_GRIDS", "MEASURES", "SweepPoint", "SweepSettings", "SweepResult", "sweep", "sweep_points",
            "point_label", "parse_point_label", "sweep_summary", "run_jobs"]
@@ -199,21 +197,11 @@ def sweep_points(attacks: Iterable[str], presets: Iterable[str] = ("paper",), va
 
 
 @dataclass
-class SweepResult:
-    """What :func:`sweep` returns: ``rows`` (every stored row, this run's and earlier ones, of the
-    evaluation images), ``summary`` (:func:`sweep_summary`), ``points``, the image counts, the
-    sidecar ``meta``, ``csv_path`` and the run's ``seconds``."""
+class SweepResult(GridResult):
+    """What :func:`sweep` returns: :class:`~.grid_engine.GridResult`'s fields (``summary`` is
+    :func:`sweep_summary`) and the sweep's ``points``."""
 
-    rows: object
-    summary: object
-    points: list[SweepPoint]
-    images: int
-    kept: int
-    unreadable: dict[str, str]
-    meta: dict
-    csv_path: Path | None
-    seconds: float = 0.0
-    computed_units: int = 0
+    points: list[SweepPoint] = field(default_factory=list)
 
 
 def sweep(model, images, *, attacks: Iterable[str] = ("fgsm",), presets: Iterable[str] = ("paper",),
@@ -240,108 +228,12 @@ def sweep(model, images, *, attacks: Iterable[str] = ("fgsm",), presets: Iterabl
     evaluation = evaluation_part(load_items(images, labels_csv), tuning_fraction, limit)
     identity = {"model": model.name, "seed": int(seed), "ensemble": int(ensemble),
                 "defence": base["config"].as_dict(), "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
-    store = open_store(out_csv)
-    meta = store.read_meta(identity)
     run = {"kind": "sweep", "date": _now(), "points": [f"{pt.attack}/{pt.label}" for pt in points], "limit": limit,
            "batch_size": int(batch_size), "images": len(evaluation), "device": str(model.device)}
-    start_meta(meta, model, identity, run, {f"{pt.attack}/{pt.label}": pt.params() for pt in points})
-    store.write_meta(meta)
-    from .protocol import _Resume
-
-    resume = _Resume.of(store.read_rows())
-    unreadable, computed = run_jobs(model, evaluation, jobs, SweepSettings(point="", **base), store, meta,
-                                    resume, progress)
-    rows = _evaluation_rows(store.read_rows(), evaluation)
-    kept = _kept(rows)
-    seconds = time.monotonic() - started
-    meta["runs"][-1].update({"finished": _now(), "seconds": round(seconds, 1), "kept": kept,
-                             "unreadable": unreadable, "computed_units": computed})
-    store.write_meta(meta)
-    return SweepResult(rows, sweep_summary(rows), points, len(evaluation), kept, unreadable, meta, store.path,
-                       seconds, computed)
-
-
-# --------------------------------------------------------------------------------------------
-# The engine over many settings (shared with :mod:`.dose`)
-# --------------------------------------------------------------------------------------------
-
-def _now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def start_meta(meta: dict, model, identity: dict, run: dict, params: dict[str, dict]) -> None:
-    """Record a run in the sidecar ``meta`` (in place); refuse a point whose stored parameters differ
-    from ``params`` (key ``"<attack>/<row preset>"`` -> the attack's full parameters)."""
-    meta.setdefault("created", run["date"])
-    meta["settings"] = identity
-    meta["model"] = {"name": model.name, "title": model.spec.title, "source": model.spec.source}
-    meta["versions"] = _versions()
-    stored = meta.setdefault("attack_params", {})
-    for key, requested in params.items():
-        requested = json.loads(json.dumps(requested, default=str))  # as the sidecar stores it
-        old = stored.get(key)
-        changed = sorted(k for k in requested if old is not None and k in old and old[k] != requested[k])
-        if changed:
-            raise EvaluationError(f"the results file has {key} rows made with other parameters "
-                                  f"({', '.join(f'{k}: {old[k]!r} then, {requested[k]!r} now' for k in changed)}); "
-                                  "choose another output file.")
-        stored.setdefault(key, requested)
-    meta.setdefault("runs", []).append(run)
-
-
-def run_jobs(model, evaluation: Sequence[Item], jobs: Sequence[tuple[str, UnitSettings]],
-             clean_settings: UnitSettings, store, meta: dict, resume, progress: Progress | None
-             ) -> tuple[dict[str, str], int]:
-    """The sequential engine over (attack, settings) jobs, chunk by chunk: each chunk is loaded and
-    classified once, its clean unit runs with ``clean_settings``, then every job's unit; each unit's
-    rows are appended to the store as it finishes. Finished rows (``resume.done``) are skipped.
-
-    Returns the unreadable files and the number of units computed. All jobs must share the
-    settings that :func:`load_chunk` reads (``config.top_k``, ``batch_size``).
-    """
-    size = clean_settings.batch_size
-    chunks = [evaluation[i:i + size] for i in range(0, len(evaluation), size)]
-    all_jobs = [("clean", clean_settings), *jobs]
-    keys = [f"{a}/{s.row_preset(a)}" for a, s in all_jobs]
-    tracker = _Tracker([(ci, k, len(ch)) for ci, ch in enumerate(chunks) for k in keys], progress)
-    unreadable: dict[str, str] = {}
-    computed = 0
-    for ci, items in enumerate(chunks):
-        pending = [resume.pending(items, a, s) for a, s in all_jobs]
-        if not any(pending):
-            for k in keys:
-                tracker.finish(ci, k, len(items), 0.0, skipped=True)
-            continue
-        chunk = load_chunk(model, items, clean_settings)
-        unreadable.update(chunk.unreadable)
-        resume.clean_known.update(chunk.clean_correct())
-        for (attack, settings), key, todo in zip(all_jobs, keys, pending):
-            todo = [it for it in todo if it.name in chunk.index]
-            if not todo:
-                tracker.finish(ci, key, len(items), 0.0, skipped=True)
-                continue
-            t0 = time.monotonic()
-            unit = run_unit(model, chunk, attack, settings, items=todo, skip=resume.done,
-                            report=lambda f, m, ci=ci, key=key: tracker.report((ci, key, f), m))
-            if unit.rows:
-                store.append_rows(unit.rows)
-                store.write_meta(meta)
-                resume.done.update((r["image"], r["attack"], r["preset"], r["defence"]) for r in unit.rows)
-                computed += 1
-            tracker.finish(ci, key, unit.images, time.monotonic() - t0, skipped=not unit.rows)
-            tracker.report(message=f"{key}: chunk {ci + 1}/{len(chunks)} done")
-    return unreadable, computed
-
-
-def _evaluation_rows(rows, evaluation: Sequence[Item]):
-    return rows[rows["image"].astype(str).isin({it.name for it in evaluation})]
-
-
-def _kept(rows) -> int:
-    clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
-    return int((clean["correct"].astype(int) == 1).sum())
+    recorded = run_grid(model, evaluation, jobs, SweepSettings(point="", **base), out_csv=out_csv,
+                        identity=identity, run=run, params={f"{pt.attack}/{pt.label}": pt.params() for pt in points},
+                        summarize=sweep_summary, progress=progress, started=started)
+    return SweepResult(points=points, **recorded)
 
 
 # --------------------------------------------------------------------------------------------
