@@ -31,9 +31,8 @@ import torch
 
 from ..defence import PAPER_DEFAULTS, DefenceConfig, apply_draws, draw_log_prob, sample_draws
 from ..maps import robust_activation_map
-from ..deflection import make_generator
 from ..models import Classifier
-from .gradients import _attack_loss, _default_batch_size, check_loss
+from .gradients import _attack_loss, _eot_chunks, _eot_inputs
 
 __all__ = ["exact_eot_gradient", "ExactEotGradient"]
 
@@ -52,26 +51,17 @@ def exact_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Te
     model's parameters. ``map_gradient``: add the score-function term of the map (module docstring;
     CAM heads with the map on only, otherwise the term is zero and left out).
     """
-    if eot < 1:
-        raise ValueError(f"eot must be at least 1, got {eot}")
-    check_loss(loss)
+    images, generator = _eot_inputs(images, eot, loss, generator, seed)
     config = config or PAPER_DEFAULTS
     n = images.shape[0]
-    batch_size = batch_size or _default_batch_size(images.device)
-    if generator is None:
-        generator = make_generator(seed, images.device)
-    images = images.detach()
     record = sample_draws(model, images, eot, config, generator=generator)  # rows image-major (N·eot)
     score = (map_gradient and record is not None and config.use_map and config.deflections > 0
              and model.cam_weights() is not None)
     labels_rep = labels.repeat_interleave(eot)
-    per_chunk = max(1, batch_size // eot)
     grads, losses, votes = [], [], []
     with torch.enable_grad():
-        for start in range(0, n, per_chunk):
-            stop = min(n, start + per_chunk)
+        for start, stop, rows in _eot_chunks(n, eot, batch_size, images.device):
             x = images[start:stop].clone().requires_grad_(True)
-            rows = slice(start * eot, stop * eot)
             chunk_record = record.rows(rows) if record is not None else None
             defended = apply_draws(x.repeat_interleave(eot, dim=0), chunk_record, config)
             logits = model(defended)

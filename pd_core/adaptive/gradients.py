@@ -35,6 +35,28 @@ def _default_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 8
 
 
+def _eot_inputs(images: torch.Tensor, eot: int, loss: str, generator: torch.Generator | None,
+                seed: int | None) -> tuple[torch.Tensor, torch.Generator]:
+    """What both EOT estimators (this module's and :mod:`.exact`'s) check and default first: n ≥ 1
+    samples, a known loss, the generator (``generator`` wins over ``seed``); the detached images."""
+    if eot < 1:
+        raise ValueError(f"eot must be at least 1, got {eot}")
+    check_loss(loss)
+    if generator is None:
+        generator = make_generator(seed, images.device)
+    return images.detach(), generator
+
+
+def _eot_chunks(n: int, eot: int, batch_size: int | None, device: torch.device):
+    """``(start, stop, rows)`` over the N images in chunks of whole images (about ``batch_size``
+    defended rows, default :func:`_default_batch_size`), so each image's n copies are averaged in
+    one place; ``rows`` is the chunk's slice of the image-major N·n defended rows."""
+    per_chunk = max(1, (batch_size or _default_batch_size(device)) // eot)
+    for start in range(0, n, per_chunk):
+        stop = min(n, start + per_chunk)
+        yield start, stop, slice(start * eot, stop * eot)
+
+
 class _StraightThrough(torch.autograd.Function):
     """Forward: the defended image. Backward: the gradient passes to the input unchanged."""
 
@@ -106,25 +128,15 @@ def bpda_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Ten
     loss : (N,) the attack loss averaged over the n samples.
     votes : (N, n) top-1 class of the classifier on each defended sample.
     """
-    if eot < 1:
-        raise ValueError(f"eot must be at least 1, got {eot}")
-    check_loss(loss)
+    images, generator = _eot_inputs(images, eot, loss, generator, seed)
     n = images.shape[0]
-    batch_size = batch_size or _default_batch_size(images.device)
-    if generator is None:
-        generator = make_generator(seed, images.device)
-    images = images.detach()
     with torch.no_grad():
         defended = defend_batch(model, images, eot, config, generator=generator)  # (N·eot, ...)
     labels_rep = labels.repeat_interleave(eot)
-    # Whole images per chunk, so each image's copies are averaged in one place.
-    per_chunk = max(1, batch_size // eot)
     grads, losses, votes = [], [], []
     with torch.enable_grad():
-        for start in range(0, n, per_chunk):
-            stop = min(n, start + per_chunk)
+        for start, stop, rows in _eot_chunks(n, eot, batch_size, images.device):
             x = images[start:stop].clone().requires_grad_(True)
-            rows = slice(start * eot, stop * eot)
             z = bpda(x.repeat_interleave(eot, dim=0), defended[rows])
             logits = model(z)
             value = _attack_loss(logits, labels_rep[rows], targeted, loss).view(stop - start, eot).mean(1)
