@@ -76,18 +76,8 @@ def sure_threshold(details: torch.Tensor, sigma: float | torch.Tensor) -> torch.
     is not applied: this is the plain SURE minimiser. SURE is derived for soft thresholding; with
     ``mode="hard"`` the same threshold is used.
 
-    Parameters
-    ----------
-    details : torch.Tensor, shape (..., h, w)
-        Detail coefficients; the last two axes are one sub-band, leading axes are batched.
-    sigma : float or torch.Tensor of shape (...,)
-        Noise standard deviation, in the units of the coefficients (≥ 0); a tensor gives each
-        sub-band its own σ (a sub-band with σ = 0 gets threshold 0).
-
-    Returns
-    -------
-    torch.Tensor, shape (...,)
-        One threshold per sub-band, same dtype and device as ``details``.
+    Parameters and returns are those of :func:`bayes_threshold` (``details`` (..., h, w), ``sigma``
+    float or (...,), one threshold per sub-band); a sub-band with σ = 0 gets threshold 0.
     """
     lead = details.shape[:-2]
     sigma = _as_sigma(sigma, details).expand(lead)
