@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gallery_cases import labelled_folder
 from pd_core.adaptive import ADAPTIVE_CSV_COLUMNS, bpda, bpda_eot_attack, bpda_eot_gradient
 from pd_core.attacks.core import quantize_to_grid
 from pd_core.defence import DefenceConfig, defend, defend_batch
@@ -206,16 +207,8 @@ def test_bad_parameters_are_plain_errors(model, pair):
 def test_command_line_writes_accuracy_against_eps(model, tmp_path, capsys):
     """End to end on a two-image folder: one row per (ε, defence), intervals around the accuracy."""
     from pd_core.cli import main
-    from pd_core.images import gallery
 
-    items = [g for g in gallery() if g.path.name.startswith("imagenet_")][:2]
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    with open(folder / "labels.csv", "w") as fh:
-        fh.write("file,class_index\n")
-        for g in items:
-            (folder / g.path.name).write_bytes(g.path.read_bytes())
-            fh.write(f"{g.path.name},{g.label_index}\n")
+    folder = labelled_folder(tmp_path)
     out = tmp_path / "adaptive.csv"
     code = main(["adaptive", "--images", str(folder), "--eps", "4", "--eot", "1", "--steps", "2",
                  "--ensemble", "2", "--tuning-fraction", "0", "--no-progress", "--out", str(out)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from gallery_cases import correct_gallery_items
 from pd_core import evaluation as ev
 from pd_core.evaluation import EvaluationError, read_results
 from pd_core.evaluation import dose as ds
@@ -19,10 +20,7 @@ RUN = dict(attacks=["fgsm"], preset="paper", ensemble=3, batch_size=2, seed=5, t
 
 @pytest.fixture(scope="module")
 def items(model):
-    from pd_core.images import gallery
-
-    by_name = {g.path.name: g for g in gallery()}
-    return [(by_name[n].path, by_name[n].label_index) for n in CORRECT]  # classified correctly (test_sweeps)
+    return correct_gallery_items(model, CORRECT)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from gallery_cases import correct_gallery_items
 from pd_core import evaluation as ev
 from pd_core.defence import PAPER_DEFAULTS
 
@@ -24,14 +25,10 @@ SETTINGS = dict(attacks=["fgsm"], preset="paper", table=1, ensemble=3, batch_siz
 
 @pytest.fixture(scope="module")
 def items(model):
-    from pd_core.images import gallery, load_batch
+    from pd_core.images import gallery
 
-    by_name = {g.path.name: g for g in gallery()}
-    chosen = [(by_name[n].path, by_name[n].label_index) for n in CORRECT]
-    x = load_batch([p for p, _ in chosen], spec=model.spec, device=model.device)
-    with torch.no_grad():
-        assert model(x).argmax(1).tolist() == [lbl for _, lbl in chosen], "precondition: correctly classified"
-    return chosen + [(by_name[MISLABELLED].path, 0)]
+    mislabelled = next(g for g in gallery() if g.path.name == MISLABELLED)
+    return correct_gallery_items(model, CORRECT) + [(mislabelled.path, 0)]
 
 
 @pytest.fixture(scope="module")

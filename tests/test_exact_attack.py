@@ -1,6 +1,7 @@
 """EOT on the exact gradient (pd_core.adaptive.exact) against BPDA+EOT, same samples, budget and seed."""
 import pytest
 import torch
+from gallery_cases import correct_foolbox_photos
 
 from pd_core.adaptive import bpda_eot_attack, bpda_eot_gradient
 from pd_core.adaptive.exact import ExactEotGradient, exact_eot_gradient
@@ -11,15 +12,7 @@ from pd_core.deflection import make_generator
 @pytest.fixture(scope="module")
 def gallery_images(model):
     """Four Foolbox gallery photos the undefended model classifies correctly."""
-    from pd_core.images import gallery, load_batch
-
-    items = [g for g in gallery() if g.source == "Foolbox"][:8]
-    x = load_batch([g.path for g in items], spec=model.spec, device=model.device)
-    labels = torch.tensor([g.label_index for g in items])
-    with torch.no_grad():
-        ok = (model(x).argmax(1) == labels).nonzero()[:, 0][:4]
-    assert len(ok) == 4
-    return x[ok], labels[ok]
+    return correct_foolbox_photos(model, 4, among=8)
 
 
 def test_sampled_draws_replay_defend_batch(model, gallery_images):

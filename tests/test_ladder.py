@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from gallery_cases import correct_foolbox_photos, labelled_folder
 
 from pd_core.adaptive.checks import CHECK_NAMES
 from pd_core.adaptive.ladder import BASELINES, LadderSettings, ladder_checks, run_ladder, worst_case
@@ -14,14 +15,7 @@ TINY = LadderSettings(eps_255=(1, 8), steps=2, eot=2, losses=("ce",), ensemble=3
 
 @pytest.fixture(scope="module")
 def two_images(model):
-    from pd_core.images import gallery, load_batch
-
-    items = [g for g in gallery() if g.source == "Foolbox"][:6]
-    x = load_batch([g.path for g in items], spec=model.spec, device=model.device)
-    labels = torch.tensor([g.label_index for g in items])
-    with torch.no_grad():
-        ok = (model(x).argmax(1) == labels).nonzero()[:, 0][:2]
-    return x[ok], labels[ok]
+    return correct_foolbox_photos(model, 2, among=6)
 
 
 @pytest.fixture(scope="module")
@@ -111,26 +105,12 @@ def test_undefended_baseline_transfer_equals_bpda(model, two_images):
     assert transfer == bpda
 
 
-def _two_image_folder(tmp_path):
-    from pd_core.images import gallery
-
-    items = [g for g in gallery() if g.path.name.startswith("imagenet_")][:2]
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    with open(folder / "labels.csv", "w") as fh:
-        fh.write("file,class_index\n")
-        for g in items:
-            (folder / g.path.name).write_bytes(g.path.read_bytes())
-            fh.write(f"{g.path.name},{g.label_index}\n")
-    return folder
-
-
 def test_command_line_ladder_writes_a_valid_report(model, tmp_path, capsys):
     import csv
 
     from pd_core.cli import main
 
-    folder = _two_image_folder(tmp_path)
+    folder = labelled_folder(tmp_path)
     out, report = tmp_path / "ladder.csv", tmp_path / "report.json"
     code = main(["adaptive", "--images", str(folder), "--eps", "4", "--eot", "1", "--steps", "1", "--ensemble", "2",
                  "--tuning-fraction", "0", "--no-progress", "--ladder", "--report", str(report), "--out", str(out)])
@@ -148,7 +128,7 @@ def test_command_line_ladder_writes_a_valid_report(model, tmp_path, capsys):
 def test_command_line_gradient_choice_and_report_needs_ladder(model, tmp_path, capsys):
     from pd_core.cli import main
 
-    folder = _two_image_folder(tmp_path)
+    folder = labelled_folder(tmp_path)
     out = tmp_path / "adaptive.csv"
     assert main(["adaptive", "--images", str(folder), "--eps", "2", "--eot", "1", "--steps", "1", "--ensemble", "2",
                  "--tuning-fraction", "0", "--no-progress", "--gradient", "exact", "--out", str(out)]) == 0

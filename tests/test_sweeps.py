@@ -9,8 +9,8 @@ import math
 
 import pandas as pd
 import pytest
-import torch
 
+from gallery_cases import correct_gallery_items
 from pd_core.evaluation import EvaluationError, read_results, wilson_interval
 from pd_core.evaluation import grid_engine
 from pd_core.evaluation import sweeps as sw
@@ -22,14 +22,7 @@ RUN = dict(attacks=["fgsm"], ensemble=3, batch_size=2, seed=3, tuning_fraction=0
 
 @pytest.fixture(scope="module")
 def items(model):
-    from pd_core.images import gallery, load_batch
-
-    by_name = {g.path.name: g for g in gallery()}
-    chosen = [(by_name[n].path, by_name[n].label_index) for n in CORRECT]
-    x = load_batch([p for p, _ in chosen], spec=model.spec, device=model.device)
-    with torch.no_grad():
-        assert model(x).argmax(1).tolist() == [lbl for _, lbl in chosen], "precondition: correctly classified"
-    return chosen
+    return correct_gallery_items(model, CORRECT)
 
 
 @pytest.fixture(scope="module")
