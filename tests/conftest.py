@@ -32,3 +32,12 @@ def model():
     from pd_core.models import load_model
 
     return load_model("efficientnet_lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def correct_pair(model):
+    """Two gallery photos the embedded model classifies correctly, as ``[(path, label index)]``: the
+    small folder of the sweep and dose tests."""
+    from gallery_cases import correct_gallery_items
+
+    return correct_gallery_items(model, ("imagenet_05_853.jpg", "imagenet_16_251.jpg"))

@@ -8,25 +8,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from gallery_cases import correct_gallery_items
 from pd_core import evaluation as ev
 from pd_core.evaluation import EvaluationError, read_results
 from pd_core.evaluation import dose as ds
 from pd_core.evaluation.curve_figures import dose_figure
 
-CORRECT = ("imagenet_05_853.jpg", "imagenet_16_251.jpg")
 RUN = dict(attacks=["fgsm"], preset="paper", ensemble=3, batch_size=2, seed=5, tuning_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
-def items(model):
-    return correct_gallery_items(model, CORRECT)
-
-
-@pytest.fixture(scope="module")
-def dose_run(model, items, tmp_path_factory):
+def dose_run(model, correct_pair, tmp_path_factory):
     out = tmp_path_factory.mktemp("dose") / "dose.csv"
-    return ds.deflection_dose(model, items, deflections=[0, 100], out_csv=out, **RUN), out
+    return ds.deflection_dose(model, correct_pair, deflections=[0, 100], out_csv=out, **RUN), out
 
 
 def test_rows_per_image_attack_and_dose(dose_run):
@@ -53,11 +46,11 @@ def test_zero_deflections_without_denoiser_is_the_undefended_model(dose_run):
     assert fgsm.loc["k=0", "accuracy"] == fgsm.loc["none", "accuracy"]
 
 
-def test_paper_dose_equals_the_protocol_s_defence(model, items, dose_run):
+def test_paper_dose_equals_the_protocol_s_defence(model, correct_pair, dose_run):
     """K = 100 with the denoiser is the paper's defence: same attack, same deflection seeds, so the
     rows equal :func:`evaluate`'s Table 1 (single run and Ens-3) for the same images."""
     result, _ = dose_run
-    table = ev.evaluate(model, items, table=1, **{k: v for k, v in RUN.items()})
+    table = ev.evaluate(model, correct_pair, table=1, **{k: v for k, v in RUN.items()})
     t = table.rows
     d = result.rows[result.rows["defence"] == "k=100+wd"].set_index(["image", "attack"]).sort_index()
     ens = t[t["defence"] == "ens3"].set_index(["image", "attack"]).sort_index()
@@ -68,10 +61,10 @@ def test_paper_dose_equals_the_protocol_s_defence(model, items, dose_run):
     assert list(d["seed"]) == list(ens["seed"])
 
 
-def test_resume_computes_nothing_twice(model, items, dose_run):
+def test_resume_computes_nothing_twice(model, correct_pair, dose_run):
     _, out = dose_run
     before = read_results(out)
-    again = ds.deflection_dose(model, items, deflections=[0, 100], out_csv=out, **RUN)
+    again = ds.deflection_dose(model, correct_pair, deflections=[0, 100], out_csv=out, **RUN)
     assert again.computed_units == 0
     pd.testing.assert_frame_equal(read_results(out), before)
 

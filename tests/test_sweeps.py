@@ -10,26 +10,19 @@ import math
 import pandas as pd
 import pytest
 
-from gallery_cases import correct_gallery_items
 from pd_core.evaluation import EvaluationError, read_results, wilson_interval
 from pd_core.evaluation import grid_engine
 from pd_core.evaluation import sweeps as sw
 from pd_core.evaluation.curve_figures import paper_positions, sweep_figure
 
-CORRECT = ("imagenet_05_853.jpg", "imagenet_16_251.jpg")
 RUN = dict(attacks=["fgsm"], ensemble=3, batch_size=2, seed=3, tuning_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
-def items(model):
-    return correct_gallery_items(model, CORRECT)
-
-
-@pytest.fixture(scope="module")
-def minimal_run(model, items, tmp_path_factory):
+def minimal_run(model, correct_pair, tmp_path_factory):
     """FGSM's minimal (early-stopped) preset with caps 1, 2, 4 (/255), and its paper preset at 1 and 4."""
     out = tmp_path_factory.mktemp("sweep") / "sweep.csv"
-    result = sw.sweep(model, items, presets=["minimal", "paper"], values=[1, 2, 4], out_csv=out, **RUN)
+    result = sw.sweep(model, correct_pair, presets=["minimal", "paper"], values=[1, 2, 4], out_csv=out, **RUN)
     return result, out
 
 
@@ -148,7 +141,7 @@ def test_summary_ignores_ordinary_table_rows():
 
 # --- resume -----------------------------------------------------------------------------------
 
-def test_resume_computes_only_the_missing_points(model, items, minimal_run, tmp_path, monkeypatch):
+def test_resume_computes_only_the_missing_points(model, correct_pair, minimal_run, tmp_path, monkeypatch):
     _, full_out = minimal_run
     out = tmp_path / "sweep.csv"
     calls = []
@@ -159,13 +152,13 @@ def test_resume_computes_only_the_missing_points(model, items, minimal_run, tmp_
         return real(model, chunk, attack, settings, **kw)
 
     monkeypatch.setattr(grid_engine, "run_unit", counting)
-    first = sw.sweep(model, items, presets=["paper"], values=[1], out_csv=out, **RUN)
+    first = sw.sweep(model, correct_pair, presets=["paper"], values=[1], out_csv=out, **RUN)
     assert calls == [("clean", "none"), ("fgsm", "paper@eps=1/255")] and first.computed_units == 2
     calls.clear()
-    again = sw.sweep(model, items, presets=["paper"], values=[1, 4], out_csv=out, **RUN)
+    again = sw.sweep(model, correct_pair, presets=["paper"], values=[1, 4], out_csv=out, **RUN)
     assert calls == [("fgsm", "paper@eps=4/255")] and again.computed_units == 1
     calls.clear()
-    done = sw.sweep(model, items, presets=["paper"], values=[4, 1], out_csv=out, **RUN)
+    done = sw.sweep(model, correct_pair, presets=["paper"], values=[4, 1], out_csv=out, **RUN)
     assert calls == [] and done.computed_units == 0
     # the resumed file holds the same rows as the uninterrupted run's for these points
     ours = read_results(out)
