@@ -4,8 +4,10 @@ Table 1 (clean, FGSM, IGSM, DeepFool; no defence, single and Ens-10) on the firs
 images of ``../shared/imagenet-dev``, in units of 4 images (the CPU's model batch), once on a
 local Ray instance with one worker and once with two, each worker one torch thread. Prints the
 wall time of each run (Ray start and model loading included, and the dispatch alone), the
-speed-up (target ≥ 1.7× on this 2-core machine), whether both runs gave the same rows, the
-measured cost per image of each attack, and an ESTIMATE — an extrapolation, not a measurement —
+speed-up (target ≥ 1.7× on this 2-core machine), whether both runs gave the same rows, the CPU
+time of the units and the share of a core each worker received (other processes on the machine
+take the rest, which caps the speed-up whatever the engine does), the measured cost per image of
+each attack, and an ESTIMATE — an extrapolation, not a measurement —
 of 1,000 and 50,000 images on N such workers.
 
 Ray listens on every interface; on machines that only allow loopback traffic run it in a
@@ -65,11 +67,20 @@ def main() -> int:
         for n, r in runs.items():
             d = r["result"].meta["distributed"]
             print(f"{n} worker(s): {r['wall']:7.1f} s wall (Ray start + model load included), "
-                  f"{r['dispatch']:7.1f} s dispatch; {d['computed']} units; load average after "
-                  f"{r['load'][0]:.2f}")
+                  f"{r['dispatch']:7.1f} s dispatch, {r['wall'] - r['dispatch']:5.1f} s start-up and merge; "
+                  f"{d['computed']} units; each worker had {r['result'].meta.get('worker_cpu_share') or 0:.2f} "
+                  f"of a core while computing; load average after {r['load'][0]:.2f}")
         print(f"speed-up with 2 workers: {runs[1]['wall'] / runs[2]['wall']:.2f}x wall, "
               f"{runs[1]['dispatch'] / runs[2]['dispatch']:.2f}x dispatch (target >= 1.7x)")
         print(f"same predictions with 1 and 2 workers: {same} ({len(rows[1])} rows)")
+        cpu = {n: r["result"].meta.get("worker_cpu_seconds") or 0.0 for n, r in runs.items()}
+        share = {n: r["result"].meta.get("worker_cpu_share") or 0.0 for n, r in runs.items()}
+        print(f"CPU time of all units: {cpu[1]:.1f} s with 1 worker, {cpu[2]:.1f} s with 2 (equal when the engine "
+              f"adds no work); the workers received {share[1]:.2f} and 2 x {share[2]:.2f} cores: below 1 per "
+              "worker, other processes had the rest")
+        if cpu[2] > 0:
+            print(f"ESTIMATE for cores nobody else uses (1-worker CPU time / half the 2-worker CPU time, perfect "
+                  f"balance assumed; not measured): {2 * cpu[1] / cpu[2]:.2f}x")
         per_unit = runs[1]["result"].meta["unit_costs"]
         print("\nmeasured cost per image (1 worker, 1 thread; attack + clean pass + no defence/single/Ens-10):")
         for attack, seconds in per_unit.items():

@@ -37,7 +37,7 @@ def test_adaptive_ray_scenarios_in_a_loopback_namespace():
                           timeout=1500)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
-    assert "3 passed" in proc.stdout, tail
+    assert "4 passed" in proc.stdout, tail  # the three inner tests and the CLI test
 
 
 def test_cli_rejects_a_bad_ray_target_before_any_work(tmp_path, capsys):
@@ -118,21 +118,27 @@ def test_two_workers_give_the_single_process_rows_and_a_rerun_computes_nothing(f
 
 
 @inner
-def test_a_changed_setting_recomputes_only_what_it_changes(folder, tmp_path):
+def test_a_partial_store_resumes_and_a_changed_setting_recomputes(folder, tmp_path):
     import ray
 
     from pd_core.adaptive.distributed import evaluate_adaptive_distributed
 
     kw = {**KW, "eps_list": (2,), "limit": 2}
+    run = lambda **extra: evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "s",  # noqa: E731
+                                                        ray="local:1", **{**kw, **extra})
     try:
-        a = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "s", ray="local:1", **kw)
-        b = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "s", ray="local:1",
-                                          **{**kw, "steps": 3})
+        a = run()
+        chunks = (a["distributed"]["units"] - 1) // 2  # the clean unit, then ε 0 and 2 per chunk
+        b = run(eps_list=(2, 4))  # a run stopped after ε 2, continued: only ε 4 is computed
+        c = run(steps=3)
     finally:
         ray.shutdown()
+    assert b["distributed"]["resumed"] == a["distributed"]["units"] and b["distributed"]["computed"] == chunks
+    assert [r["eps_255"] for r in b["rows"]][::3] == [0.0, 2.0, 4.0]
+    assert b["rows"][:6] == [{**r, "seconds": b["rows"][i]["seconds"]} for i, r in enumerate(a["rows"])]
     # The clean pass is shared; every attack unit depends on the steps and is computed again.
-    assert b["distributed"]["resumed"] == 1 and b["distributed"]["computed"] == a["distributed"]["computed"] - 1
-    assert [r["steps"] for r in b["rows"] if r["eps_255"] > 0] == [3, 3, 3]
+    assert c["distributed"]["resumed"] == 1 and c["distributed"]["computed"] == a["distributed"]["computed"] - 1
+    assert [r["steps"] for r in c["rows"] if r["eps_255"] > 0] == [3, 3, 3]
 
 
 @inner

@@ -62,8 +62,16 @@ class AdaptiveSpec:
 
         return LadderSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.ladder.items()})
 
-    def digest(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=str)
+    def digest(self, one_unit: bool = False) -> str:
+        """The settings as text, for unit keys. ``one_unit``: without the lists of budgets, losses
+        and rungs (a unit has its own), so adding a budget to a finished run only computes the new one."""
+        settings = asdict(self)
+        if one_unit:
+            settings.pop("eps")
+            if settings["ladder"] is not None:
+                settings["ladder"] = {k: v for k, v in settings["ladder"].items()
+                                      if k not in ("eps_255", "losses", "rungs")}
+        return json.dumps(settings, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ def clean_units(evaluation: Sequence[Item], spec: AdaptiveSpec) -> list[Adaptive
 
 def attack_units(kept: Sequence[Item], spec: AdaptiveSpec) -> list[AdaptiveUnit]:
     """The ε units (or the ladder's), largest cost first (the strongest budgets, then chunk order)."""
-    digest = spec.digest()
+    digest = spec.digest(one_unit=True)
     if spec.ladder is None:
         b = spec.batch_images
         chunks = [tuple(kept[i:i + b]) for i in range(0, len(kept), b)]

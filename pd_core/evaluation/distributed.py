@@ -159,11 +159,11 @@ class UnitWorker:
         return self.chunks[key]
 
     def run(self, unit: WorkUnit) -> dict:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         rows, info = compute_unit(self.model, unit, self.spec, self._chunk(unit))
         self.writer.write(rows, [unit.key])
         return {"key": unit.key, "rows": len(rows), "seconds": time.monotonic() - started, "pid": os.getpid(),
-                **info}
+                "cpu_seconds": time.process_time() - cpu, **info}
 
 
 def parse_ray_target(text: str) -> tuple[str | None, int | None]:
@@ -352,6 +352,10 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
     meta["distributed"] = {"units": len(units), "resumed": resumed, "computed": len(results), "failed": failed,
                            "retried": retried}
     meta["unit_costs"] = _seconds_per_image(units, results)
+    # CPU time over wall time of the workers' units: below 1 per thread, other processes took the CPUs.
+    busy, cpu = sum(r["seconds"] for r in results), sum(r.get("cpu_seconds", 0.0) for r in results)
+    meta["worker_cpu_seconds"] = round(cpu, 2)
+    meta["worker_cpu_share"] = round(cpu / busy, 3) if busy else None
     meta["runs"][-1].update({"seconds": round(seconds, 1), "kept": kept, "dropped": len(dropped),
                              "unreadable": unreadable, **meta["distributed"]})
     meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
