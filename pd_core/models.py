@@ -15,8 +15,8 @@ Every loaded model is a :class:`Classifier`: it takes images in [0, 1] at the mo
 resolution, normalises them itself, is in eval mode and has all parameters frozen, so it can be
 shared between users and handed to Foolbox without accumulating gradients.
 
-The module is a little over 400 lines because about half of it is data, the registry's entries
-(one :class:`ModelSpec` per model); the logic (loading, the wrapper, the status) is one concept.
+The module is a little over 400 lines because some 170 of them are the registry's entries (one
+:class:`ModelSpec` per model) and one short builder per model family; the rest is one concept.
 """
 from __future__ import annotations
 
