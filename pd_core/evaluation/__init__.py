@@ -14,6 +14,10 @@ One module per concept (the protocol itself is described in :mod:`.protocol`):
 - :mod:`.figures`: Figures 2, 5 and 6 (:func:`probability_curve`, the one Figure 2 computation,
   is also what the app's Defence Explorer draws).
 - :mod:`.progress`: the progress estimate and bar.
+- :mod:`.grid_engine`: the sequential engine over a grid of unit settings, which :mod:`.sweeps`
+  (accuracy against perturbation size) and :mod:`.dose` (accuracy against K) run on;
+  :mod:`.curve_figures` draws their curves.
+- :mod:`.distributed`, :mod:`.dispatch`, :mod:`.shards`: the same units on Ray, into Parquet shards.
 
 Every public name of the former single module ``pd_core/evaluation.py`` is importable from here.
 """
