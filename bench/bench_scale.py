@@ -78,6 +78,11 @@ def main() -> int:
         print(f"CPU time of all units: {cpu[1]:.1f} s with 1 worker, {cpu[2]:.1f} s with 2 (equal when the engine "
               f"adds no work); the workers received {share[1]:.2f} and 2 x {share[2]:.2f} cores: below 1 per "
               "worker, other processes had the rest")
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").is_file() and \
+                Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1":
+            print("note: this kernel shares CPU time between sessions (autogroup), not processes; the Ray workers "
+                  "are all in this bench's session, so while another session is busy they share that session's "
+                  "part of the cores, however many there are")
         if cpu[2] > 0:
             print(f"ESTIMATE for cores nobody else uses (1-worker CPU time / half the 2-worker CPU time, perfect "
                   f"balance assumed; not measured): {2 * cpu[1] / cpu[2]:.2f}x")
