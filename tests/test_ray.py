@@ -1,10 +1,9 @@
 """Evaluation on Ray (pd_core.evaluation.distributed), checked against the single-process run.
 
 Ray listens on every interface; on these machines only loopback traffic is allowed, so the Ray
-tests run in a loopback-only network namespace: the outer test below starts
-``unshare -n sh -c 'ip link set lo up && exec python -m pytest <this file>'`` with
-``PD_RAY_INNER=1``, and the inner tests (skipped unless that variable is set) do the work. Where
-``unshare`` is not permitted, the outer test is skipped with the reason.
+tests run in a loopback-only network namespace: the outer test below runs
+this file's inner tests there through ``tests/ray_namespace.py`` (skipped, with the reason, where no
+such namespace can be made).
 
 Few gallery images (Foolbox's ImageNet samples), cheap attacks (FGSM, IGSM), Ens-2, chunks of 2
 images: 2 chunks × 3 attacks = 6 units.
@@ -22,46 +21,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-INNER = os.environ.get("PD_RAY_INNER") == "1"
-REPO = Path(__file__).resolve().parent.parent
+from ray_namespace import INNER, REPO, inner, run_inner_tests
+
 KW = dict(attacks=("fgsm", "igsm"), ensemble=2, batch_size=2, limit=4, tuning_fraction=0.0, seed=3)
-
-
-def _namespace_ok() -> str | None:
-    if shutil.which("unshare") is None:
-        return "the unshare command is not installed"
-    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up && true"], capture_output=True,
-                           text=True, timeout=30)
-    if probe.returncode != 0:
-        probe = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && true"], capture_output=True,
-                               text=True, timeout=30)
-        if probe.returncode != 0:
-            return f"cannot make a loopback-only network namespace ({probe.stderr.strip()[:120]})"
-        return "-rn"
-    return None
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(INNER, reason="outer wrapper")
 def test_ray_scenarios_in_a_loopback_namespace():
-    why = _namespace_ok()
-    if why not in (None, "-rn"):
-        pytest.skip(f"Ray tests need a loopback-only network namespace: {why}")
-    flag = "-rn" if why == "-rn" else "-n"
-    env = {**os.environ, "PD_RAY_INNER": "1", "PD_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = (f"ip link set lo up && exec {sys.executable} -m pytest -x -q -p no:cacheprovider "
-           f"{Path(__file__).relative_to(REPO)}")
-    proc = subprocess.run(["unshare", flag, "sh", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=1500)
-    tail = (proc.stdout + proc.stderr)[-6000:]
-    assert proc.returncode == 0, tail
-    assert "4 passed" in proc.stdout, tail
+    run_inner_tests(__file__, expected_passed=4)
 
 
 # ------------------------------------------------------------------ inner tests (in the namespace)
-inner = pytest.mark.skipif(not INNER, reason="runs inside the loopback namespace started by the outer test")
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     from pd_core.images import gallery

@@ -1,43 +1,25 @@
 """The adaptive evaluation on Ray (pd_core.adaptive.distributed), checked against the single process.
 
 As in tests/test_ray.py, Ray runs only inside a loopback-only network namespace: the outer test
-starts ``unshare -n sh -c 'ip link set lo up && exec python -m pytest <this file>'`` with
-``PD_RAY_INNER=1`` and the inner tests do the work. Tiny budgets: 4 gallery images, ε 2 and 4,
+runs this file's inner tests there through ``tests/ray_namespace.py``. Tiny budgets: 4 gallery images, ε 2 and 4,
 2 steps, EOT 1, Ens-2, chunks of 2 images.
 """
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from test_ray import _namespace_ok
+from ray_namespace import INNER, inner, run_inner_tests
 
-INNER = os.environ.get("PD_RAY_INNER") == "1"
-REPO = Path(__file__).resolve().parent.parent
 KW = dict(eps_list=(2, 4), eot=1, steps=2, limit=4, seed=5, ensemble=2, batch_images=2, tuning_fraction=0.0)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(INNER, reason="outer wrapper")
 def test_adaptive_ray_scenarios_in_a_loopback_namespace():
-    why = _namespace_ok()
-    if why not in (None, "-rn"):
-        pytest.skip(f"Ray tests need a loopback-only network namespace: {why}")
-    flag = "-rn" if why == "-rn" else "-n"
-    env = {**os.environ, "PD_RAY_INNER": "1", "PD_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = (f"ip link set lo up && exec {sys.executable} -m pytest -x -q -p no:cacheprovider "
-           f"{Path(__file__).relative_to(REPO)}")
-    proc = subprocess.run(["unshare", flag, "sh", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=1500)
-    tail = (proc.stdout + proc.stderr)[-6000:]
-    assert proc.returncode == 0, tail
-    assert "4 passed" in proc.stdout, tail  # the three inner tests and the CLI test
+    run_inner_tests(__file__, expected_passed=4)  # the three inner tests and the CLI test
 
 
 def test_cli_rejects_a_bad_ray_target_before_any_work(tmp_path, capsys):
@@ -50,7 +32,6 @@ def test_cli_rejects_a_bad_ray_target_before_any_work(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ inner tests (in the namespace)
-inner = pytest.mark.skipif(not INNER, reason="runs inside the loopback namespace started by the outer test")
 
 
 @pytest.fixture(scope="module")
