@@ -6,18 +6,18 @@ root configured on the server (``PD_IMAGE_ROOT``), never typed in.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import streamlit as st
 
 from pd_core import evaluation as ev
+from pd_core.evaluation.table_figures import (deflection_curve_figure, rank_figure, table_bars_figure,
+                                              table_defence_columns, tuning_figure)
 from ui import state
+from ui.benchmark import (eta_reporter, folder_choices, image_root, ray_option, results_file, run_on_ray,
+                          sweep_section)
 from ui.cache import gallery_images, get_model
 from ui.components import command_line, data_folder_argument
 from ui.compute import Failed, run_heavy
@@ -33,149 +33,6 @@ TABLE_HELP = {
     3: "Table 3 — ablation: JPEG, wavelet denoising (WD), pixel deflection (PD) and their combinations",
     4: "Table 4 — thresholding rules after pixel deflection (Hard, VisuShrink, SUREShrink, BayesShrink)",
 }
-
-
-def image_root() -> Path | None:
-    """The server's data folder: ``PD_IMAGE_ROOT``, else the project's sibling ``../shared``."""
-    configured = os.environ.get("PD_IMAGE_ROOT")
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared"
-    return root if root.is_dir() else None
-
-
-@st.cache_data(ttl=120, show_spinner=False)
-def folder_choices(root: str) -> list[str]:
-    """Sub-folders of the root (two levels) that hold images or a labels.csv, as relative paths."""
-    from pd_core.images import IMAGE_EXTENSIONS
-
-    base = Path(root)
-    found = []
-    for depth in ("*", "*/*"):
-        for folder in sorted(base.glob(depth)):
-            if not folder.is_dir() or folder.name.startswith("."):
-                continue
-            try:
-                files = list(folder.iterdir())
-            except OSError:
-                continue
-            if any(f.name == "labels.csv" for f in files) or any(
-                    f.suffix.lower() in IMAGE_EXTENSIONS for f in files[:2000]):
-                found.append(folder.relative_to(base).as_posix())
-    return found
-
-
-def session_dir() -> Path:
-    """A private results folder per browser session (results survive page changes and reruns)."""
-    sid = st.session_state.setdefault("_benchmark_session", uuid.uuid4().hex)
-    path = Path(tempfile.gettempdir()) / "pd_benchmark" / sid
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def results_file(source_key: str, cfg, model_name: str, seed: int, ensemble: int, tuning: float) -> Path:
-    """One CSV per (images, model, defence, seed, ensemble, split): pressing Run again with more
-    attacks, another table or more images only computes what is missing (the run is resumable)."""
-    key = json.dumps([source_key, model_name, cfg.as_dict(), seed, ensemble, tuning], sort_keys=True)
-    return session_dir() / f"results_{hashlib.sha256(key.encode()).hexdigest()[:16]}.csv"
-
-
-def eta_reporter(bar, started: float):
-    def report(fraction: float, message: str) -> None:
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        elapsed = time.monotonic() - started
-        if fraction > 0.02 and elapsed > 3:
-            left = elapsed * (1 - fraction) / fraction
-            eta = f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
-        else:
-            eta = "estimating the time left…"
-        bar.progress(fraction, text=f"{100 * fraction:.0f}% · {eta} · {message}")
-
-    return report
-
-
-def ray_option() -> tuple[bool, int]:
-    """The choice of a local Ray cluster (issue 12): ``(use it, number of workers)``."""
-    import importlib.util
-
-    installed = importlib.util.find_spec("ray") is not None
-    use = st.checkbox("Run on a local Ray cluster with N workers", key="bench_ray", disabled=not installed,
-                      help="The same results, computed by N worker processes of this server (the engine of "
-                           "`python -m pd_core evaluate --ray local:N`).")
-    if not installed:
-        st.caption("Ray is not installed on this server: install it with `pip install -e '.[ray]'` in the "
-                   "project's folder to use this option.")
-        return False, 1
-    st.caption("Splits the run into units shared by N workers on this server (one per GPU, or N one-thread CPU "
-               "workers): worth it on a GPU server or a many-core machine, not on a small laptop. Needs `ray` installed.")
-    workers = st.number_input("Workers (N)", 1, 64, **state.sticky("bench_ray_workers", 2), disabled=not use)
-    return use, int(workers)
-
-
-def ray_progress_text(snap) -> str:
-    """One line for a :class:`~pd_core.evaluation.dispatch.ProgressSnapshot` of the Ray engine."""
-    left = snap.seconds_left
-    eta = ("estimating the time left" if left != left else
-           f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left")
-    return (f"{snap.done}/{snap.total} units done, {snap.total - snap.done} left"
-            + (f" ({snap.resumed} resumed)" if snap.resumed else "")
-            + f" · {snap.workers} workers · {snap.rate * 60:.1f} units/min · {eta} · "
-              f"{snap.failed} failed, {snap.retried} retried")
-
-
-def run_on_ray(bar, workers: int, **kwargs):
-    """The benchmark on a local Ray cluster (:func:`pd_core.evaluation.distributed.evaluate_distributed`),
-    its progress drawn on ``bar``; returns the result and the last progress line."""
-    from pd_core.evaluation import distributed
-
-    shown = {"text": ""}
-
-    def show(snap) -> None:
-        shown["text"] = ray_progress_text(snap)
-        bar.progress(min(max(snap.fraction, 0.0), 1.0), text=shown["text"])
-
-    result = distributed.evaluate_distributed(ray=f"local:{workers}", threads=1, on_progress=show, **kwargs)
-    return result, shown["text"]
-
-
-SWEEP_FILES = Path(__file__).resolve().parent.parent / "docs" / "results"
-UPLOAD = "Upload a sweep results file"
-
-
-def sweep_section() -> None:
-    """Accuracy against perturbation size (issue 13): the curves of a ``python -m pd_core sweep``
-    results file (one of docs/results/sweep*.csv, or an upload), drawn by pd_core.evaluation.curve_figures."""
-    from pd_core.evaluation.curve_figures import MEASURE_TITLES, SWEEP_CAPTION, sweep_figures
-    from pd_core.evaluation.sweeps import sweep_summary
-
-    st.divider()
-    st.subheader("Accuracy against perturbation size")
-    st.caption("Each attack at a range of strengths (ε for FGSM and IGSM, overshoot for DeepFool, C&W and L-BFGS, "
-               "γ for JSMA): how accuracy falls, without defence and with it, as the change to the photo grows. "
-               "Made by `python -m pd_core sweep` (long runs: see docs/results.md).")
-    files = sorted(p.name for p in SWEEP_FILES.glob("sweep*.csv"))
-    source = st.selectbox("Sweep results", files + [UPLOAD], key="bench_sweep_file")
-    path = SWEEP_FILES / source if source != UPLOAD else None
-    if path is None:
-        upload = st.file_uploader("Sweep results (CSV)", type=["csv"], key="bench_sweep_upload")
-        if upload is None:
-            return
-        path = session_dir() / "uploaded_sweep.csv"
-        path.write_bytes(upload.getvalue())
-    measure = st.radio("Perturbation size measured as", list(MEASURE_TITLES), format_func=MEASURE_TITLES.get,
-                       horizontal=True, key="bench_sweep_measure",
-                       help="The paper's |L2| could be any of these three (issue 13); its points are drawn at all three.")
-    try:
-        summary = sweep_summary(ev.read_results(path))
-    except (ev.EvaluationError, ValueError, KeyError) as exc:
-        st.error(f"That file could not be read as sweep results: {exc}")
-        return
-    if summary.empty:
-        st.info("That file has no sweep rows (its presets carry no '@parameter=value').")
-        return
-    for (attack, preset), fig in sweep_figures(summary, measure).items():
-        st.plotly_chart(fig, width="stretch", key=f"bench_sweep_{attack}_{preset}")
-        n = int(summary[(summary["attack"] == attack) & (summary["preset"] == preset)]["n"].max())
-        st.caption(f"{ev.ATTACK_TITLES.get(attack, attack)}, {preset} preset: up to {n} photos per point.")
-    st.caption(SWEEP_CAPTION)
 
 
 # ------------------------------------------------------------------------------------------ page
@@ -300,8 +157,7 @@ st.markdown(f"**{kept}** photos counted; **{len(clean) - kept}** left out becaus
 if last.get("ray"):
     st.caption(f"Computed on a local Ray cluster: {last['ray']}.")
 
-defence_cols = [c for c in frame.columns if c not in ("attack", "key", "n", "|L2|", "paper |L2|")
-                and not c.endswith((" CI", " n")) and not c.startswith("paper ")]
+defence_cols = table_defence_columns(frame)
 display = frame[["attack", "n", "|L2|"]].copy()
 for c in defence_cols:
     display[c] = [f"{a:.1f}  ({ci})" if a == a else "—" for a, ci in zip(frame[c], frame[f"{c} CI"])]
@@ -319,21 +175,7 @@ st.caption("Each cell: top-1 accuracy in % and its 95% Wilson confidence interva
            "numbers for ResNet-50 on its own 1000 ImageNet photos (a different model and different photos, "
            "so expect differences; docs/results.md discusses them).")
 
-import plotly.graph_objects as go  # noqa: E402
-
-fig = go.Figure()
-for c in defence_cols:
-    fig.add_bar(name=c, x=frame["attack"], y=frame[c],
-                error_y=dict(type="data", symmetric=False,
-                             array=[float(hi) - a if a == a else 0 for a, hi in
-                                    zip(frame[c], [float(s.split("–")[1]) if s else 0 for s in frame[f"{c} CI"]])],
-                             arrayminus=[a - float(lo) if a == a else 0 for a, lo in
-                                         zip(frame[c], [float(s.split("–")[0]) if s else 0 for s in frame[f"{c} CI"]])]))
-    fig.add_scatter(name=f"paper {c}", x=frame["attack"], y=frame[f"paper {c}"], mode="markers",
-                    marker=dict(symbol="line-ew-open", size=18, line=dict(width=3)), showlegend=True)
-fig.update_layout(barmode="group", yaxis_title="top-1 accuracy (%)", yaxis_range=[0, 105], height=420,
-                  legend_orientation="h", margin=dict(t=30, b=10))
-st.plotly_chart(fig, width="stretch", key="bench_bars")
+st.plotly_chart(table_bars_figure(frame), width="stretch", key="bench_bars")
 st.caption("Bars: measured here, with 95% intervals. Dashes: the paper's numbers.")
 
 ranks = ev.rank_histogram(rows, preset=preset_shown)
@@ -344,12 +186,7 @@ if pooled["count"].sum() > 0:
                    "the clean photo (0 = not in the top-5), and the rank of the true class among the top-5 answers "
                    "on the attacked photo. The paper found the attacker's class was the clean photo's runner-up "
                    "about 40% of the time: that is why the defence's map uses the top-5 classes, not just the first.")
-        fig6 = go.Figure()
-        for direction, g in pooled.groupby("direction"):
-            fig6.add_bar(name=direction, x=[str(r) for r in g["rank"]], y=100 * g["fraction"])
-        fig6.update_layout(barmode="group", xaxis_title="rank (0 = not in the top-5)", yaxis_title="% of attacks",
-                           height=330, legend_orientation="h", margin=dict(t=20, b=10))
-        st.plotly_chart(fig6, width="stretch", key="bench_fig6")
+        st.plotly_chart(rank_figure(ranks), width="stretch", key="bench_fig6")
 
 with st.expander("The table as text, the files, and the command line"):
     st.code(ev.format_table(rows, table_shown, preset_shown, ensemble=last["ensemble"]), language=None)
@@ -410,15 +247,7 @@ with fig_left:
         if curve.empty:
             st.info("The attack fooled none of these photos; try more photos or a stronger attack.")
         else:
-            fig2 = go.Figure()
-            for (kind, cls), g in curve.groupby(["image", "class"]):
-                fig2.add_scatter(x=g["deflections"], y=g["mean_prob"], mode="lines+markers",
-                                 name=f"{cls} class, {kind} photos",
-                                 line=dict(dash="solid" if kind == "adversarial" else "dot"),
-                                 error_y=dict(type="data", array=g["sem"]))
-            fig2.update_layout(xaxis_title="deflections K", yaxis_title="mean probability", height=360,
-                               legend_orientation="h", margin=dict(t=20, b=10), xaxis_type="log")
-            st.plotly_chart(fig2, width="stretch", key="bench_fig2_chart")
+            st.plotly_chart(deflection_curve_figure(curve), width="stretch", key="bench_fig2_chart")
             st.caption(f"{attack2.upper()} at the {preset} budget, {int(curve['n'].iloc[0])} photos "
                        "the attack fooled. K = 0 is plotted at the left edge of the log axis.")
 with fig_right:
@@ -444,20 +273,8 @@ with fig_right:
                 status.update(label="That did not work", state="error")
     if "bench_fig5" in st.session_state:
         grid = st.session_state["bench_fig5"]
-        from plotly.subplots import make_subplots
-
-        fig5 = make_subplots(rows=1, cols=3, shared_yaxes=True, subplot_titles=("σ", "window r", "deflections K"))
         default = grid[grid["varied"] == "default"]
-        for col, (param, column) in enumerate((("sigma", "sigma"), ("window", "window"),
-                                               ("deflections", "deflections")), start=1):
-            for attack5, g in grid[grid["varied"].isin([param, "default"])].groupby("attack"):
-                g = g.sort_values(column)
-                fig5.add_scatter(x=g[column], y=100 * g["accuracy"], mode="lines+markers", name=attack5,
-                                 legendgroup=attack5, showlegend=col == 1, row=1, col=col,
-                                 error_y=dict(type="data", symmetric=False, array=100 * (g["ci_high"] - g["accuracy"]),
-                                              arrayminus=100 * (g["accuracy"] - g["ci_low"])))
-        fig5.update_layout(height=360, yaxis_title="accuracy (%)", legend_orientation="h", margin=dict(t=30, b=10))
-        st.plotly_chart(fig5, width="stretch", key="bench_fig5_chart")
+        st.plotly_chart(tuning_figure(grid), width="stretch", key="bench_fig5_chart")
         st.caption(f"{int(default['n'].max()) if not default.empty else 0} held-apart photos per point. The tables "
                    "above keep the paper's parameters whatever this shows.")
 

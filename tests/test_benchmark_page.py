@@ -69,3 +69,37 @@ def test_small_run_shows_the_table_beside_the_papers(page):
     assert "photos counted" in counted
     charts = " ".join(c.proto.id for c in page.get("plotly_chart"))
     assert "bench_bars" in charts
+
+
+def test_table_bars_carry_the_wilson_interval_and_the_papers_number():
+    """The bars the page draws come from the table itself: each error bar reaches the interval's
+    ends, a row without images draws no bar, and the paper's number is its own marker."""
+    import pandas as pd
+
+    from pd_core.evaluation import CSV_COLUMNS, table_frame, wilson_interval
+    from pd_core.evaluation.table_figures import table_bars_figure, table_defence_columns
+
+    records = []
+    for attack, preset, fooled in (("clean", "none", 0), ("fgsm", "paper", 7)):
+        for defence, wrong in (("none", fooled), ("single", fooled // 2)):
+            for k in range(10):
+                right = k >= wrong
+                records.append({"image": f"i{k}", "label": 1, "attack": attack, "preset": preset, "defence": defence,
+                                "prediction": 1 if right else 2, "correct": int(right),
+                                "norm_l2": 0.0 if attack == "clean" else 0.05})
+    rows = pd.DataFrame(records)
+    for column in CSV_COLUMNS:
+        if column not in rows:
+            rows[column] = 0.0
+    frame = table_frame(rows, 1, "paper", 10)
+    columns = table_defence_columns(frame)
+    assert columns[:2] == ["No defence", "Single"], columns
+    fig = table_bars_figure(frame)
+    bar = next(t for t in fig.data if t.type == "bar" and t.name == "No defence")
+    fgsm = list(frame["attack"]).index("FGSM")
+    low, high = wilson_interval(3, 10)
+    assert bar.y[fgsm] == pytest.approx(30.0)
+    assert bar.y[fgsm] + bar.error_y.array[fgsm] == pytest.approx(round(100 * high, 1), abs=0.06)
+    assert bar.y[fgsm] - bar.error_y.arrayminus[fgsm] == pytest.approx(round(100 * low, 1), abs=0.06)
+    paper = next(t for t in fig.data if t.name == "paper No defence")
+    assert paper.mode == "markers" and paper.y[fgsm] == frame["paper No defence"].iloc[fgsm]

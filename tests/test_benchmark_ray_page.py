@@ -65,14 +65,9 @@ def test_ray_option_shows_the_engines_progress(fake_engine):
 
 def test_progress_text_of_a_snapshot():
     from pd_core.evaluation.dispatch import ProgressSnapshot
+    from ui.benchmark import ray_progress_text
 
-    source = (ROOT / "pages" / "benchmark.py").read_text()
-    # The helper alone (the page's script part needs a running Streamlit session).
-    start = source.index("def ray_progress_text")
-    end = source.index("\ndef run_on_ray")
-    scope: dict = {}
-    exec(source[start:end], scope)
-    text = scope["ray_progress_text"](ProgressSnapshot(10, 4, 1, 2, 2, 1, 2, 30.0, 0.1, 120.0))
+    text = ray_progress_text(ProgressSnapshot(10, 4, 1, 2, 2, 1, 2, 30.0, 0.1, 120.0))
     assert text.startswith("4/10 units done, 6 left (1 resumed)")
     assert "2 workers" in text and "6.0 units/min" in text and "about 2 min left" in text
     assert text.endswith("2 failed, 1 retried")
