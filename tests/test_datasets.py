@@ -165,3 +165,35 @@ def test_cli_options_of_issue_12_fail_in_one_line(tmp_path, capsys, monkeypatch,
     code = main(["evaluate", "--images", "val", "--attacks", "fgsm", "--out", "r.csv", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and match in err[0], err
+
+
+def test_adaptive_command_reads_the_kaggle_layout_and_a_subset(tmp_path, monkeypatch):
+    """``adaptive`` takes the layouts and ``--subset`` that ``evaluate`` takes (same listing): a
+    Kaggle folder of three photos, and a subset naming two of them, give rows over two images."""
+    import csv
+    import shutil
+
+    from pd_core.cli import main
+    from pd_core.images import gallery
+
+    photos = [g for g in gallery() if g.source == "Foolbox"][:3]
+    val = tmp_path / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+    val.mkdir(parents=True)
+    lines = ["ImageId,PredictionString"]
+    for n, g in enumerate(photos, start=1):
+        shutil.copy(g.path, val / f"ILSVRC2012_val_{n:08d}.JPEG")
+        lines.append(f"ILSVRC2012_val_{n:08d},{WNIDS[g.label_index]} 1 2 3 4")
+    (tmp_path / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "two.txt").write_text("ILSVRC2012_val_00000001\nILSVRC2012_val_00000003.JPEG\n")
+    monkeypatch.chdir(tmp_path)
+    common = ["adaptive", "--images", str(val), "--eps", "1", "--eot", "1", "--steps", "1", "--ensemble", "1",
+              "--tuning-fraction", "0", "--no-progress"]
+
+    def images_of(out, *extra):
+        assert main([*common, "--out", out, *extra]) == 0
+        with open(out) as fh:
+            rows = list(csv.DictReader(fh))
+        return {int(r["images"]) for r in rows}
+
+    assert images_of("all.csv") == {3}
+    assert images_of("two.csv", "--subset", "two.txt") == {2}

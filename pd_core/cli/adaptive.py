@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from .common import CliError, add_defence_options, defence_config, load_model
+from .common import CliError, add_dataset_options, add_defence_options, dataset_images, defence_config, load_model
 
 HELP = "accuracy of the defence under the adaptive BPDA+EOT attack, against ε"
 
@@ -36,6 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("adaptive", help=HELP, description=DESCRIPTION)
     p.add_argument("--images", required=True, metavar="DIR", help="folder of labelled images")
     p.add_argument("--labels", default=None, metavar="CSV", help="labels file (default: labels.csv in DIR)")
+    add_dataset_options(p)
     p.add_argument("--eps", default="1,2,4,8", help="L-inf budgets in /255, comma separated (default 1,2,4,8)")
     p.add_argument("--eot", type=int, default=10, metavar="N", help="defence samples averaged per step (default 10)")
     p.add_argument("--steps", type=int, default=40, metavar="S", help="PGD steps (default 40)")
@@ -92,14 +93,15 @@ def run(args) -> int:
         raise CliError("--report needs --ladder (the report describes the whole ladder)")
     if args.baseline and not args.ladder:
         raise CliError("--baseline needs --ladder (the baselines are judged by the ladder)")
+    images = dataset_images(args)
     if getattr(args, "ray", None):
-        return _run_on_ray(args, eps_list)
+        return _run_on_ray(args, eps_list, images)
     model = load_model(args.model)
     if args.ladder:
-        return _run_ladder(args, model, eps_list)
+        return _run_ladder(args, model, eps_list, images)
     update, close = progress_bar(not args.no_progress and sys.stderr.isatty() or args.progress)
     try:
-        rows = evaluate_adaptive(model, args.images, eps_list, eot=args.eot, steps=args.steps, limit=args.limit,
+        rows = evaluate_adaptive(model, images, eps_list, eot=args.eot, steps=args.steps, limit=args.limit,
                                  seed=args.seed, out_csv=args.out, progress=update, labels_csv=args.labels,
                                  config=defence_config(args), step_size_fraction=args.step_fraction,
                                  ensemble=args.ensemble, batch_images=args.batch_images,
@@ -113,7 +115,7 @@ def run(args) -> int:
     return 0
 
 
-def _run_ladder(args, model, eps_list) -> int:
+def _run_ladder(args, model, eps_list, images) -> int:
     """``--ladder``: :func:`pd_core.adaptive.ladder.evaluate_ladder` with this command's budget."""
     import sys
 
@@ -125,7 +127,7 @@ def _run_ladder(args, model, eps_list) -> int:
     say = (lambda msg: print(msg, file=sys.stderr)) if not args.no_progress else None
     try:
         config = BASELINES[args.baseline] if args.baseline else defence_config(args)
-        rows, found, _ = evaluate_ladder(model, args.images, settings, config, labels_csv=args.labels,
+        rows, found, _ = evaluate_ladder(model, images, settings, config, labels_csv=args.labels,
                                          defence_name=args.baseline or "pixel_deflection",
                                          tuning_fraction=args.tuning_fraction, limit=args.limit,
                                          report_path=args.report, progress=say)
@@ -139,7 +141,7 @@ def _run_ladder(args, model, eps_list) -> int:
     return 0
 
 
-def _run_on_ray(args, eps_list) -> int:
+def _run_on_ray(args, eps_list, images) -> int:
     """``--ray``: the same rows computed by Ray workers (:mod:`pd_core.adaptive.distributed`)."""
     import sys
     from pathlib import Path
@@ -159,7 +161,7 @@ def _run_on_ray(args, eps_list) -> int:
     show = progress_printer() if (not args.no_progress and sys.stderr.isatty()) or args.progress else None
     try:
         got = evaluate_adaptive_distributed(
-            args.model, args.images, store=store, eps_list=eps_list, eot=args.eot, steps=args.steps,
+            args.model, images, store=store, eps_list=eps_list, eot=args.eot, steps=args.steps,
             limit=args.limit, seed=args.seed, labels=args.labels, config=config,
             step_size_fraction=args.step_fraction, ensemble=args.ensemble, batch_images=args.batch_images,
             tuning_fraction=args.tuning_fraction, loss=args.loss, gradient=args.gradient, ladder=ladder,

@@ -128,6 +128,33 @@ def add_folder_options(p: argparse.ArgumentParser, *, images_required: bool = Fa
     p.add_argument("--model", default="efficientnet_lite0")
 
 
+def add_dataset_options(p: argparse.ArgumentParser) -> None:
+    """The ImageNet validation layouts of :mod:`pd_core.datasets`: ``--subset --devkit-meta``."""
+    p.add_argument("--subset", metavar="FILE", help="use only the files listed (one name per line)")
+    p.add_argument("--devkit-meta", metavar="FILE",
+                   help="the ILSVRC2012 devkit's meta.mat (or its 1000 WordNet ids in order), for its ground truth")
+
+
+def dataset_images(args):
+    """``--images`` as the engines take it: the folder itself when :func:`~pd_core.evaluation.load_items`
+    reads it (labels.csv, WordNet ids), else its labelled items in :mod:`pd_core.datasets`' layouts
+    (Kaggle, devkit), restricted to ``--subset`` (named as ``load_items`` names them, so the tuning
+    split and the seeds are the folder's). A bad layout or file raises :class:`CliError`."""
+    from ..datasets import DatasetError, detect_layout
+    from ..evaluation import EvaluationError
+    from ..evaluation.distributed import evaluation_items
+
+    subset, devkit_meta = getattr(args, "subset", None), getattr(args, "devkit_meta", None)
+    try:
+        flat = detect_layout(args.images, args.labels)[0] in ("kaggle", "devkit")
+        if not (flat or subset or devkit_meta):
+            return args.images
+        return evaluation_items(args.images, labels=args.labels, devkit_meta=devkit_meta, subset=subset,
+                                tuning_fraction=0.0)
+    except (DatasetError, EvaluationError) as exc:
+        raise CliError(str(exc)) from None
+
+
 def add_protocol_options(p: argparse.ArgumentParser) -> None:
     """How the protocol (paper §9-10) runs on the folder: ``--ensemble --limit --seed --batch-size
     --tuning-fraction``."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (CliError, add_folder_options, add_progress_options, add_protocol_options, load_model,
-                     wants_progress)
+from .common import (CliError, add_dataset_options, add_folder_options, add_progress_options, add_protocol_options,
+                     dataset_images, load_model, wants_progress)
 
 HELP = "reproduce the paper's Tables 1, 3, 4 on a folder of labelled images"
 
@@ -37,9 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="run on Ray: local:N (N workers on this machine), auto or a cluster address; rows go "
                         "to Parquet shards (--out DIR, or results.shards/ beside --out results.csv)")
     p.add_argument("--threads-per-worker", type=int, default=1, metavar="T", help="torch threads of each CPU worker")
-    p.add_argument("--subset", metavar="FILE", help="evaluate only the files listed (one name per line)")
-    p.add_argument("--devkit-meta", metavar="FILE",
-                   help="the ILSVRC2012 devkit's meta.mat (or its 1000 WordNet ids in order), for its ground truth")
+    add_dataset_options(p)
     add_progress_options(p)
     p.set_defaults(func=run)
     return p
@@ -88,18 +86,7 @@ def _table(model, args, attacks, update, close) -> int:
     from ..evaluation import evaluate, rank_histogram
     from ..evaluation.store import _meta_path
 
-    from ..datasets import DatasetError, detect_layout
-    from ..evaluation.distributed import evaluation_items
-
-    images = args.images
-    try:
-        flat = detect_layout(args.images, args.labels)[0] in ("kaggle", "devkit")
-    except DatasetError as exc:
-        raise CliError(str(exc)) from None
-    if flat or args.subset or args.devkit_meta:  # pd_core.datasets' layouts, named as evaluate() names them
-
-        images = evaluation_items(args.images, labels=args.labels, devkit_meta=args.devkit_meta,
-                                  subset=args.subset, tuning_fraction=0.0)
+    images = dataset_images(args)
     try:
         result = evaluate(model, images, attacks=attacks, preset=args.preset, table=args.table,
                           ensemble=args.ensemble, limit=args.limit, seed=args.seed, out_csv=args.out,
