@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_folder_options, add_progress_options, add_protocol_options, parse_number_list,
-                     summary_of_folder_run, write_figures)
+from .common import (add_dataset_options, add_folder_options, add_progress_options, add_protocol_options,
+                     dataset_images, parse_number_list, summary_of_folder_run, write_figures)
 
 HELP = "the deflection dose: accuracy against the number of deflections K, with and without the denoiser"
 
@@ -21,6 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Attack each image once, then defend it with K deflections for every K of the grid, with and "
                     "without the wavelet denoiser (extends the paper's Figure 2 and Table 3). Resumable.")
     add_folder_options(p)
+    add_dataset_options(p)
     p.add_argument("--attacks", default="fgsm,igsm",
                    help="comma-separated attacks (default: fgsm,igsm); the clean images are always included")
     p.add_argument("--preset", default="paper", help="the attacks' preset (default: paper)")
@@ -52,7 +53,7 @@ def run(args) -> int:
 
     def compute(model, progress):
         config = DefenceConfig(window=args.window, sigma=args.sigma, use_map=not args.no_map)
-        return deflection_dose(model, args.images, attacks=args.attacks.split(","), preset=args.preset,
+        return deflection_dose(model, dataset_images(args), attacks=args.attacks.split(","), preset=args.preset,
                                deflections=ks, denoise=denoise, ensemble=args.ensemble, limit=args.limit,
                                seed=args.seed, out_csv=args.out, progress=progress, batch_size=args.batch_size,
                                labels_csv=args.labels, config=config, tuning_fraction=args.tuning_fraction)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_folder_options, add_progress_options, add_protocol_options, parse_number_list,
-                     summary_of_folder_run, write_figures as _write_figures)
+from .common import (add_dataset_options, add_folder_options, add_progress_options, add_protocol_options,
+                     dataset_images, parse_number_list, summary_of_folder_run,
+                     write_figures as _write_figures)
 
 HELP = "accuracy against perturbation size: each attack over a grid of strengths (eps, overshoot, gamma)"
 
@@ -23,6 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "to continue. Default grids: eps 1,2,4,6,8,12,16 (/255) for FGSM, IGSM, PGD; overshoot for "
                     "DeepFool, C&W, L-BFGS; gamma for JSMA (see pd_core/evaluation/sweeps.py).")
     add_folder_options(p)
+    add_dataset_options(p)
     p.add_argument("--attacks", default="fgsm", help="comma-separated attacks (default: fgsm)")
     p.add_argument("--preset", default="paper", metavar="P[,P...]",
                    help="base preset(s) whose other parameters (and step rule) each point keeps: paper (IGSM: early "
@@ -56,7 +58,7 @@ def run(args) -> int:
     values = parse_values(args.values)
 
     def compute(model, progress):
-        return sweep(model, args.images, attacks=args.attacks.split(","), presets=args.preset.split(","),
+        return sweep(model, dataset_images(args), attacks=args.attacks.split(","), presets=args.preset.split(","),
                      values=values, param=args.param, ensemble=args.ensemble, limit=args.limit, seed=args.seed,
                      out_csv=args.out, progress=progress, batch_size=args.batch_size, labels_csv=args.labels,
                      tuning_fraction=args.tuning_fraction)
