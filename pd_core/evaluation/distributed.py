@@ -277,6 +277,38 @@ def _seconds_per_image(units: Sequence[WorkUnit], results: Sequence[dict]) -> di
     return {a: round(sec / n, 4) for a, (sec, n) in totals.items() if n}
 
 
+def _compute_units(queue: deque, total: int, resumed: int, spec: RunSpec, store: Path, *, ray: str, threads: int,
+                   workers: int | None, in_flight: int, max_attempts: int,
+                   on_progress: Callable[[ProgressSnapshot], None] | None) -> tuple[list[dict], int, int]:
+    """The queued units on Ray actors (one model each; one per GPU, else ``threads``-thread CPU
+    workers), pulled by a :class:`Dispatcher`. Returns (unit results, failed, retried)."""
+    if not queue:
+        if on_progress is not None:
+            on_progress(ProgressSnapshot(total, total, resumed, 0, 0, 0, 0, 0.0, 0.0, 0.0, "already done"))
+        return [], 0, 0
+    started_here = not _ray_running()
+    ray_mod, count, device = _start_ray(ray, max(1, int(threads)), workers)
+    options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": max(1, int(threads))}
+    actor_class = ray_mod.remote(**options, max_restarts=0, scheduling_strategy="SPREAD")(UnitWorker)
+    try:
+        scheduler = Dispatcher(ray_mod, actor_class,
+                               lambda wid: (spec, str(store.resolve()), f"w{wid}", threads, device),
+                               min(count, len(queue)), in_flight, max_attempts, on_progress, total, resumed)
+        results = scheduler.run(queue)
+    finally:
+        if started_here:  # our own connection or local instance: its workers go with it
+            ray_mod.shutdown()
+    return results, scheduler.failed, scheduler.retried
+
+
+def _worker_costs(units: Sequence[WorkUnit], results: Sequence[dict]) -> dict:
+    """The sidecar's cost entries: seconds per image of each attack, and the workers' CPU time over
+    their wall time (below 1 per thread: other processes took the CPUs)."""
+    busy, cpu = sum(r["seconds"] for r in results), sum(r.get("cpu_seconds", 0.0) for r in results)
+    return {"unit_costs": _seconds_per_image(units, results), "worker_cpu_seconds": round(cpu, 2),
+            "worker_cpu_share": round(cpu / busy, 3) if busy else None}
+
+
 def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[str] = ("fgsm", "igsm"),
                          preset: str = "paper", table: int = 1, ensemble: int = 10, limit: int | None = None,
                          seed: int = 0, batch_size: int = 16, labels=None, devkit_meta=None, subset=None,
@@ -319,26 +351,9 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
     finished = finished_units(store)
     queue = deque(u for u in units if u.key not in finished)
     resumed = len(units) - len(queue)
-    results: list[dict] = []
-    if queue:
-        started_here = not _ray_running()
-        ray_mod, count, device = _start_ray(ray, max(1, int(threads)), workers)
-        options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": max(1, int(threads))}
-        actor_class = ray_mod.remote(**options, max_restarts=0, scheduling_strategy="SPREAD")(UnitWorker)
-        try:
-            scheduler = Dispatcher(ray_mod, actor_class,
-                                   lambda wid: (spec, str(store.resolve()), f"w{wid}", threads, device),
-                                   min(count, len(queue)), in_flight, max_attempts, on_progress, len(units),
-                                   resumed)
-            results = scheduler.run(queue)
-        finally:
-            if started_here:  # our own connection or local instance: its workers go with it
-                ray_mod.shutdown()
-        failed, retried = scheduler.failed, scheduler.retried
-    else:
-        failed = retried = 0
-        if on_progress is not None:
-            on_progress(ProgressSnapshot(len(units), len(units), resumed, 0, 0, 0, 0, 0.0, 0.0, 0.0, "already done"))
+    results, failed, retried = _compute_units(queue, len(units), resumed, spec, store, ray=ray, threads=threads,
+                                              workers=workers, in_flight=in_flight, max_attempts=max_attempts,
+                                              on_progress=on_progress)
     unreadable = {k: v for r in results for k, v in r.get("unreadable", {}).items()}
     for r in results:
         for k, v in r.get("attack_params", {}).items():
@@ -351,11 +366,7 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
     seconds = time.monotonic() - started
     meta["distributed"] = {"units": len(units), "resumed": resumed, "computed": len(results), "failed": failed,
                            "retried": retried}
-    meta["unit_costs"] = _seconds_per_image(units, results)
-    # CPU time over wall time of the workers' units: below 1 per thread, other processes took the CPUs.
-    busy, cpu = sum(r["seconds"] for r in results), sum(r.get("cpu_seconds", 0.0) for r in results)
-    meta["worker_cpu_seconds"] = round(cpu, 2)
-    meta["worker_cpu_share"] = round(cpu / busy, 3) if busy else None
+    meta.update(_worker_costs(units, results))
     meta["runs"][-1].update({"seconds": round(seconds, 1), "kept": kept, "dropped": len(dropped),
                              "unreadable": unreadable, **meta["distributed"]})
     meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
