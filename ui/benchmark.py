@@ -18,6 +18,7 @@ import streamlit as st
 from pd_core import evaluation as ev
 from ui import state
 
+
 def image_root() -> Path | None:
     """The server's data folder: ``PD_IMAGE_ROOT``, else the project's sibling ``../shared``."""
     configured = os.environ.get("PD_IMAGE_ROOT")
