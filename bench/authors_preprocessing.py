@@ -15,7 +15,8 @@ The authors' "caffe" normalisation (BGR, mean-subtracted, 0–255) belongs to Ke
 does not apply to EfficientNet-Lite, whose own normalisation is kept.
 
     PD_THREADS=1 python bench/authors_preprocessing.py --images ../shared/imagenet-dev \
-        --attacks fgsm,igsm,deepfool --limit 128 --seed 0 --out docs/results/table1_authors_preprocessing.csv
+        --attacks fgsm,igsm,deepfool --limit 128 --seed 0 --out docs/results/table1_authors_preprocessing.csv \
+        --compare docs/results/table2_lite0.csv
 """
 from __future__ import annotations
 
@@ -45,6 +46,36 @@ def authors_copy(items, folder: Path, size: int) -> list:
     return copies
 
 
+def paired_table(ours, theirs, attacks=("clean", "fgsm", "igsm", "deepfool")) -> str:
+    """Single-run accuracy of two result files on the images counted in both (the undefended model
+    right on both versions), with the discordant counts: right only in ``ours`` / only in ``theirs``."""
+    from pd_core.evaluation import read_results, wilson_interval
+
+    a, b = read_results(ours), read_results(theirs)
+
+    def counted(rows):
+        clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
+        return set(clean.loc[clean["correct"].astype(int) == 1, "image"])
+
+    both = counted(a) & counted(b)
+    lines = [f"images counted in both: {len(both)} (ours {len(counted(a))}, theirs {len(counted(b))}); single run",
+             f"{'attack':10s} {'n':>4s}  {'ours':18s}  {'theirs':18s}  only ours / only theirs"]
+    for attack in attacks:
+        pick = [r[(r["attack"] == attack) & (r["defence"] == "single") & r["image"].isin(both)]
+                .set_index("image")["correct"].astype(int) for r in (a, b)]
+        shared = pick[0].index.intersection(pick[1].index)
+        if shared.empty:
+            continue
+        x, y = pick[0][shared], pick[1][shared]
+        cells = []
+        for v in (x, y):
+            lo, hi = wilson_interval(int(v.sum()), len(v))
+            cells.append(f"{100 * v.mean():.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        lines.append(f"{attack:10s} {len(shared):4d}  {cells[0]:18s}  {cells[1]:18s}  "
+                     f"{int(((x == 1) & (y == 0)).sum())} / {int(((x == 0) & (y == 1)).sum())}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from pd_core.evaluation import evaluate, load_items, progress_bar
     from pd_core.models import load_model
@@ -58,6 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--scratch", help="folder for the resized copies (default: a folder in the system's temp dir)")
+    p.add_argument("--compare", metavar="CSV",
+                   help="the ordinary run's results: print both on the images counted in both")
     args = p.parse_args(argv)
 
     model = load_model(args.model)
@@ -71,6 +104,9 @@ def main(argv=None) -> int:
         close()
     print(result.format_table())
     print(f"rows: {args.out} (copies in {scratch})")
+    if args.compare:
+        print(f"\nours = {args.compare}, theirs = the authors' preprocessing")
+        print(paired_table(args.compare, args.out))
     return 0
 
 
