@@ -201,25 +201,19 @@ def test_adaptive_command_reads_the_kaggle_layout_and_a_subset(tmp_path, monkeyp
 
 def test_sweep_and_dose_commands_take_a_subset(tmp_path, monkeypatch):
     """``sweep`` and ``dose`` read ``--subset`` too: only the listed photo is attacked."""
-    import shutil
-
     import pandas as pd
+    from gallery_cases import labelled_folder
 
     from pd_core.cli import main
     from pd_core.images import gallery
 
-    photos = [g for g in gallery() if g.source == "Foolbox"][:2]
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for g in photos:
-        shutil.copy(g.path, folder / g.path.name)
-    (folder / "labels.csv").write_text("file,class_index\n" + "".join(f"{g.path.name},{g.label_index}\n"
-                                                                       for g in photos))
-    (tmp_path / "one.txt").write_text(photos[1].path.name + "\n")
+    labelled_folder(tmp_path, count=2)
+    second = [g for g in gallery() if g.path.name.startswith("imagenet_")][1].path.name
+    (tmp_path / "one.txt").write_text(second + "\n")
     monkeypatch.chdir(tmp_path)
-    common = ["--images", "photos", "--subset", "one.txt", "--attacks", "fgsm", "--ensemble", "1",
+    common = ["--images", "imgs", "--subset", "one.txt", "--attacks", "fgsm", "--ensemble", "1",
               "--tuning-fraction", "0", "--no-progress"]
     assert main(["sweep", *common, "--values", "2", "--out", "s.csv"]) == 0
     assert main(["dose", *common, "--deflections", "0,10", "--out", "d.csv"]) == 0
     for out in ("s.csv", "d.csv"):
-        assert set(pd.read_csv(out)["image"]) == {photos[1].path.name}, out
+        assert set(pd.read_csv(out)["image"]) == {second}, out

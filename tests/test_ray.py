@@ -11,7 +11,6 @@ images: 2 chunks × 3 attacks = 6 units.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gallery_cases import labelled_folder
 from ray_namespace import INNER, REPO, inner, run_inner_tests
 
 KW = dict(attacks=("fgsm", "igsm"), ensemble=2, batch_size=2, limit=4, tuning_fraction=0.0, seed=3)
@@ -35,15 +35,7 @@ def test_ray_scenarios_in_a_loopback_namespace():
 # ------------------------------------------------------------------ inner tests (in the namespace)
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from pd_core.images import gallery
-
-    root = tmp_path_factory.mktemp("gallery")
-    lines = ["file,class_index"]
-    for g in [g for g in gallery() if g.source.lower() == "foolbox"][:4]:
-        shutil.copy(g.path, root / g.path.name)
-        lines.append(f"{g.path.name},{g.label_index}")
-    (root / "labels.csv").write_text("\n".join(lines) + "\n")
-    return root
+    return labelled_folder(tmp_path_factory.mktemp("gallery"), count=4)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ runs this file's inner tests there through ``tests/ray_namespace.py``. Tiny budg
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
 
+from gallery_cases import labelled_folder
 from ray_namespace import INNER, inner, run_inner_tests
 
 KW = dict(eps_list=(2, 4), eot=1, steps=2, limit=4, seed=5, ensemble=2, batch_images=2, tuning_fraction=0.0)
@@ -36,15 +36,7 @@ def test_cli_rejects_a_bad_ray_target_before_any_work(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from pd_core.images import gallery
-
-    root = tmp_path_factory.mktemp("gallery")
-    lines = ["file,class_index"]
-    for g in [g for g in gallery() if g.source.lower() == "foolbox"][:4]:
-        shutil.copy(g.path, root / g.path.name)
-        lines.append(f"{g.path.name},{g.label_index}")
-    (root / "labels.csv").write_text("\n".join(lines) + "\n")
-    return root
+    return labelled_folder(tmp_path_factory.mktemp("gallery"), count=4)
 
 
 @pytest.fixture(scope="module")
