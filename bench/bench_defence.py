@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pd_core.defence import defend, ensemble_predict  # noqa: E402
-from pd_core.deflection import deflect, make_generator  # noqa: E402
+from pd_core.deflection import deflect
+from pd_core.randomness import make_generator  # noqa: E402
 from pd_core.denoising import wavelet_denoise  # noqa: E402
 from pd_core.images import load_batch  # noqa: E402
 from pd_core.maps import robust_activation_map  # noqa: E402

@@ -13,12 +13,13 @@ from typing import NamedTuple
 
 import torch
 
-from .deflection import DeflectionRecord, deflect, make_generator
+from .deflection import DeflectionRecord, deflect
+from .randomness import make_generator
 from .maps import robust_activation_map
 from .models import Classifier
 
 __all__ = ["DefenceConfig", "DefenceResult", "EnsembleResult", "DifferentiableDefence", "defend", "defend_batch",
-           "defend_differentiable", "draw_log_prob", "sample_draws", "apply_draws", "ensemble_predict",
+           "defend_differentiable", "needs_map", "draw_log_prob", "sample_draws", "apply_draws", "ensemble_predict",
            "TABLE3_DEFENCES", "TABLE4_DEFENCES"]
 
 
@@ -133,7 +134,7 @@ class _JpegStraightThrough(torch.autograd.Function):
         return grad, None
 
 
-def _needs_map(config: DefenceConfig) -> bool:
+def needs_map(config: DefenceConfig) -> bool:
     return config.deflect and config.use_map and config.deflections > 0
 
 
@@ -152,7 +153,7 @@ def defend(model: Classifier, images: torch.Tensor, config: DefenceConfig | None
     if generator is None:
         generator = make_generator(seed, images.device)
     logits = None
-    if rmap is None and _needs_map(config):
+    if rmap is None and needs_map(config):
         maps = robust_activation_map(model, images, top_k=config.top_k)
         rmap, logits = maps.rmap, maps.logits
     out, deflected, record = _transform(images, rmap if config.use_map else None, config, generator,
@@ -171,7 +172,7 @@ def defend_batch(model: Classifier, images: torch.Tensor, copies: int, config: D
     config = config or PAPER_DEFAULTS
     if generator is None:
         generator = make_generator(seed, images.device)
-    if rmap is None and _needs_map(config):
+    if rmap is None and needs_map(config):
         rmap = robust_activation_map(model, images, top_k=config.top_k).rmap
     rep = images.repeat_interleave(copies, dim=0)
     rep_map = rmap.repeat_interleave(copies, dim=0) if (rmap is not None and config.use_map) else None
@@ -225,7 +226,7 @@ def defend_differentiable(model: Classifier, images: torch.Tensor, config: Defen
     if generator is None:
         generator = make_generator(seed, images.device)
     with torch.enable_grad():
-        if rmap is None and _needs_map(config):
+        if rmap is None and needs_map(config):
             source = images if map_gradient else images.detach()
             rmap = robust_activation_map(model, source, top_k=config.top_k, differentiable=map_gradient).rmap
         elif rmap is not None and not map_gradient:
@@ -254,7 +255,7 @@ def sample_draws(model: Classifier, images: torch.Tensor, copies: int = 1, confi
         return None
     with torch.no_grad():
         images = images.detach()
-        if rmap is None and _needs_map(config):
+        if rmap is None and needs_map(config):
             rmap = robust_activation_map(model, images, top_k=config.top_k).rmap
         rep = images.repeat_interleave(copies, dim=0)
         rep_map = rmap.repeat_interleave(copies, dim=0) if (rmap is not None and config.use_map) else None

@@ -25,7 +25,9 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["deflect", "DeflectionRecord", "make_generator"]
+from .randomness import make_generator
+
+__all__ = ["deflect", "DeflectionRecord"]
 
 
 class DeflectionRecord(NamedTuple):
@@ -72,16 +74,6 @@ class DeflectionRecord(NamedTuple):
         counts = torch.zeros(n, h * w, device=self.y.device)
         counts.scatter_add_(1, self.y * w + self.x, torch.ones_like(self.y, dtype=counts.dtype))
         return counts.view(n, h, w)
-
-
-def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (random seed when ``None``)."""
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(int(seed))
-    return gen
 
 
 def deflect(images: torch.Tensor, rmap: torch.Tensor | None = None, deflections: int = 100,

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 import torch
 
 from .defence import DefenceConfig, defend_batch, predict_probs, vote
-from .deflection import make_generator
+from .randomness import make_generator
 from .maps import robust_activation_map
 from .models import Classifier
 

@@ -10,7 +10,7 @@ from gallery_cases import labelled_folder
 from pd_core.adaptive import ADAPTIVE_CSV_COLUMNS, bpda, bpda_eot_attack, bpda_eot_gradient
 from pd_core.attacks.core import quantize_to_grid
 from pd_core.defence import DefenceConfig, defend, defend_batch
-from pd_core.deflection import make_generator
+from pd_core.randomness import make_generator
 
 EPS = 4 / 255
 

@@ -7,7 +7,8 @@ import torch
 
 from pd_core.defence import (PAPER_DEFAULTS, DefenceConfig, defend, defend_batch, ensemble_predict,
                              predict_probs, vote)
-from pd_core.deflection import deflect, make_generator
+from pd_core.deflection import deflect
+from pd_core.randomness import make_generator
 
 
 @pytest.fixture(scope="module")

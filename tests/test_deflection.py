@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from pd_core.deflection import deflect, make_generator
+from pd_core.deflection import deflect
+from pd_core.randomness import make_generator
 
 
 def distinct_image(n=2, c=3, h=40, w=50):

@@ -15,6 +15,7 @@ import torch
 from gallery_cases import correct_gallery_items
 from pd_core import evaluation as ev
 from pd_core.defence import PAPER_DEFAULTS
+from pd_core.randomness import derive_seed
 
 # Gallery photos the embedded model classifies correctly (checked in the fixture), and one more that
 # is given a wrong label so that the protocol must drop it.
@@ -123,7 +124,7 @@ def test_csv_has_one_row_per_image_attack_defence_with_norms(full_run):
     assert (clean["norm_l2"] == 0).all() and (clean["linf_255"] == 0).all()
     # The per-image seed is derive_seed(seed, image, attack), whatever the batch.
     for r in kept.itertuples():
-        assert r.seed == ev.derive_seed(7, r.image, r.attack)
+        assert r.seed == derive_seed(7, r.image, r.attack)
     # Accuracy in the summary is what the rows say.
     s = result.summary.set_index(["attack", "defence"])
     assert s.loc[("fgsm", "ens3"), "correct"] == int(fgsm.loc[fgsm["defence"] == "ens3", "correct"].sum())
@@ -183,7 +184,7 @@ def test_defended_copies_do_not_depend_on_the_batch(model, items):
 
     x = load_batch([p for p, _ in items[:2]], spec=model.spec, device=model.device)
     rmap = torch.rand(2, x.shape[-2], x.shape[-1], generator=torch.Generator().manual_seed(0)) * 0.5
-    seeds = [ev.derive_seed(0, "a", "fgsm"), ev.derive_seed(0, "b", "fgsm")]
+    seeds = [derive_seed(0, "a", "fgsm"), derive_seed(0, "b", "fgsm")]
     both = ev.defended_copies(model, x, rmap, PAPER_DEFAULTS, 3, seeds)
     second = ev.defended_copies(model, x[1:], rmap[1:], PAPER_DEFAULTS, 3, seeds[1:])
     assert both.shape == (6, 3, 224, 224)

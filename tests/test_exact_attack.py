@@ -6,7 +6,7 @@ from gallery_cases import correct_foolbox_photos
 from pd_core.adaptive import bpda_eot_attack, bpda_eot_gradient
 from pd_core.adaptive.exact import ExactEotGradient, exact_eot_gradient
 from pd_core.defence import apply_draws, defend_batch, defend_differentiable, sample_draws
-from pd_core.deflection import make_generator
+from pd_core.randomness import make_generator
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from pd_core.defence import (PAPER_DEFAULTS, TABLE3_DEFENCES, TABLE4_DEFENCES, defend, defend_batch,
                              defend_differentiable, draw_log_prob)
-from pd_core.deflection import deflect, make_generator
+from pd_core.deflection import deflect
+from pd_core.randomness import make_generator
 from pd_core.denoising import _haar_forward, _haar_inverse, bayes_threshold, rgb_to_ycbcr, ycbcr_to_rgb
 from pd_core.denoising import wavelet_denoise, wavelet_levels
 from pd_core.maps import robust_activation_map

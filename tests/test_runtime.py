@@ -18,7 +18,8 @@ PROBE = textwrap.dedent("""
     import torch
     from pd_core import runtime
     runtime.configure_from_env()
-    from pd_core.deflection import deflect, make_generator
+    from pd_core.deflection import deflect
+    from pd_core.randomness import make_generator
     from pd_core.denoising import wavelet_denoise
     torch.set_num_threads(1)
     x = torch.rand(32, 3, 224, 224)

@@ -20,7 +20,7 @@ import torch
 
 from ..attacks.core import perturbation_norms, quantize_to_grid
 from ..defence import DefenceConfig, defend
-from ..deflection import make_generator
+from ..randomness import make_generator
 from ..models import Classifier
 from .gradients import BpdaEotGradient, GradientEstimator, check_loss
 

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..defence import DefenceConfig, defend, ensemble_predict, predict_probs
-from ..deflection import make_generator
+from ..randomness import make_generator
 from ..models import Classifier
 from .attack import AdaptiveResult, ProgressCallback, bpda_eot_attack, fresh_seed
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..defence import DefenceConfig, defend_batch
-from ..deflection import make_generator
+from ..randomness import make_generator
 from ..models import Classifier
 
 LOSSES = ("ce", "margin")

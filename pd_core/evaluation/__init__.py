@@ -32,13 +32,13 @@ from .paper import (ATTACK_ORDER, ATTACK_TITLES, PAPER_ATTACKS, PAPER_TABLE1, PA
 from ..defence import PAPER_DEFAULTS  # noqa: F401 (the old module had it; pages/benchmark.py reads it here)
 from .progress import Progress, progress_bar
 from .protocol import EvaluationResult, evaluate
-from .stats import derive_seed, summarize, wilson_interval
+from .stats import summarize, wilson_interval
 from .store import CSV_COLUMNS, CsvStore, MemoryStore, open_store, read_results
 from .units import Chunk, UnitResult, UnitSettings, defended_copies, load_chunk, run_unit
 
 __all__ = [
     "evaluate", "EvaluationResult", "EvaluationError", "format_table", "table_frame", "summarize",
-    "wilson_interval", "derive_seed", "split_tuning", "evaluation_part", "read_results", "load_items",
+    "wilson_interval", "split_tuning", "evaluation_part", "read_results", "load_items",
     "load_labelled_images",
     "Item", "defended_copies", "progress_bar", "deflection_curve", "probability_curve", "CurveResult",
     "tuning_grid", "rank_histogram", "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4",

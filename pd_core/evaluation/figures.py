@@ -16,7 +16,8 @@ from .data import DEFAULT_TUNING_FRACTION, EvaluationError, load_items, load_lab
 from .paper import ATTACK_TITLES, _rows_of
 from .progress import Progress
 from .units import defended_copies
-from .stats import counted_rows, derive_seed, wilson_interval
+from ..randomness import derive_seed
+from .stats import counted_rows, wilson_interval
 
 __all__ = ["rank_histogram", "CurveResult", "probability_curve", "deflection_curve", "tuning_grid"]
 

@@ -1,10 +1,9 @@
 """Statistics of the protocol: Wilson intervals, name-derived seeds, accuracy per table cell."""
 from __future__ import annotations
 
-import hashlib
 import math
 
-__all__ = ["wilson_interval", "derive_seed", "summarize", "counted_rows"]
+__all__ = ["wilson_interval", "summarize", "counted_rows"]
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -30,16 +29,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no 1e-17 from rounding
     hi = 1.0 if successes == n else min(1.0, centre + half)
     return (lo, hi)
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed from ``seed`` and names (image, attack, ...): SHA-256 of their text.
-
-    Depends only on the values, never on batch position or process, so a resumed or re-batched run
-    draws the same deflections for the same (image, attack).
-    """
-    text = "|".join([str(int(seed)), *map(str, parts)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
 def counted_rows(rows):

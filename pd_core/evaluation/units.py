@@ -18,11 +18,12 @@ from typing import Callable, Collection, Mapping, Sequence
 import torch
 
 from ..defence import PAPER_DEFAULTS, TABLE3_DEFENCES, TABLE4_DEFENCES, DefenceConfig, defend_batch, vote
-from ..deflection import deflect, make_generator
+from ..deflection import deflect
+from ..randomness import make_generator
 from .batching import FastLayoutModel, activation_maps, classify, model_batch
 from .data import Item, load_labelled_images
 from .paper import ATTACK_TITLES, TABLE_DEFENCES, _ens_name
-from .stats import derive_seed
+from ..randomness import derive_seed
 
 __all__ = ["UnitSettings", "Chunk", "UnitResult", "load_chunk", "run_unit", "defended_copies"]
 
