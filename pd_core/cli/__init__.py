@@ -2,6 +2,7 @@
 
 =========  ==========================================================================
 models     :mod:`.models`: the models and whether their weights are available here
+defences   :mod:`.defences`: the defence registry (built in, zoo, plugins)
 classify   :mod:`.classify`: top-5 predictions, optionally after the defence
 defend     :mod:`.defend`: the defended image as a lossless PNG
 attack     :mod:`.attack`: attack one image and write the adversarial PNG
@@ -32,7 +33,7 @@ from .common import EXIT_BAD_INPUT, CliError, fail
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "CliError", "EXIT_BAD_INPUT"]
 
 #: The subcommands in the order ``--help`` lists them (module ``pd_core.cli.<name>`` each).
-SUBCOMMANDS = ("models", "classify", "defend", "attack", "demo", "evaluate", "adaptive", "sweep", "dose")
+SUBCOMMANDS = ("models", "defences", "classify", "defend", "attack", "demo", "evaluate", "adaptive", "sweep", "dose")
 
 
 def _module(name: str):

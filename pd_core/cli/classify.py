@@ -1,12 +1,15 @@
-"""``python -m pd_core classify IMAGE... [--defend] [--ensemble N] [--json]``: top-5 predictions.
+"""``python -m pd_core classify IMAGE... [--defend] [--defence NAME] [--ensemble N] [--json]``: top-5 predictions.
 
-A bad image prints one line on stderr and the others are still classified; the exit code is then 2.
+The defended predictions go through ``--defence`` (default: pixel deflection, the paper's; naming
+one implies ``--defend``). A bad image, or a defence that fails on an image, prints one line on
+stderr and the others are still classified; the exit code is then 2.
 """
 from __future__ import annotations
 
 import argparse
 
-from .common import CliError, add_defence_options, defence_config, fail, load_image, load_model, print_json, top5
+from .common import (CliError, add_defence_choice, add_defence_options, build_defence, fail, load_image, load_model,
+                     print_json, top5)
 
 HELP = "top-5 predictions, optionally after the defence"
 
@@ -19,21 +22,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=int, default=0, metavar="N", help="also the Ens-N majority vote")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    add_defence_choice(p)
     add_defence_options(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
+    from ..defences import DefenceError
+
     model = load_model(args.model)
+    defence = build_defence(args, model) if (args.defend or args.defence or args.ensemble) else None
     status = 0
     for path in args.images:
         try:
             x = load_image(path, model)
-        except CliError as exc:
+            record = classify_record(model, x, path, args, defence)
+        except (CliError, DefenceError) as exc:
             status = fail(str(exc))
             continue
-        record = classify_record(model, x, path, args)
         if args.json:
             print_json(record)
         else:
@@ -41,23 +48,25 @@ def run(args) -> int:
     return status
 
 
-def classify_record(model, x, path: str, args) -> dict:
-    """The JSON record of one image: ``top5``, and ``defended_top5`` / ``ensemble`` when asked."""
+def classify_record(model, x, path: str, args, defence=None) -> dict:
+    """The JSON record of one image: ``top5``, and ``defended_top5`` / ``ensemble`` (through
+    ``defence``, seeded with ``--seed``) when asked."""
     import torch
 
-    from ..defence import defend, ensemble_predict
+    from ..defences.ensemble import defended_logits, ensemble_vote
     from ..labels import label_name
+    from ..randomness import make_generator
 
-    config = defence_config(args)
     with torch.no_grad():
         probs = model(x).softmax(-1)[0]
     record = {"image": path, "model": model.name, "top5": top5(probs)}
-    if args.defend:
-        defended = defend(model, x, config, seed=args.seed)
-        with torch.no_grad():
-            record["defended_top5"] = top5(model(defended).softmax(-1)[0])
+    if defence is not None:
+        record["defence"] = defence.name
+    if args.defend or args.defence:
+        logits = defended_logits(model, defence, x, make_generator(args.seed, x.device))
+        record["defended_top5"] = top5(logits.softmax(-1)[0])
     if args.ensemble:
-        ens = ensemble_predict(model, x, n=args.ensemble, seed=args.seed, config=config)
+        ens = ensemble_vote(model, defence, x, args.ensemble, make_generator(args.seed, x.device))
         prediction = int(ens.prediction[0])
         record["ensemble"] = {"n": args.ensemble,
                               "prediction": top5(ens.mean_probs[0], 1)[0] | {"index": prediction,

@@ -11,7 +11,8 @@ import json
 import sys
 
 __all__ = ["EXIT_BAD_INPUT", "CliError", "fail", "print_json", "parse_value", "parse_param", "parse_number_list",
-           "top5", "load_model", "load_image", "add_defence_options", "defence_config", "add_folder_options",
+           "top5", "load_model", "load_image", "add_defence_options", "defence_config", "add_defence_choice",
+           "build_defence", "add_folder_options",
            "add_protocol_options", "add_progress_options", "wants_progress", "summary_of_folder_run",
            "write_figures"]
 
@@ -114,6 +115,29 @@ def defence_config(args):
 
     return DefenceConfig(deflections=args.deflections, window=args.window, sigma=args.sigma,
                          use_map=not args.no_map)
+
+
+def add_defence_choice(p: argparse.ArgumentParser) -> None:
+    """``--defence SPEC``: one defence of the registry (``pdlab defences`` lists them) or your own
+    ``FILE.py:FUNCTION`` / ``module:FUNCTION``; with :func:`add_defence_options` (σ, K, r reach every
+    defence that has them)."""
+    p.add_argument("--defence", default=None, metavar="NAME",
+                   help="the defence (default: pixel_deflection, the paper's); 'pdlab defences' lists them; "
+                        "your own: FILE.py:FUNCTION")
+
+
+def build_defence(args, model):
+    """The :class:`~pd_core.defences.Defence` of ``--defence`` with the defence options applied;
+    an unknown name, a broken plugin or a bad parameter is a :class:`CliError`."""
+    from ..defences import DefenceError, create_defence, resolve_defences
+
+    try:
+        names = resolve_defences(args.defence or "pixel_deflection")
+        if len(names) != 1:
+            raise CliError(f"--defence takes one defence here, got {args.defence!r}")
+        return create_defence(names[0], model, config=defence_config(args))
+    except DefenceError as exc:
+        raise CliError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,8 +201,13 @@ class Defence:
 
     # --- what adaptive attacks use ------------------------------------------------------------
     def draw(self, x: torch.Tensor, copies: int, generator: torch.Generator) -> Draws | None:
-        """The random draws of ``apply_copies(x, copies, generator)`` without applying them
-        (None for a deterministic defence). :meth:`replay` on the repeated batch applies them."""
+        """The random draws of ``copies`` defended copies of each image of ``x``, without applying
+        them (None for a deterministic defence); :meth:`replay` on the repeated batch applies them.
+
+        The default draws one seed from ``generator`` (:class:`SeedDraws`): replaying all rows re-runs
+        :meth:`apply` with that seed's generator, and replaying a chunk of rows (``draws.rows(s)``)
+        gives the chunk randomness of its own, from the same distribution. A defence that records
+        its draws (pixel deflection) replays any chunk exactly and equals :meth:`apply_copies`."""
         if not self.randomised:
             return None
         return SeedDraws(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))

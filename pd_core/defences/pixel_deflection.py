@@ -26,7 +26,7 @@ from .base import Defence, DefenceError, DefenceInfo
 
 __all__ = ["PixelDeflection", "INFO", "VARIANTS", "defended_copies"]
 
-CITATION = "Prakash, Moran, Garber, DiLillo & Storer, CVPR 2018 (arXiv:1801.08926)"
+CITATION = "Prakash et al., CVPR 2018 (arXiv:1801.08926)"
 
 
 class PixelDeflection(Defence):
