@@ -17,7 +17,7 @@ channel's YCbCr range, which makes σ = 0.04 almost a no-op (SPEC §1.3 "Trap");
 The DWT goes through ``ptwt`` (PyWavelets conventions, runs on the GPU). For db1/haar a
 reshape-based Haar transform is used instead when it is faster (see ``_HAAR_FAST_PATH`` and
 ``bench/bench_denoise.py``); it equals PyWavelets' "symmetric" mode, odd sizes included, up to
-known powers of two per level that the thresholds absorb (see ``_HAAR_OUTPUT_SCALE``). Steps 2 and 4's
+known powers of two per level that the thresholds absorb (see ``HAAR_OUTPUT_SCALE``). Steps 2 and 4's
 renormalisation is folded into σ (one σ per channel) instead of being passes over the data.
 
 The thresholds and the Haar transform are in :mod:`pd_core.wavelets` (re-exported here). The
@@ -34,30 +34,12 @@ import math
 import numpy as np
 import torch
 
-# The thresholds and the Haar transform live in pd_core.wavelets; re-exported here so that
-# ``from pd_core.denoising import bayes_threshold`` (and the private helpers tests use) keep working.
-from .wavelets import (  # noqa: F401
-    _HAAR_OUTPUT_SCALE,
-    _as_sigma,
-    _haar_forward,
-    _haar_forward_scaled,
-    _haar_inverse,
-    _haar_inverse_scaled,
-    _threshold,
-    bayes_threshold,
-    sure_threshold,
-    tracks_grad,
-    visu_threshold,
-    wavelet_levels,
-)
+from .wavelets import (HAAR_OUTPUT_SCALE, as_sigma, bayes_threshold, haar_forward_scaled, haar_inverse_scaled, shrink,
+                       sure_threshold, tracks_grad, visu_threshold, wavelet_levels)
 
 __all__ = [
     "wavelet_denoise",
     "jpeg_compress",
-    "bayes_threshold",
-    "visu_threshold",
-    "sure_threshold",
-    "wavelet_levels",
     "WAVELETS",
     "METHODS",
     "MODES",
@@ -84,7 +66,7 @@ _CPU_BLOCK_ELEMENTS = 1_250_000
 def _dwt(x: torch.Tensor, wavelet: str, levels: int):
     """``(coeffs, scales)``: the DWT of ``x`` and the factor of each detail level (see above)."""
     if _HAAR_FAST_PATH and wavelet in ("db1", "haar"):
-        return _haar_forward_scaled(x, levels)
+        return haar_forward_scaled(x, levels)
     import ptwt
 
     coeffs = ptwt.wavedec2(x, wavelet, mode="symmetric", level=levels)
@@ -94,7 +76,7 @@ def _dwt(x: torch.Tensor, wavelet: str, levels: int):
 def _idwt(coeffs, wavelet: str) -> tuple[torch.Tensor, float]:
     """``(signal × factor, factor)``: the inverse DWT of :func:`_dwt`'s coefficients."""
     if _HAAR_FAST_PATH and wavelet in ("db1", "haar"):
-        return _haar_inverse_scaled(coeffs), _HAAR_OUTPUT_SCALE
+        return haar_inverse_scaled(coeffs), HAAR_OUTPUT_SCALE
     import ptwt
 
     return ptwt.waverec2([coeffs[0]] + [tuple(level) for level in coeffs[1:]], wavelet), 1.0
@@ -116,14 +98,14 @@ def _denoise_channels(channels: torch.Tensor, sigma: float | torch.Tensor, wavel
         level_sigma = sigma * factor
         if method == "visu":
             t = visu_threshold(height * width, level_sigma)
-            t = _as_sigma(t, channels).expand(channels.shape[:-2])
+            t = as_sigma(t, channels).expand(channels.shape[:-2])
         bands = []
         for d in level:
             if method == "bayes":
                 t = bayes_threshold(d, level_sigma)
             elif method == "sure":
                 t = sure_threshold(d, level_sigma)
-            bands.append(_threshold(d, t, mode, inplace))
+            bands.append(shrink(d, t, mode, inplace))
         thresholded.append(tuple(bands))
     den, factor = _idwt(thresholded, wavelet)
     return den[..., :height, :width], factor
@@ -291,7 +273,7 @@ def _denoise_images(
     if out is None:
         den = torch.minimum(torch.maximum(den, lower), upper)
         return torch.matmul(m_inv, den.reshape(n, 3, height * width)).reshape(n, 3, height, width).clamp(0, 1)
-    den = torch.maximum(den, lower, out=den)  # not clamp: see wavelets._threshold
+    den = torch.maximum(den, lower, out=den)  # not clamp: see wavelets.shrink
     den = torch.minimum(den, upper, out=den)
     torch.matmul(m_inv, den.reshape(n, 3, height * width), out=out.view(n, 3, height * width))
     return out.clamp_(0, 1)

@@ -13,7 +13,8 @@ import math
 
 import torch
 
-__all__ = ["bayes_threshold", "visu_threshold", "sure_threshold", "wavelet_levels", "tracks_grad"]
+__all__ = ["bayes_threshold", "visu_threshold", "sure_threshold", "wavelet_levels", "tracks_grad", "as_sigma", "shrink",
+           "haar_forward", "haar_inverse", "haar_forward_scaled", "haar_inverse_scaled", "HAAR_OUTPUT_SCALE"]
 
 
 def tracks_grad(tensor: torch.Tensor) -> bool:
@@ -44,7 +45,7 @@ def bayes_threshold(details: torch.Tensor, sigma: float | torch.Tensor) -> torch
     torch.Tensor, shape (...,)
         One threshold per sub-band, same dtype and device as ``details``.
     """
-    var = _as_sigma(sigma, details).square()
+    var = as_sigma(sigma, details).square()
     # ||d||² / n in one pass without a squared copy of the sub-band (out of place: the norm's
     # backward needs the norm; the values are the same as in place).
     mean_sq = torch.linalg.vector_norm(details, dim=(-2, -1)).square().div(details.shape[-2] * details.shape[-1])
@@ -80,7 +81,7 @@ def sure_threshold(details: torch.Tensor, sigma: float | torch.Tensor) -> torch.
     float or (...,), one threshold per sub-band); a sub-band with σ = 0 gets threshold 0.
     """
     lead = details.shape[:-2]
-    sigma = _as_sigma(sigma, details).expand(lead)
+    sigma = as_sigma(sigma, details).expand(lead)
     safe_sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
     x = details.reshape(*lead, -1).abs() / safe_sigma[..., None]
     n = x.shape[-1]
@@ -100,12 +101,12 @@ def sure_threshold(details: torch.Tensor, sigma: float | torch.Tensor) -> torch.
     return t_star * sigma
 
 
-def _as_sigma(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def as_sigma(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """σ as a tensor on ``like``'s device and dtype (a float becomes a 0-d tensor)."""
     return torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
 
 
-def _threshold(d: torch.Tensor, t: torch.Tensor, mode: str, inplace: bool = True) -> torch.Tensor:
+def shrink(d: torch.Tensor, t: torch.Tensor, mode: str, inplace: bool = True) -> torch.Tensor:
     """Soft ``sign(d)·max(|d| − T, 0)`` or hard ``d·[|d| ≥ T]`` (pywt.threshold semantics).
 
     ``inplace=True`` overwrites ``d`` (a temporary sub-band of the transform); ``inplace=False``
@@ -142,14 +143,14 @@ def wavelet_levels(height: int, width: int, wavelet: str = "db1") -> int:
 # The fast Haar path leaves out the 1/2 factors of the orthonormal transform (one pass over the
 # data per factor and level): level l's detail sub-bands (l = 1 finest) come out multiplied by
 # 2**(2 - l), the returned approximation carries the coarsest level's factor, and the inverse
-# returns the signal multiplied by _HAAR_OUTPUT_SCALE. The thresholds are scale-equivariant
+# returns the signal multiplied by HAAR_OUTPUT_SCALE. The thresholds are scale-equivariant
 # (T(c·d, c·σ) = c·T(d, σ) for BayesShrink, VisuShrink and SURE; soft and hard thresholding
 # commute with c > 0), so each level is thresholded with σ·2**(2 − l) and the result is the
 # orthonormal one; the output factor is folded into the caller's final colour transform.
-_HAAR_OUTPUT_SCALE = 4.0
+HAAR_OUTPUT_SCALE = 4.0
 
 
-def _haar_forward_scaled(x: torch.Tensor, levels: int):
+def haar_forward_scaled(x: torch.Tensor, levels: int):
     """2-D Haar DWT without normalisation factors (see above) -> ``(coeffs, scales)``.
 
     ``coeffs`` is ``[approximation, (d1, d2, d3) coarsest, ..., (d1, d2, d3) finest]`` like ptwt;
@@ -183,8 +184,8 @@ def _haar_forward_scaled(x: torch.Tensor, levels: int):
     return [a] + details[::-1], scales
 
 
-def _haar_inverse_scaled(coeffs) -> torch.Tensor:
-    """Inverse of :func:`_haar_forward_scaled` times ``_HAAR_OUTPUT_SCALE``; the approximation is
+def haar_inverse_scaled(coeffs) -> torch.Tensor:
+    """Inverse of :func:`haar_forward_scaled` times ``HAAR_OUTPUT_SCALE``; the approximation is
     cropped to each finer level's size as ``pywt.waverecn`` trims the extra sample of odd sizes."""
     a = coeffs[0]
     for d_rows, d_cols, d_diag in coeffs[1:]:
@@ -213,16 +214,16 @@ def _haar_inverse_scaled(coeffs) -> torch.Tensor:
     return a
 
 
-def _haar_forward(x: torch.Tensor, levels: int):
+def haar_forward(x: torch.Tensor, levels: int):
     """Orthonormal 2-D Haar DWT, equal to ``pywt.wavedec2(x, "db1", mode="symmetric")`` (for tests
     and analysis; the denoiser uses the scaled form directly)."""
-    coeffs, scales = _haar_forward_scaled(x, levels)
+    coeffs, scales = haar_forward_scaled(x, levels)
     return [coeffs[0] / scales[0]] + [tuple(d / c for d in level) for level, c in zip(coeffs[1:], scales)]
 
 
-def _haar_inverse(coeffs) -> torch.Tensor:
-    """Inverse of :func:`_haar_forward` (orthonormal)."""
+def haar_inverse(coeffs) -> torch.Tensor:
+    """Inverse of :func:`haar_forward` (orthonormal)."""
     levels = len(coeffs) - 1
     scales = [2.0 ** (2 - level) for level in range(levels, 0, -1)]
     scaled = [coeffs[0] * scales[0]] + [tuple(d * c for d in level) for level, c in zip(coeffs[1:], scales)]
-    return _haar_inverse_scaled(scaled) / _HAAR_OUTPUT_SCALE
+    return haar_inverse_scaled(scaled) / HAAR_OUTPUT_SCALE

@@ -15,8 +15,8 @@ from pd_core.defence import (PAPER_DEFAULTS, TABLE3_DEFENCES, TABLE4_DEFENCES, d
                              defend_differentiable, draw_log_prob)
 from pd_core.deflection import deflect
 from pd_core.randomness import make_generator
-from pd_core.denoising import _haar_forward, _haar_inverse, bayes_threshold, rgb_to_ycbcr, ycbcr_to_rgb
-from pd_core.denoising import wavelet_denoise, wavelet_levels
+from pd_core.denoising import rgb_to_ycbcr, wavelet_denoise, ycbcr_to_rgb
+from pd_core.wavelets import bayes_threshold, haar_forward, haar_inverse, wavelet_levels
 from pd_core.maps import robust_activation_map
 from pd_core.models import MODELS, Classifier
 
@@ -113,7 +113,7 @@ def textbook_denoise(x, sigma=0.04):
     hi = ycc.amax(dim=(-2, -1), keepdim=True)
     c = (ycc - lo) / (hi - lo)
     h, w = x.shape[-2:]
-    coeffs = _haar_forward(c, wavelet_levels(h, w))
+    coeffs = haar_forward(c, wavelet_levels(h, w))
     out = [coeffs[0]]
     for level in coeffs[1:]:
         bands = []
@@ -121,7 +121,7 @@ def textbook_denoise(x, sigma=0.04):
             t = bayes_threshold(d, sigma)[..., None, None]
             bands.append(torch.sign(d) * torch.relu(d.abs() - t))
         out.append(tuple(bands))
-    den = _haar_inverse(out)[..., :h, :w].clamp(0, 1)
+    den = haar_inverse(out)[..., :h, :w].clamp(0, 1)
     return ycbcr_to_rgb(den * (hi - lo) + lo).clamp(0, 1)
 
 
@@ -152,10 +152,10 @@ def textbook_denoise_span(x, span, sigma=0.04):
     lo = ycc.amin(dim=(-2, -1), keepdim=True).detach()
     c = (ycc - lo) / span
     h, w = x.shape[-2:]
-    coeffs = _haar_forward(c, wavelet_levels(h, w))
+    coeffs = haar_forward(c, wavelet_levels(h, w))
     out = [coeffs[0]] + [tuple(torch.sign(d) * torch.relu(d.abs() - bayes_threshold(d, sigma)[..., None, None])
                                for d in level) for level in coeffs[1:]]
-    den = _haar_inverse(out)[..., :h, :w].clamp(0, 1)
+    den = haar_inverse(out)[..., :h, :w].clamp(0, 1)
     return ycbcr_to_rgb(den * span + lo).clamp(0, 1)
 
 
