@@ -192,7 +192,7 @@ def _cli(*args):
                           timeout=300)
 
 
-def test_a_plugin_file_is_classified_through_the_command_line(plugin_file, tmp_path):
+def test_a_plugin_file_is_classified_through_the_command_line(plugin_file, tmp_path, capsys):
     from gallery_cases import labelled_folder
 
     photo = next(labelled_folder(tmp_path, 1).glob("*.jpg"))
@@ -201,9 +201,8 @@ def test_a_plugin_file_is_classified_through_the_command_line(plugin_file, tmp_p
     record = json.loads(done.stdout)
     assert record["defence"] == "defend" and record["ensemble"]["n"] == 3
     # the seed fixes the plugin's randomness through its generator
-    again = json.loads(_cli("classify", str(photo), "--defence", f"{plugin_file}:defend", "--ensemble", "3",
-                            "--json").stdout)
-    assert again == record
+    assert main(["classify", str(photo), "--defence", f"{plugin_file}:defend", "--ensemble", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == record, "the same seed gives the plugin the same randomness"
 
 
 @pytest.mark.parametrize("function, sentence", [
@@ -214,14 +213,14 @@ def test_a_plugin_file_is_classified_through_the_command_line(plugin_file, tmp_p
     ("no_generator", "must accept (x, *, generator)"),
     ("missing", "has no 'missing'"),
 ])
-def test_a_bad_plugin_gets_one_sentence_and_exit_2(plugin_file, tmp_path, function, sentence):
+def test_a_bad_plugin_gets_one_sentence_and_exit_2(plugin_file, tmp_path, function, sentence, capsys):
     from gallery_cases import labelled_folder
 
     photo = next(labelled_folder(tmp_path, 1).glob("*.jpg"))
-    done = _cli("classify", str(photo), "--defence", f"{plugin_file}:{function}")
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and sentence in lines[0] and "Traceback" not in done.stderr
+    assert main(["classify", str(photo), "--defence", f"{plugin_file}:{function}"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and sentence in lines[0] and "Traceback" not in err
 
 
 def test_plugins_from_a_module_an_entry_point_and_the_operators_variable(plugin_file, tmp_path, monkeypatch, model,
