@@ -200,7 +200,8 @@ def test_driver_killed_and_rerun_continues_without_recomputing(folder, reference
 @inner
 def test_progress_snapshot_and_parse_target():
     from pd_core.evaluation import EvaluationError
-    from pd_core.evaluation.distributed import ProgressSnapshot, parse_ray_target
+    from pd_core.evaluation.dispatch import ProgressSnapshot
+    from pd_core.evaluation.ray_cluster import parse_ray_target
 
     assert parse_ray_target("local:3") == (None, 3)
     assert parse_ray_target("auto") == ("auto", None)

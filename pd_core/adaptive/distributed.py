@@ -81,7 +81,7 @@ class _Engine:
     def run(self, units: list[AdaptiveUnit]) -> dict:
         """Compute the units not on disk yet; returns key -> rows of every unit."""
         from ..evaluation.dispatch import Dispatcher, ProgressSnapshot
-        from ..evaluation.distributed import _ray_running, _start_ray
+        from ..evaluation.ray_cluster import ray_running, start_ray
         from ..evaluation.shards import finished_units
 
         finished = finished_units(self.store)
@@ -89,8 +89,8 @@ class _Engine:
         self.total += len(units)
         self.resumed += len(units) - len(queue)
         if queue and self.dispatcher is None:
-            self.started_here = not _ray_running()
-            self.ray_mod, count, device = _start_ray(self.ray, self.threads, self.workers)
+            self.started_here = not ray_running()
+            self.ray_mod, count, device = start_ray(self.ray, self.threads, self.workers)
             options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": self.threads}
             actor = self.ray_mod.remote(**options, max_restarts=0, scheduling_strategy="SPREAD")(AdaptiveWorker)
             spec, store, threads = self.spec, str(self.store.resolve()), self.threads
@@ -196,7 +196,7 @@ def evaluate_adaptive_distributed(model_name: str, images, *, store, eps_list: S
     """
     from ..defence import DefenceConfig
     from ..evaluation.data import evaluation_part, load_items
-    from ..evaluation.distributed import parse_ray_target
+    from ..evaluation.ray_cluster import parse_ray_target
     from ..evaluation.shards import meta_path
     from .evaluate import _estimator
 

@@ -152,7 +152,7 @@ def _run_on_ray(args, eps_list, images) -> int:
     from ..adaptive.report_json import build_report, write_report
     from ..adaptive import format_table, write_csv
     from ..adaptive.ladder import BASELINES
-    from ..evaluation.distributed import progress_printer
+    from ..evaluation.dispatch import progress_printer
 
     config = BASELINES[args.baseline] if args.baseline else defence_config(args)
     ladder = (LadderSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, losses=LOSSES,

@@ -113,7 +113,8 @@ def _table_on_ray(args) -> int:
     from pathlib import Path
 
     from ..evaluation import EvaluationError
-    from ..evaluation.distributed import evaluate_distributed, progress_printer
+    from ..evaluation.dispatch import progress_printer
+    from ..evaluation.distributed import evaluate_distributed
 
     out = Path(args.out)
     csv_out = out if out.suffix.lower() == ".csv" else None

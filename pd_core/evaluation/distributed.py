@@ -59,12 +59,13 @@ import torch
 
 from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part
 from .progress import _COST_PRIOR
+from .ray_cluster import parse_ray_target, ray_running, start_ray
 from .shards import ShardWriter, export_csv, finished_units, meta_path, read_shards
-from .dispatch import Dispatcher, ProgressSnapshot, progress_printer  # noqa: F401 (re-exported)
+from .dispatch import Dispatcher, ProgressSnapshot
 from .stats import summarize
 
-__all__ = ["RunSpec", "WorkUnit", "ProgressSnapshot", "plan_units", "unit_key", "compute_unit",
-           "evaluate_distributed", "parse_ray_target", "progress_printer", "UnitWorker"]
+__all__ = ["RunSpec", "WorkUnit", "plan_units", "unit_key", "compute_unit",
+           "evaluate_distributed", "UnitWorker"]
 
 
 @dataclass(frozen=True)
@@ -166,60 +167,6 @@ class UnitWorker:
                 "cpu_seconds": time.process_time() - cpu, **info}
 
 
-def parse_ray_target(text: str) -> tuple[str | None, int | None]:
-    """``"local:N"`` -> (None, N); ``"auto"`` or an address -> (address, None)."""
-    text = (text or "").strip()
-    if text.startswith("local"):
-        _, _, n = text.partition(":")
-        try:
-            count = int(n) if n else (os.cpu_count() or 1)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise EvaluationError(f"--ray {text!r}: give local:N with N ≥ 1 workers, auto, or a cluster address.")
-        return None, count
-    if not text:
-        raise EvaluationError("--ray needs local:N, auto, or a cluster address like 10.0.0.1:6379.")
-    return text, None
-
-
-def _ray_running() -> bool:
-    try:
-        import ray
-    except ImportError:
-        return False
-    return ray.is_initialized()
-
-
-def _start_ray(target: str, threads: int, workers: int | None):
-    """Connect to or start Ray; returns (ray, number of workers, device of each worker)."""
-    try:
-        import ray
-    except ImportError:
-        raise EvaluationError("Ray is not installed; install it with pip install 'ray[default]'.") from None
-    address, local = parse_ray_target(target)
-    if not ray.is_initialized():
-        if local is not None:
-            gpus = torch.cuda.device_count()
-            # address="local": always a new instance, never one left running by another driver.
-            ray.init(address="local", num_cpus=local * threads if not gpus else max(os.cpu_count() or 1, local),
-                     num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        else:
-            try:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise EvaluationError(f"cannot join the Ray cluster at {address!r} ({str(exc).splitlines()[0]}); "
-                                      "start it with `ray start --head` or check the address.") from None
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    if gpus:
-        count = gpus if local is None else min(local, gpus)
-        return ray, workers or count, "cuda"
-    count = local if local is not None else max(1, int(resources.get("CPU", 1)) // threads)
-    return ray, workers or count, "cpu"
-
-
 def _sidecar(store: Path, spec: RunSpec, model_name: str, attacks, extra: dict) -> dict:
     from ..attacks import ATTACKS
     from .store import _check_meta, _versions
@@ -286,8 +233,8 @@ def _compute_units(queue: deque, total: int, resumed: int, spec: RunSpec, store:
         if on_progress is not None:
             on_progress(ProgressSnapshot(total, total, resumed, 0, 0, 0, 0, 0.0, 0.0, 0.0, "already done"))
         return [], 0, 0
-    started_here = not _ray_running()
-    ray_mod, count, device = _start_ray(ray, max(1, int(threads)), workers)
+    started_here = not ray_running()
+    ray_mod, count, device = start_ray(ray, max(1, int(threads)), workers)
     options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": max(1, int(threads))}
     actor_class = ray_mod.remote(**options, max_restarts=0, scheduling_strategy="SPREAD")(UnitWorker)
     try:
