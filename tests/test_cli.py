@@ -84,7 +84,7 @@ def test_help_lists_every_subcommand_with_its_one_line_description():
         help_line = " ".join(importlib.import_module(f"pd_core.cli.{name}").HELP.split())
         assert f"{name} {help_line}" in listing, name
     assert set(cli.SUBCOMMANDS) == {"models", "classify", "defend", "attack", "demo", "evaluate", "adaptive",
-                                    "sweep", "dose", "defences"}
+                                    "sweep", "dose", "defences", "leaderboard"}
 
 
 def test_models_command_imports_no_heavy_front_end_library():

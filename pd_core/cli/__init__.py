@@ -1,17 +1,18 @@
 """Command line: ``python -m pd_core <command> ...``, one module per subcommand.
 
-=========  ==========================================================================
-models     :mod:`.models`: the models and whether their weights are available here
-defences   :mod:`.defences`: the defence registry (built in, zoo, plugins)
-classify   :mod:`.classify`: top-5 predictions, optionally after the defence
-defend     :mod:`.defend`: the defended image as a lossless PNG
-attack     :mod:`.attack`: attack one image and write the adversarial PNG
-demo       :mod:`.demo`: the app's Attack & Defend story for one image
-evaluate   :mod:`.evaluate`: the paper's Tables 1, 3, 4 and Figure 5 on a folder
-adaptive   :mod:`.adaptive`: accuracy under the adaptive BPDA+EOT attack, against ε
-sweep      :mod:`.sweep`: accuracy against perturbation size (a grid of attack strengths)
-dose       :mod:`.dose`: accuracy against the number of deflections K, with/without denoiser
-=========  ==========================================================================
+===========  ==========================================================================
+models       :mod:`.models`: the models and whether their weights are available here
+defences     :mod:`.defences`: the defence registry (built in, zoo, plugins)
+classify     :mod:`.classify`: top-5 predictions, optionally after the defence
+defend       :mod:`.defend`: the defended image as a lossless PNG
+attack       :mod:`.attack`: attack one image and write the adversarial PNG
+demo         :mod:`.demo`: the app's Attack & Defend story for one image
+evaluate     :mod:`.evaluate`: the paper's Tables 1, 3, 4 and Figure 5 on a folder
+adaptive     :mod:`.adaptive`: accuracy under the adaptive BPDA+EOT attack, against ε
+sweep        :mod:`.sweep`: accuracy against perturbation size (a grid of attack strengths)
+dose         :mod:`.dose`: accuracy against the number of deflections K, with/without denoiser
+leaderboard  :mod:`.leaderboard`: one table and one figure of every defence from the ladder's reports
+===========  ==========================================================================
 
 Each subcommand module exposes ``HELP`` (one line, listed by ``python -m pd_core --help``),
 ``add_parser(subparsers)`` and ``run(args) -> int`` (the exit code). The modules import nothing
@@ -34,7 +35,7 @@ from .common import EXIT_BAD_INPUT, CliError, fail
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "CliError", "EXIT_BAD_INPUT"]
 
 #: The subcommands in the order ``--help`` lists them (module ``pd_core.cli.<name>`` each).
-SUBCOMMANDS = ("models", "defences", "classify", "defend", "attack", "demo", "evaluate", "adaptive", "sweep", "dose")
+SUBCOMMANDS = ("models", "defences", "classify", "defend", "attack", "demo", "evaluate", "adaptive", "sweep", "dose", "leaderboard")
 
 
 def _module(name: str):
