@@ -36,6 +36,7 @@ PAGES = [
     ("pages/explorer.py", "Defence Explorer", ":material/tune:", "explorer"),
     ("pages/benchmark.py", "Benchmark", ":material/table_chart:", "benchmark"),
     ("pages/adaptive.py", "Adaptive attack", ":material/gpp_bad:", "adaptive"),
+    ("pages/arena.py", "Defence arena", ":material/leaderboard:", "arena"),
     ("pages/about.py", "About the method", ":material/menu_book:", "about"),
 ]
 
