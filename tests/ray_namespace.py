@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,11 +40,20 @@ def unshare_flag() -> str:
 def run_inner_tests(test_file: str, expected_passed: int) -> None:
     """Run ``test_file``'s inner tests in the namespace; fail unless exactly ``expected_passed`` pass."""
     flag = unshare_flag()
-    env = {**os.environ, "PD_RAY_INNER": "1", "PD_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = (f"ip link set lo up && exec {sys.executable} -m pytest -x -q -p no:cacheprovider "
+    # Each run gets its own Ray folder: Ray keeps its sockets, logs and the address of "the current
+    # cluster" under one temporary folder, which two test files running at once (pytest-xdist workers,
+    # each in its own network namespace) would otherwise share. A short path: Unix sockets live there.
+    ray_tmp = tempfile.mkdtemp(prefix="pdray-", dir="/tmp")
+    env = {**os.environ, "PD_RAY_INNER": "1", "PD_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_TMPDIR": ray_tmp}
+    # -n 0: the inner tests run in this one process (the suite's addopts would start xdist workers).
+    cmd = (f"ip link set lo up && exec {sys.executable} -m pytest -n 0 -x -q -p no:cacheprovider "
            f"{Path(test_file).resolve().relative_to(REPO)}")
-    proc = subprocess.run(["unshare", flag, "sh", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=1500)
+    try:
+        proc = subprocess.run(["unshare", flag, "sh", "-c", cmd], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=1500)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     assert f"{expected_passed} passed" in proc.stdout, tail

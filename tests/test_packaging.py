@@ -1,16 +1,23 @@
 """`pd_core` is a real package (issue 15, item 1).
 
 A wheel is built from a copy of the sources (so the checkout gets no ``build/`` or ``*.egg-info``),
-installed into a fresh virtual environment that sees the already installed dependencies
-(``--system-site-packages``; nothing is fetched), and used from a directory that is not the
-repository, with ``PYTHONPATH`` cleared, so the checkout's ``pd_core`` cannot be imported by
-accident.
+installed into a fresh virtual environment that sees the already installed dependencies (nothing is
+fetched), and used from a directory that is not the repository, with ``PYTHONPATH`` cleared, so the
+checkout's ``pd_core`` cannot be imported by accident.
+
+The fresh environment sees the dependencies of *the interpreter running the tests*, not those of its
+base interpreter: ``venv --system-site-packages`` would give the base interpreter's site-packages,
+which inside a virtual environment (the README's set-up) lack torch (issue 21). So the fresh
+environment gets a ``.pth`` file that runs ``site.addsitedir`` on each site-packages folder of the
+running interpreter (its own ``.pth`` files included), after the fresh environment's own folder:
+the wheel's ``pd_core`` comes first.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -21,7 +28,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_FILES = ["pyproject.toml", "README.md", "requirements.txt", "requirements-dev.txt"]
 # Every subcommand the README documents; `pdlab --help` must list them all.
-SUBCOMMANDS = ["models", "classify", "defend", "attack", "demo", "evaluate", "adaptive"]
+SUBCOMMANDS = ["models", "defences", "classify", "defend", "attack", "demo", "evaluate", "adaptive", "sweep",
+               "dose"]
 
 
 def _clean_env(tmp: Path) -> dict[str, str]:
@@ -35,6 +43,26 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 240) -> 
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     return done
+
+
+def _site_dirs_of_this_interpreter() -> list[str]:
+    """The site-packages folders the running interpreter reads (a virtual environment's own, and its
+    base's when it was made with ``--system-site-packages``; the user's when enabled)."""
+    folders = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        folders.append(site.getusersitepackages())
+    return [f for f in dict.fromkeys(folders) if os.path.isdir(f)]
+
+
+def _fresh_venv_seeing_these_packages(venv: Path, cwd: Path, env: dict[str, str]) -> None:
+    """A virtual environment of the running interpreter that imports what the running interpreter imports."""
+    # Without its own pip: the running interpreter's pip (visible through the .pth file) installs
+    # into whichever environment runs it.
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=cwd, env=env)
+    done = _run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                cwd=cwd, env=env)
+    lines = [f"import site; site.addsitedir({folder!r})" for folder in _site_dirs_of_this_interpreter()]
+    (Path(done.stdout.strip()) / "_pd_test_parent_site.pth").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +84,11 @@ def installed(tmp_path_factory):
     (wheel,) = dist.glob("pixel_deflection_lab-*.whl")
 
     venv = tmp / "venv"
-    # Without its own pip: the system's pip (visible through --system-site-packages) installs
-    # into whichever environment runs it.
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-         cwd=tmp, env=env)
-    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
-         cwd=tmp, env=env)
+    _fresh_venv_seeing_these_packages(venv, tmp, env)
+    # --ignore-installed: a pd_core installed where the running interpreter looks (pip install -e .)
+    # is neither uninstalled nor taken as "already satisfied".
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
+          str(wheel)], cwd=tmp, env=env)
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()
     return wheel, venv, elsewhere, env, source
@@ -83,6 +110,10 @@ def test_console_script_lists_every_subcommand(installed):
     done = _run([str(script), "--help"], cwd=elsewhere, env=env)
     missing = [name for name in SUBCOMMANDS if name not in done.stdout]
     assert not missing, f"pdlab --help does not list {missing}:\n{done.stdout}"
+    # The usage line names the command the user typed (issue 21: it said "python -m pd_core").
+    assert done.stdout.startswith("usage: pdlab "), done.stdout[:200]
+    module = _run([str(venv / "bin" / "python"), "-m", "pd_core", "--help"], cwd=elsewhere, env=env)
+    assert module.stdout.startswith("usage: python -m pd_core "), module.stdout[:200]
 
 
 def test_console_script_models_runs_from_anywhere(installed):
@@ -143,3 +174,17 @@ def test_dependencies_have_one_source_of_truth(installed):
     assert [r.split(">")[0] for r in ray] == ["pyarrow", "ray[default]"]
     torch_clause = next(r for r in runtime if r.startswith("torch") and not r.startswith("torchvision"))
     assert "<=2.14.1" in torch_clause  # the version installed on the project machines stays allowed
+
+
+def test_build_outputs_are_ignored_by_git(tmp_path):
+    """`pip install .` and `python -m build` leave build/, dist/ and *.egg-info in the checkout (issue 21)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["build/lib/pd_core/__init__.py", "dist/pixel_deflection_lab-0.1.0-py3-none-any.whl",
+             "pixel_deflection_lab.egg-info/PKG-INFO"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO, capture_output=True, text=True)
+    assert sorted(done.stdout.split()) == sorted(paths), done.stdout + done.stderr
+    # ... while the sources stay tracked.
+    kept = subprocess.run(["git", "check-ignore", "--no-index", "pd_core/__init__.py", "README.md"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert kept.stdout == ""

@@ -42,13 +42,19 @@ def _module(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``python -m pd_core`` parser.
+#: The name ``--help`` and usage errors print: the installed console script's (``pdlab``); ``python -m pd_core``
+#: passes its own (see ``pd_core/__main__.py``).
+PROG = "pdlab"
+
+
+def build_parser(command: str | None = None, prog: str = PROG) -> argparse.ArgumentParser:
+    """The ``pdlab`` / ``python -m pd_core`` parser.
 
     command : the subcommand whose full parser is built; the others are listed with their
         ``HELP`` only (so their dependencies are not imported). ``None`` builds every one.
+    prog : the command's name as the user typed it, shown in the usage line.
     """
-    parser = argparse.ArgumentParser(prog="python -m pd_core",
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Pixel Deflection Lab: defence, attacks and evaluation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
@@ -66,10 +72,13 @@ def _chosen_command(argv: list[str]) -> str:
     return first if first in SUBCOMMANDS else ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m pd_core`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    prog : the name in the usage line (``pdlab``, the console script; ``python -m pd_core`` from ``__main__``).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_chosen_command(argv)).parse_args(argv)
+    args = build_parser(_chosen_command(argv), prog=prog).parse_args(argv)
     try:
         return args.func(args)
     except CliError as exc:
