@@ -139,7 +139,7 @@ def main() -> None:
     # Warm-up of both paths on one image (imports such as Foolbox's, oneDNN kernel set-up for the
     # batch shapes, allocator), so that neither side pays first-call costs inside its timing.
     warm = [a for a in ("fgsm",) if a in attacks] or []
-    ev.evaluate(model, items[:min(len(items), ev.CPU_MODEL_BATCH + 1)], attacks=warm, preset=args.preset,
+    ev.evaluate(model, items[:min(len(items), ev.batching.CPU_MODEL_BATCH + 1)], attacks=warm, preset=args.preset,
                 ensemble=args.ensemble, batch_size=len(items), tuning_fraction=0.0)
     naive(model, items[:1], warm, args.preset, overrides, args.ensemble, seed=0)
     print(f"images: {source}; model {model.name} on {model.device}, {torch.get_num_threads()} threads")

@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from pd_core import evaluation as ev
+from pd_core.defence import PAPER_DEFAULTS
 from pd_core.evaluation.table_figures import (deflection_curve_figure, rank_figure, table_bars_figure,
                                               table_defence_columns, tuning_figure)
 from ui import state
@@ -95,7 +96,7 @@ else:
 
 model = get_model(cfg_settings.model_name, cfg_settings.device)
 config = cfg_settings.config
-if config != ev.PAPER_DEFAULTS:
+if config != PAPER_DEFAULTS:
     st.info("The defence parameters in the sidebar differ from the paper's; the tables use the sidebar's values.",
             icon=":material/tune:")
 out = results_file(source_key, config, model.name, cfg_settings.seed, ensemble, tuning)

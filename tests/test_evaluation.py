@@ -14,6 +14,10 @@ import torch
 
 from gallery_cases import correct_gallery_items
 from pd_core import evaluation as ev
+from pd_core.defences.pixel_deflection import defended_copies
+from pd_core.evaluation import figures, units
+from pd_core.evaluation.data import load_labelled_images
+from pd_core.evaluation.sidecar import sidecar_path
 from pd_core.defence import PAPER_DEFAULTS
 from pd_core.randomness import derive_seed
 
@@ -90,7 +94,7 @@ def test_accuracy_of_a_hand_made_case():
 
 def test_rank_of_the_adversarial_class():
     top5 = torch.tensor([[3, 1, 4, 5, 9], [2, 7, 1, 8, 0]])
-    assert ev.units._ranks(top5, torch.tensor([4, 6])).tolist() == [3, 0]
+    assert units._ranks(top5, torch.tensor([4, 6])).tolist() == [3, 0]
 
 
 # --- the protocol on real images --------------------------------------------------------------
@@ -168,7 +172,7 @@ def test_resume_refuses_other_settings(model, items, full_run, tmp_path):
     _, full_path = full_run
     out = tmp_path / "results.csv"
     out.write_text(full_path.read_text())
-    ev.store._meta_path(out).write_text(ev.store._meta_path(full_path).read_text())
+    sidecar_path(out).write_text(sidecar_path(full_path).read_text())
     with pytest.raises(ev.EvaluationError, match="other settings"):
         ev.evaluate(model, items, out_csv=out, **{**SETTINGS, "seed": 8})
     # An attack preset edited since the file was started must not mix two attacks in one row.
@@ -185,8 +189,8 @@ def test_defended_copies_do_not_depend_on_the_batch(model, items):
     x = load_batch([p for p, _ in items[:2]], spec=model.spec, device=model.device)
     rmap = torch.rand(2, x.shape[-2], x.shape[-1], generator=torch.Generator().manual_seed(0)) * 0.5
     seeds = [derive_seed(0, "a", "fgsm"), derive_seed(0, "b", "fgsm")]
-    both = ev.defended_copies(model, x, rmap, PAPER_DEFAULTS, 3, seeds)
-    second = ev.defended_copies(model, x[1:], rmap[1:], PAPER_DEFAULTS, 3, seeds[1:])
+    both = defended_copies(model, x, rmap, PAPER_DEFAULTS, 3, seeds)
+    second = defended_copies(model, x[1:], rmap[1:], PAPER_DEFAULTS, 3, seeds[1:])
     assert both.shape == (6, 3, 224, 224)
     torch.testing.assert_close(both[3:], second, atol=1e-6, rtol=0)
     assert not torch.equal(both[3], both[4])  # the copies differ from each other
@@ -233,13 +237,13 @@ def test_figure5_search_uses_only_the_tuning_subset(model, monkeypatch):
     evaluation, tuning = ev.split_tuning(ev.load_items(items), 0.5)
     assert tuning and evaluation
     seen = []
-    real_load = ev.load_labelled_images
+    real_load = load_labelled_images
 
     def recording_load(chunk, model):
         seen.extend(it.name for it in chunk)
         return real_load(chunk, model)
 
-    monkeypatch.setattr(ev.figures, "load_labelled_images", recording_load)  # where tuning_grid looks it up
+    monkeypatch.setattr(figures, "load_labelled_images", recording_load)  # where tuning_grid looks it up
     grid = ev.tuning_grid(model, items, attacks=(), sigmas=(0.04,), windows=(10,), deflections=(100, 50),
                           tuning_fraction=0.5, batch_size=8)
     assert sorted(seen) == sorted(it.name for it in tuning)

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from pd_core.evaluation.shards import (ShardWriter, export_csv, finished_units, read_shards, shard_files)
-from pd_core.evaluation.store import _append_rows, read_results
+from pd_core.evaluation.csv_rows import append_rows
+from pd_core.evaluation.store import read_results
 
 
 def _rows(n_images=7):
@@ -40,7 +41,7 @@ def _rows(n_images=7):
 def test_merge_equals_the_single_csv(tmp_path):
     rows = _rows()
     single = tmp_path / "single.csv"
-    _append_rows(single, sorted(rows, key=lambda r: (r["image"], r["attack"], r["preset"], r["defence"])))
+    append_rows(single, sorted(rows, key=lambda r: (r["image"], r["attack"], r["preset"], r["defence"])))
 
     # The same rows written by three workers in a shuffled order, in several flushes, with one
     # flush written twice (a worker that died after writing and was retried).

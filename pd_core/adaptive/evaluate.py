@@ -15,8 +15,10 @@ from typing import Callable, Sequence
 import torch
 
 from ..defence import DefenceConfig, predict_probs, vote
-from ..evaluation import (DEFAULT_TUNING_FRACTION, EvaluationError, defended_copies, evaluation_part,
-                          load_items, load_labelled_images, wilson_interval)
+from ..defences.pixel_deflection import defended_copies
+from ..evaluation.data import (DEFAULT_TUNING_FRACTION, EvaluationError, evaluation_part, load_items,
+                               load_labelled_images)
+from ..evaluation.stats import wilson_interval
 from ..randomness import derive_seed
 from ..maps import robust_activation_map
 from ..models import Classifier

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from .measures import perturbation_norms, quantize_to_grid
 from .monitor import AttackCancelled, ForwardMonitor, Progress
-from .registry import ATTACKS, AttackInfo
+from .registry import AttackInfo, attack_info
 
 __all__ = ["AttackResult", "AttackCancelled", "attack", "perturbation_norms", "quantize_to_grid",
            "REPAIR_SCALES"]  # the two measures live in .measures and stay importable from here
@@ -273,10 +273,7 @@ def attack(model, images: Tensor, labels, name: str, *, preset: str = "interacti
     """
     from .early_stop import EarlyStopLinfAttack
 
-    try:
-        info = ATTACKS[name]
-    except KeyError:
-        raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}") from None
+    info = attack_info(name)
     p = _check_params(info, {**info.preset(preset), **params})
     images, labels = _as_batch(model, images, labels)
     if batch_size is None:

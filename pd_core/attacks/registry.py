@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-__all__ = ["AttackInfo", "ATTACKS", "PRESETS", "ALL_PRESETS", "PAPER_NORMS", "CALIBRATION", "CALIBRATION_IMAGES"]
+__all__ = ["AttackInfo", "ATTACKS", "PRESETS", "ALL_PRESETS", "PAPER_NORMS", "CALIBRATION", "CALIBRATION_IMAGES",
+           "AttackChoiceError", "attack_info", "check_attacks"]
 
 #: Presets every attack has.
 PRESETS = ("interactive", "paper", "large")
@@ -201,3 +202,32 @@ for _name, _rows in CALIBRATION.items():
     ATTACKS[_name] = replace(ATTACKS[_name], achieved={k: v[0] for k, v in _rows.items()},
                              success_rate={k: v[1] for k, v in _rows.items()},
                              calibration_images=CALIBRATION_IMAGES, paper_norm=dict(PAPER_NORMS[_name]))
+
+
+class AttackChoiceError(ValueError):
+    """An attack name or preset that the table does not have; the message is one plain sentence."""
+
+
+def attack_info(name: str) -> AttackInfo:
+    """The entry of ``name`` (any case, surrounding spaces ignored); :class:`AttackChoiceError`
+    naming the choices when unknown. The one place an attack name is checked."""
+    key = str(name).strip().lower()
+    if key not in ATTACKS:
+        raise AttackChoiceError(f"unknown attack {name!r}; choose from: {', '.join(ATTACKS)}.")
+    return ATTACKS[key]
+
+
+def check_attacks(names, preset: str | None = None, *, clean: bool = False) -> list[str]:
+    """The attack names, lower case, without duplicates and empty parts (and without ``"clean"``
+    unless ``clean``), each checked by :func:`attack_info`; with ``preset``, each must have it."""
+    out = []
+    for raw in names:
+        name = str(raw).strip().lower()
+        if not name or (name == "clean" and not clean) or name in out:
+            continue
+        info = attack_info(name)
+        if preset is not None and preset not in info.presets:
+            raise AttackChoiceError(f"{name} has no preset {preset!r} (it has: {', '.join(info.presets)}); "
+                                    "run it with another --preset.")
+        out.append(name)
+    return out

@@ -16,7 +16,7 @@ HELP = "reproduce the paper's Tables 1, 3, 4 on a folder of labelled images"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..evaluation.paper import PAPER_ATTACKS
+    from ..evaluation.tables import PAPER_ATTACKS
 
     p = subparsers.add_parser("evaluate", help=HELP,
                               description="Run the paper's protocol (§9-10) on a folder of labelled images; "
@@ -84,7 +84,7 @@ def _table(model, args, attacks, update, close) -> int:
     from pathlib import Path
 
     from ..evaluation import evaluate, rank_histogram
-    from ..evaluation.store import _meta_path
+    from ..evaluation.sidecar import sidecar_path
 
     images = dataset_images(args)
     try:
@@ -104,7 +104,7 @@ def _table(model, args, attacks, update, close) -> int:
         print("\nFigure 6 (successful attacks): rank of the adversarial class in the clean top-5: " +
               ", ".join(f"{'not in top-5' if r.rank == 0 else f'#{r.rank}'} {100 * r.fraction:.0f}%"
                         for r in pooled.itertuples()))
-    print(f"\nrows: {args.out}  (metadata: {_meta_path(Path(args.out))}); {result.seconds:.0f} s")
+    print(f"\nrows: {args.out}  (metadata: {sidecar_path(Path(args.out))}); {result.seconds:.0f} s")
     return 0
 
 

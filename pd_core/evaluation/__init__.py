@@ -3,13 +3,16 @@
 One module per concept (the protocol itself is described in :mod:`.protocol`):
 
 - :mod:`.data`: the labelled images, the held-apart tuning split, loading a chunk.
-- :mod:`.stats`: Wilson intervals, name-derived seeds, accuracy per (attack, preset, defence).
-- :mod:`.store`: the results CSV (append, repair, read) and its JSON sidecar, behind a small store
-  interface (:class:`CsvStore`, :class:`MemoryStore`: read rows, append rows, read/write meta).
+- :mod:`.stats`: Wilson intervals, accuracy per (attack, preset, defence).
+- :mod:`.csv_rows`, :mod:`.sidecar`, :mod:`.store`: the results CSV (columns, append, repair), its
+  JSON sidecar (versions, run identity) and the store interface engines use (:class:`CsvStore`,
+  :class:`MemoryStore`); :mod:`.resume`: what a store already holds.
 - :mod:`.batching`: how the model sees batches (device-sized, channels-last on the CPU).
+- :mod:`.tables`: the tables' layout (rows, columns from the defence registry, titles).
 - :mod:`.units`: the unit of work, one chunk of images × one attack with every defence -> rows
   (:func:`load_chunk`, :func:`run_unit`); what any engine calls.
-- :mod:`.protocol`: :func:`evaluate`, the sequential engine over the units.
+- :mod:`.protocol`: :func:`evaluate`, the sequential engine over the units; :mod:`.result` what
+  it returns.
 - :mod:`.paper`: the paper's reference numbers and the tables in its layout.
 - :mod:`.figures`: Figures 2, 5 and 6 (:func:`probability_curve`, the one Figure 2 computation,
   is also what the app's Defence Explorer draws).
@@ -17,32 +20,29 @@ One module per concept (the protocol itself is described in :mod:`.protocol`):
 - :mod:`.grid_engine`: the sequential engine over a grid of unit settings, which :mod:`.sweeps`
   (accuracy against perturbation size) and :mod:`.dose` (accuracy against K) run on;
   :mod:`.curve_figures` draws their curves.
-- :mod:`.distributed`, :mod:`.dispatch`, :mod:`.shards`: the same units on Ray, into Parquet shards.
+- :mod:`.distributed`, :mod:`.dispatch`, :mod:`.shards`, :mod:`.ray_cluster`: the same units on
+  Ray, into Parquet shards.
 
-Every public name of the former single module ``pd_core/evaluation.py`` is importable from here.
+This package's ``__all__`` is what a user of the library needs; everything else is imported from
+the module that defines it.
 """
 from __future__ import annotations
 
-from .batching import CHANNELS_LAST_ON_CPU, CPU_MODEL_BATCH
-from .data import (DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part, load_items,
-                   load_labelled_images, split_tuning)
+from .csv_rows import CSV_COLUMNS
+from .data import DEFAULT_TUNING_FRACTION, EvaluationError, Item, evaluation_part, load_items, split_tuning
 from .figures import CurveResult, deflection_curve, probability_curve, rank_histogram, tuning_grid
-from .paper import (ATTACK_ORDER, ATTACK_TITLES, PAPER_ATTACKS, PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4,
-                    TABLE3_TITLES, TABLE4_TITLES, TABLE_DEFENCES, format_table, table_frame)
-from ..defence import PAPER_DEFAULTS  # noqa: F401 (the old module had it; pages/benchmark.py reads it here)
+from .paper import PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4, format_table, table_frame
 from .progress import Progress, progress_bar
-from .protocol import EvaluationResult, evaluate
+from .protocol import evaluate
+from .result import EvaluationResult
 from .stats import summarize, wilson_interval
-from .store import CSV_COLUMNS, CsvStore, MemoryStore, open_store, read_results
-from .units import Chunk, UnitResult, UnitSettings, defended_copies, load_chunk, run_unit
+from .store import read_results
+from .tables import ATTACK_ORDER, ATTACK_TITLES, PAPER_ATTACKS
 
 __all__ = [
     "evaluate", "EvaluationResult", "EvaluationError", "format_table", "table_frame", "summarize",
-    "wilson_interval", "split_tuning", "evaluation_part", "read_results", "load_items",
-    "load_labelled_images",
-    "Item", "defended_copies", "progress_bar", "deflection_curve", "probability_curve", "CurveResult",
-    "tuning_grid", "rank_histogram", "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4",
-    "TABLE_DEFENCES", "ATTACK_ORDER", "ATTACK_TITLES", "CSV_COLUMNS", "DEFAULT_TUNING_FRACTION",
-    # the unit of work and the store interface, for other engines (pd_core.evaluation.distributed)
-    "UnitSettings", "Chunk", "UnitResult", "load_chunk", "run_unit", "CsvStore", "MemoryStore", "open_store",
+    "wilson_interval", "split_tuning", "evaluation_part", "read_results", "load_items", "Item", "Progress",
+    "progress_bar", "deflection_curve", "probability_curve", "CurveResult", "tuning_grid", "rank_histogram",
+    "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4", "ATTACK_ORDER", "ATTACK_TITLES",
+    "CSV_COLUMNS", "DEFAULT_TUNING_FRACTION",
 ]

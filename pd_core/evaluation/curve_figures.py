@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import os
 
-from .paper import ATTACK_TITLES, PAPER_TABLE1, PAPER_TABLE3
+from .paper import PAPER_TABLE1, PAPER_TABLE3
+from .tables import ATTACK_TITLES
 from .sweeps import MEASURES
 
 __all__ = ["MEASURE_TITLES", "DEFENCE_TITLES", "sweep_figure", "sweep_figures", "paper_positions", "dose_figure",

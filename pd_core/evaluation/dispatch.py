@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .data import EvaluationError
-from .paper import ATTACK_TITLES
+from .tables import ATTACK_TITLES
 
 __all__ = ["ProgressSnapshot", "progress_printer", "Dispatcher"]
 

@@ -45,7 +45,6 @@ Engine
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -58,10 +57,12 @@ from typing import Callable, Sequence
 import torch
 
 from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part
-from .progress import _COST_PRIOR
+from .progress import COST_PRIOR
 from .ray_cluster import parse_ray_target, ray_running, start_ray
+from .sidecar import check_sidecar, library_versions, now_iso
 from .shards import ShardWriter, export_csv, finished_units, meta_path, read_shards
 from .dispatch import Dispatcher, ProgressSnapshot
+from .result import EvaluationResult
 from .stats import summarize
 
 __all__ = ["RunSpec", "WorkUnit", "plan_units", "unit_key", "compute_unit",
@@ -105,7 +106,7 @@ def unit_key(spec: RunSpec, attack: str, names: Sequence[str]) -> str:
 def plan_units(evaluation: Sequence[Item], attacks: Sequence[str], spec: RunSpec) -> list[WorkUnit]:
     """Units in submission order: largest prior cost first, then chunk order."""
     chunks = [tuple(evaluation[i:i + spec.batch_size]) for i in range(0, len(evaluation), spec.batch_size)]
-    units = [WorkUnit(unit_key(spec, a, [it.name for it in ch]), ci, a, ch, _COST_PRIOR.get(a, 5.0) * len(ch))
+    units = [WorkUnit(unit_key(spec, a, [it.name for it in ch]), ci, a, ch, COST_PRIOR.get(a, 5.0) * len(ch))
              for ci, ch in enumerate(chunks) for a in ["clean", *attacks]]
     return sorted(units, key=lambda u: (-u.cost, u.chunk))
 
@@ -169,15 +170,14 @@ class UnitWorker:
 
 def _sidecar(store: Path, spec: RunSpec, model_name: str, attacks, extra: dict) -> dict:
     from ..attacks import ATTACKS
-    from .store import _check_meta, _versions
 
     settings = {"model": model_name, "seed": spec.seed, "ensemble": spec.ensemble,
                 "defence": spec.config().as_dict(), "tuning_fraction": extra["tuning_fraction"],
                 "tuning_salt": TUNING_SALT, "batch_size": spec.batch_size}
-    meta = _check_meta(meta_path(store), settings)
-    meta.setdefault("created", _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    meta = check_sidecar(meta_path(store), settings)
+    meta.setdefault("created", now_iso())
     meta["settings"] = settings
-    meta["versions"] = _versions()
+    meta["versions"] = library_versions()
     meta.setdefault("attack_params", {})
     for name in attacks:
         requested = json.loads(json.dumps({**ATTACKS[name].preset(spec.preset), **spec.attack_params.get(name, {})},
@@ -187,7 +187,7 @@ def _sidecar(store: Path, spec: RunSpec, model_name: str, attacks, extra: dict) 
             raise EvaluationError(f"the results folder has {name} '{spec.preset}' rows made with other "
                                   "parameters; choose another output folder.")
     meta.setdefault("runs", []).append({"date": meta["created"] if not meta.get("runs") else
-                                        _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                        now_iso(),
                                         "table": spec.table, "preset": spec.preset, "attacks": list(attacks),
                                         **extra})
     return meta
@@ -273,7 +273,6 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
     counting units (total, resumed, computed, failed, retried).
     """
     from ..attacks import ATTACKS
-    from .protocol import EvaluationResult
 
     attacks = list(dict.fromkeys(a.strip().lower() for a in attacks if a and a.strip() and a.strip() != "clean"))
     unknown = [a for a in attacks if a not in ATTACKS]

@@ -27,8 +27,9 @@ from ..defence import PAPER_DEFAULTS, DefenceConfig
 from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, evaluation_part, load_items
 from .progress import Progress
 from .stats import counted_rows, wilson_interval
-from .grid_engine import GridResult, _now, run_grid
-from .units import UnitSettings
+from .grid_engine import GridResult, run_grid
+from .sidecar import now_iso
+from .units import UnitSettings, describe_columns
 
 __all__ = ["DOSE_DEFLECTIONS", "DoseSettings", "DoseResult", "dose_defences", "deflection_dose", "dose_summary",
            "parse_dose_defence"]
@@ -82,9 +83,10 @@ class DoseSettings(UnitSettings):
     table: int = 0
     variants: tuple = ()
 
-    @property
-    def defences(self) -> dict[str, tuple[DefenceConfig, int]]:
-        return {name: (cfg, copies) for name, cfg, copies in self.variants}
+    def column_entries(self) -> dict[str, tuple[str, DefenceConfig]]:
+        """Every (K, denoiser) column is the paper's defence (registry ``pixel_deflection``) with its
+        own settings; it is randomised, so judged on ``ensemble`` copies, exactly when K > 0."""
+        return {name: ("pixel_deflection", cfg) for name, cfg, _ in self.variants}
 
     @property
     def columns(self) -> list[str]:
@@ -131,13 +133,13 @@ def deflection_dose(model, images, *, attacks: Iterable[str] = ("fgsm", "igsm"),
     fixed = {k: v for k, v in config.as_dict().items() if k not in ("deflections", "deflect", "denoise", "jpeg_quality")}
     identity = {"model": model.name, "seed": int(seed), "ensemble": int(ensemble), "dose_defence": fixed,
                 "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
-    run = {"kind": "dose", "date": _now(), "attacks": attacks, "preset": preset, "limit": limit,
+    run = {"kind": "dose", "date": now_iso(), "attacks": attacks, "preset": preset, "limit": limit,
            "deflections": [int(k) for k in dict.fromkeys(deflections)], "denoise": [bool(d) for d in denoise],
            "batch_size": int(batch_size), "images": len(evaluation), "device": str(model.device)}
     recorded = run_grid(model, evaluation, [(a, settings) for a in attacks], settings, out_csv=out_csv,
                         identity=identity, run=run, params={f"{a}/{preset}": ATTACKS[a].preset(preset) for a in attacks},
                         summarize=dose_summary, progress=progress, started=started,
-                        defences={name: {"config": cfg.as_dict(), "copies": c} for name, cfg, c in variants})
+                        defences=describe_columns(model, settings))
     return DoseResult(**recorded)
 
 

@@ -13,9 +13,10 @@ import torch
 from ..defence import PAPER_DEFAULTS, DefenceConfig, vote
 from .batching import FastLayoutModel, activation_maps, classify, model_batch
 from .data import DEFAULT_TUNING_FRACTION, EvaluationError, load_items, load_labelled_images, split_tuning
-from .paper import ATTACK_TITLES, _rows_of
+from .paper import results_rows
 from .progress import Progress
-from .units import defended_copies
+from .tables import ATTACK_TITLES
+from ..defences.pixel_deflection import defended_copies
 from ..randomness import derive_seed
 from .stats import counted_rows, wilson_interval
 
@@ -33,7 +34,7 @@ def rank_histogram(results, preset: str | None = None, attacks: Sequence[str] | 
     """
     import pandas as pd
 
-    rows = counted_rows(_rows_of(results))
+    rows = counted_rows(results_rows(results))
     rows = rows[(rows["defence"] == "none") & (rows["attack"] != "clean")]
     if preset is not None:
         rows = rows[rows["preset"] == preset]

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .data import EvaluationError, Item
-from .progress import Progress, _Tracker
-from .store import _versions, open_store
+from .progress import Progress, ProgressTracker
+from .resume import ResumeState
+from .sidecar import library_versions, now_iso
+from .store import open_store
 from .units import UnitSettings, load_chunk, run_unit
 
 __all__ = ["GridResult", "run_grid", "run_jobs", "start_meta"]
@@ -61,24 +63,16 @@ def run_grid(model, evaluation: Sequence[Item], jobs: Sequence[tuple[str, UnitSe
     if defences is not None:
         meta.setdefault("defences", {}).update(defences)
     store.write_meta(meta)
-    from .protocol import _Resume
-
-    resume = _Resume.of(store.read_rows())
+    resume = ResumeState.of(store.read_rows())
     unreadable, computed = run_jobs(model, evaluation, jobs, clean_settings, store, meta, resume, progress)
     rows = _evaluation_rows(store.read_rows(), evaluation)
     kept = _kept(rows)
     seconds = time.monotonic() - started
-    meta["runs"][-1].update({"finished": _now(), "seconds": round(seconds, 1), "kept": kept,
+    meta["runs"][-1].update({"finished": now_iso(), "seconds": round(seconds, 1), "kept": kept,
                              "unreadable": unreadable, "computed_units": computed})
     store.write_meta(meta)
     return dict(rows=rows, summary=summarize(rows), images=len(evaluation), kept=kept, unreadable=unreadable,
                 meta=meta, csv_path=store.path, seconds=seconds, computed_units=computed)
-
-
-def _now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def start_meta(meta: dict, model, identity: dict, run: dict, params: dict[str, dict]) -> None:
@@ -87,7 +81,7 @@ def start_meta(meta: dict, model, identity: dict, run: dict, params: dict[str, d
     meta.setdefault("created", run["date"])
     meta["settings"] = identity
     meta["model"] = {"name": model.name, "title": model.spec.title, "source": model.spec.source}
-    meta["versions"] = _versions()
+    meta["versions"] = library_versions()
     stored = meta.setdefault("attack_params", {})
     for key, requested in params.items():
         requested = json.loads(json.dumps(requested, default=str))  # as the sidecar stores it
@@ -115,7 +109,7 @@ def run_jobs(model, evaluation: Sequence[Item], jobs: Sequence[tuple[str, UnitSe
     chunks = [evaluation[i:i + size] for i in range(0, len(evaluation), size)]
     all_jobs = [("clean", clean_settings), *jobs]
     keys = [f"{a}/{s.row_preset(a)}" for a, s in all_jobs]
-    tracker = _Tracker([(ci, k, len(ch)) for ci, ch in enumerate(chunks) for k in keys], progress)
+    tracker = ProgressTracker([(ci, k, len(ch)) for ci, ch in enumerate(chunks) for k in keys], progress)
     unreadable: dict[str, str] = {}
     computed = 0
     for ci, items in enumerate(chunks):

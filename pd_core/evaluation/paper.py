@@ -8,21 +8,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from ..defence import TABLE3_DEFENCES, TABLE4_DEFENCES
-from .data import EvaluationError
 from .stats import counted_rows, summarize, wilson_interval
 from .store import read_results
+from .tables import ATTACK_ORDER, ATTACK_TITLES, column_titles, ens_name, table_columns
 
-__all__ = ["ATTACK_ORDER", "ATTACK_TITLES", "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4",
-           "TABLE3_TITLES", "TABLE4_TITLES", "TABLE_DEFENCES", "table_frame", "format_table"]
-
-
-#: Row order of the paper's tables; attacks the paper does not have (PGD) come after.
-ATTACK_ORDER = ("clean", "fgsm", "igsm", "deepfool", "jsma", "lbfgs", "cw", "pgd")
-ATTACK_TITLES = {"clean": "Clean", "fgsm": "FGSM", "igsm": "IGSM", "deepfool": "DFool", "jsma": "JSMA",
-                 "lbfgs": "LBFGS", "cw": "C&W", "pgd": "PGD"}
-#: The paper's Table 1 attacks in its order (the default attack list).
-PAPER_ATTACKS = ("fgsm", "igsm", "deepfool", "jsma", "lbfgs", "cw")
+__all__ = ["PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4", "results_rows", "table_frame", "format_table"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,34 +59,16 @@ PAPER_TABLE4: dict[str, dict[str, float]] = {
     "cw": {"hard": 36.8, "visu": 93.4, "sure": 92.8, "bayes": 98.0},
 }
 
-#: Column titles of each table (the CSV ``defence`` values, in the paper's column order).
-TABLE3_TITLES = {"jpeg": "JPG", "wd": "WD", "pd": "PD", "pd+jpeg": "PD+JPG", "wd+pd+jpeg": "WD+PD+JPG",
-                 "wd+pd": "WD+PD"}
-TABLE4_TITLES = {"hard": "Hard", "visu": "VISU", "sure": "SURE", "bayes": "Bayes"}
-
-
-def _ens_name(n: int) -> str:
-    return f"ens{int(n)}"
-
-
-def TABLE_DEFENCES(table: int, ensemble: int = 10) -> list[str]:  # noqa: N802 (reads like a constant)
-    """The ``defence`` values of a table's columns, in the paper's order (``none`` first)."""
-    if table == 1:
-        return ["none", "single"] + ([_ens_name(ensemble)] if ensemble > 1 else [])
-    if table == 3:
-        return ["none", *TABLE3_DEFENCES]
-    if table == 4:
-        return ["none", *TABLE4_DEFENCES]
-    raise EvaluationError(f"table must be 1, 3 or 4, not {table!r}.")
-
-
 def _is_result(results) -> bool:
-    from .protocol import EvaluationResult  # imported here: the protocol imports this module
+    """An engine's result (:class:`~pd_core.evaluation.result.EvaluationResult`): its rows, ensemble
+    and sidecar ``meta``, read by attribute so this module needs nothing of the engines."""
+    import pandas as pd
 
-    return isinstance(results, EvaluationResult)
+    return all(hasattr(results, a) for a in ("rows", "ensemble", "meta")) and isinstance(results.rows, pd.DataFrame)
 
 
-def _rows_of(results):
+def results_rows(results):
+    """The rows of an engine's result, of a DataFrame of rows, or of a results file / shard folder."""
     import pandas as pd
 
     if _is_result(results):
@@ -124,23 +96,14 @@ def _paper_value(table: int, preset: str, attack: str, defence: str) -> float | 
     return paper.get(attack, {}).get(defence)
 
 
-def _column_titles(table: int, defences: Sequence[str]) -> dict[str, str]:
-    titles = {"none": "No defence", "single": "Single"}
-    titles.update(TABLE3_TITLES if table == 3 else TABLE4_TITLES if table == 4 else {})
-    for d in defences:
-        if d.startswith("ens"):
-            titles[d] = f"Ens-{d[3:]}"
-    return {d: titles.get(d, d) for d in defences}
-
-
 def _table_defences(summary, table: int, ensemble: int | None) -> list[str]:
     if table == 1:
         ens = sorted({d for d in summary["defence"] if str(d).startswith("ens")},
                      key=lambda d: int(d[3:]) if d[3:].isdigit() else 0)
-        if ensemble is not None and _ens_name(ensemble) in ens:
-            ens = [_ens_name(ensemble)]
+        if ensemble is not None and ens_name(ensemble) in ens:
+            ens = [ens_name(ensemble)]
         return ["none", "single", *ens[-1:]]
-    return TABLE_DEFENCES(table)
+    return table_columns(table)
 
 
 def _table_attacks(summary, preset: str) -> list[str]:
@@ -160,12 +123,12 @@ def table_frame(results, table: int = 1, preset: str = "paper", ensemble: int | 
     """
     import pandas as pd
 
-    rows = _rows_of(results)
+    rows = results_rows(results)
     summary = summarize(rows)
     if ensemble is None and _is_result(results):
         ensemble = results.ensemble
     defences = _table_defences(summary, table, ensemble)
-    titles = _column_titles(table, defences)
+    titles = column_titles(table, defences)
     counted = counted_rows(rows)
     out = []
     for attack in _table_attacks(summary, preset):
@@ -202,12 +165,12 @@ def format_table(results, table: int = 1, preset: str = "paper", paper: bool = T
     """The measured table as text in the paper's layout (rows: attacks; columns: |L2|, then the
     defences), each accuracy in % with its Wilson 95% interval, the row's n, and below it the
     paper's ResNet-50 numbers for the same cells."""
-    rows = _rows_of(results)
+    rows = results_rows(results)
     frame = table_frame(rows, table, preset, ensemble if ensemble is not None else
                         (results.ensemble if _is_result(results) else None))
     summary_defs = _table_defences(summarize(rows), table, ensemble if ensemble is not None else
                                    (results.ensemble if _is_result(results) else None))
-    titles = list(_column_titles(table, summary_defs).values())
+    titles = list(column_titles(table, summary_defs).values())
     clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
     kept = int((clean["correct"].astype(int) == 1).sum())
     dropped = len(clean) - kept

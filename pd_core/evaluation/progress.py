@@ -5,18 +5,18 @@ import math
 import time
 from typing import Callable
 
-__all__ = ["Progress", "progress_bar"]
+__all__ = ["Progress", "ProgressTracker", "COST_PRIOR", "progress_bar"]
 
 #: ``callback(fraction in [0, 1], message)``; may raise to stop a run (finished rows stay).
 Progress = Callable[[float, str], object]
 
 # Rough CPU seconds per image (2 threads, EfficientNet-Lite0) for the progress estimate before a
 # measurement exists; replaced by the measured time of each attack after its first chunk.
-_COST_PRIOR = {"clean": 0.5, "fgsm": 0.7, "igsm": 1.5, "pgd": 3.0, "deepfool": 4.0, "jsma": 10.0,
+COST_PRIOR = {"clean": 0.5, "fgsm": 0.7, "igsm": 1.5, "pgd": 3.0, "deepfool": 4.0, "jsma": 10.0,
                "lbfgs": 10.0, "cw": 25.0}
 
 
-class _Tracker:
+class ProgressTracker:
     """Fraction done and time left, weighting each (chunk, attack) unit by its measured cost."""
 
     def __init__(self, units: list[tuple[int, str, int]], callback: Progress | None):
@@ -28,7 +28,7 @@ class _Tracker:
         self.started = time.monotonic()
 
     def _cost(self, attack: str, n: int) -> float:
-        return self.rate.get(attack, _COST_PRIOR.get(attack, 5.0)) * max(n, 1)
+        return self.rate.get(attack, COST_PRIOR.get(attack, 5.0)) * max(n, 1)
 
     def report(self, partial: tuple[int, str, float] | None = None, message: str = "") -> None:
         if self.callback is None:

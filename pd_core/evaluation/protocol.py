@@ -37,7 +37,6 @@ Accuracies carry their sample size and a Wilson 95% interval (:func:`wilson_inte
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import time
@@ -49,41 +48,16 @@ import torch
 
 from ..defence import PAPER_DEFAULTS, DefenceConfig
 from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part, load_items
-from .paper import ATTACK_TITLES, PAPER_ATTACKS, format_table
-from .progress import Progress, _Tracker
+from .progress import Progress, ProgressTracker
+from .result import EvaluationResult
+from .resume import ResumeState
+from .sidecar import library_versions, now_iso
 from .stats import summarize
-from .store import _versions, open_store
-from .units import UnitSettings, defended_copies, load_chunk, run_unit
+from .store import open_store
+from .tables import ATTACK_TITLES, PAPER_ATTACKS
+from .units import UnitSettings, describe_columns, load_chunk, run_unit
 
-__all__ = ["evaluate", "EvaluationResult", "defended_copies"]
-
-
-@dataclass
-class EvaluationResult:
-    """What :func:`evaluate` returns.
-
-    rows: every CSV row (pandas DataFrame), including those of earlier runs into the same file.
-    summary: one row per (attack, preset, defence) over the counted images (:func:`summarize`).
-    images: evaluation images considered; kept: correctly classified before any attack;
-    dropped: names of the images the undefended model misclassified; unreadable: name -> reason.
-    meta: the sidecar's content. csv_path: where the rows are (None for an in-memory run).
-    """
-
-    rows: object
-    summary: object
-    images: int
-    kept: int
-    dropped: list[str]
-    unreadable: dict[str, str]
-    meta: dict
-    csv_path: Path | None
-    table: int = 1
-    preset: str = "paper"
-    ensemble: int = 10
-    seconds: float = 0.0
-
-    def format_table(self, table: int | None = None, preset: str | None = None, paper: bool = True) -> str:
-        return format_table(self, table=table or self.table, preset=preset or self.preset, paper=paper)
+__all__ = ["evaluate"]
 
 
 def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: str = "paper",
@@ -131,8 +105,8 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
     identity = {"model": model.name, "seed": settings.seed, "ensemble": settings.ensemble,
                 "defence": settings.config.as_dict(), "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
     meta = store.read_meta(identity)
-    resume = _Resume.of(store.read_rows())
-    run = {"date": _now(), "table": table, "preset": preset, "attacks": attacks, "limit": limit,
+    resume = ResumeState.of(store.read_rows())
+    run = {"date": now_iso(), "table": table, "preset": preset, "attacks": attacks, "limit": limit,
            "batch_size": settings.batch_size, "images": len(evaluation), "device": str(model.device),
            "torch_threads": torch.get_num_threads()}
     _start_meta(meta, model, identity, run, attacks, settings)
@@ -164,10 +138,6 @@ def _checked_attacks(attacks: Iterable[str], table: int, ensemble: int, batch_si
     return list(dict.fromkeys(attacks))
 
 
-def _now() -> str:
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
 def _start_meta(meta: dict, model, identity: dict, run: dict, attacks: Sequence[str],
                 settings: UnitSettings) -> None:
     """Record this run in the sidecar ``meta`` (in place); refuse attack parameters that differ from
@@ -175,13 +145,12 @@ def _start_meta(meta: dict, model, identity: dict, run: dict, attacks: Sequence[
     meta.setdefault("created", run["date"])
     meta["settings"] = identity
     meta["model"] = {"name": model.name, "title": model.spec.title, "source": model.spec.source}
-    meta["versions"] = _versions()
+    meta["versions"] = library_versions()
     run["versions"] = meta["versions"]
     meta.setdefault("attack_params", {})
     _check_attack_params(meta["attack_params"], attacks, settings)
     meta.setdefault("runs", []).append(run)
-    meta.setdefault("defences", {})[f"table {settings.table}"] = {
-        name: {"config": cfg.as_dict(), "copies": c} for name, (cfg, c) in settings.defences.items()}
+    meta.setdefault("defences", {})[f"table {settings.table}"] = describe_columns(model, settings)
     meta["protocol"] = ("images the undefended model misclassifies are dropped; per image and attack the "
                         "deflection seed is derive_seed(seed, image, attack) (SHA-256); tuning split: "
                         f"SHA-256('{TUNING_SALT}|name') < tuning_fraction")
@@ -206,39 +175,14 @@ def _check_attack_params(stored_params: dict, attacks: Sequence[str], settings: 
                     "choose another output file.")
 
 
-@dataclass
-class _Resume:
-    """What the store already holds: the finished row keys (image, attack, preset, defence) and
-    the clean correctness of each image seen (1 counted, 0 dropped)."""
-
-    done: set = field(default_factory=set)
-    clean_known: dict = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, rows) -> "_Resume":
-        done = set(zip(rows["image"].astype(str), rows["attack"].astype(str), rows["preset"].astype(str),
-                       rows["defence"].astype(str)))
-        clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
-        return cls(done, {r.image: int(r.correct) for r in clean.itertuples()})
-
-    def needed(self, it: Item, attack: str, settings: UnitSettings) -> list[tuple]:
-        """The rows this run must have for ``it``: a dropped image has only its clean, undefended row."""
-        if self.clean_known.get(it.name) == 0:
-            return [(it.name, "clean", "none", "none")] if attack == "clean" else []
-        return [(it.name, attack, settings.row_preset(attack), d) for d in settings.columns]
-
-    def pending(self, chunk: Sequence[Item], attack: str, settings: UnitSettings) -> list[Item]:
-        return [it for it in chunk if any(k not in self.done for k in self.needed(it, attack, settings))]
-
-
 def _run_chunks(model, evaluation: Sequence[Item], attacks: Sequence[str], settings: UnitSettings, store,
-                meta: dict, resume: _Resume, progress: Progress | None) -> dict[str, str]:
+                meta: dict, resume: ResumeState, progress: Progress | None) -> dict[str, str]:
     """The sequential engine: every (chunk × attack) unit not finished yet, in chunk order; each
     unit's rows are appended to the store as it finishes. Returns the unreadable files."""
     size = settings.batch_size
     chunks = [evaluation[i:i + size] for i in range(0, len(evaluation), size)]
     all_attacks = ["clean", *attacks]
-    tracker = _Tracker([(ci, a, len(ch)) for ci, ch in enumerate(chunks) for a in all_attacks], progress)
+    tracker = ProgressTracker([(ci, a, len(ch)) for ci, ch in enumerate(chunks) for a in all_attacks], progress)
     unreadable: dict[str, str] = {}
     tracker.report(message=f"{len(evaluation)} images, {len(all_attacks)} rows")
     for ci, items in enumerate(chunks):
@@ -278,7 +222,7 @@ def _result(store, evaluation: Sequence[Item], meta: dict, unreadable: dict[str,
     dropped = sorted(clean.loc[clean["correct"].astype(int) == 0, "image"])
     kept = int((clean["correct"].astype(int) == 1).sum())
     seconds = time.monotonic() - started
-    meta["runs"][-1].update({"finished": _now(), "seconds": round(seconds, 1), "kept": kept,
+    meta["runs"][-1].update({"finished": now_iso(), "seconds": round(seconds, 1), "kept": kept,
                              "dropped": len(dropped), "unreadable": unreadable})
     store.write_meta(meta)
     return EvaluationResult(rows=rows_eval, summary=summarize(rows_eval), images=len(evaluation), kept=kept,

@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .csv_rows import CSV_COLUMNS, append_rows  # the CSV store's layout and writer: the same file
+
 __all__ = ["ShardWriter", "read_shards", "finished_units", "export_csv", "shard_files", "meta_path",
            "is_shard_store", "UNITS_KEY", "ROW_KEY"]
 
@@ -41,17 +43,11 @@ _STRINGS = {"image", "attack", "preset", "defence"}
 _FLOATS = {"norm_l2", "linf_255", "psnr", "agreement", "norm_l2_model", "rmse"}
 
 
-def _columns() -> tuple[str, ...]:
-    from .store import CSV_COLUMNS
-
-    return tuple(CSV_COLUMNS)
-
-
 def _schema():
     import pyarrow as pa
 
     fields = []
-    for name in _columns():
+    for name in CSV_COLUMNS:
         kind = pa.string() if name in _STRINGS else pa.float64() if name in _FLOATS else pa.int64()
         fields.append(pa.field(name, kind))
     return pa.schema(fields)
@@ -150,7 +146,7 @@ def read_shards(folder: str | os.PathLike, *, deduplicate: bool = True):
 
     files = shard_files(folder)
     if not files:
-        return pd.DataFrame(columns=list(_columns()))
+        return pd.DataFrame(columns=list(CSV_COLUMNS))
     import pyarrow.dataset as ds
 
     table = ds.dataset([str(p) for p in files], format="parquet", schema=_schema()).to_table()
@@ -168,14 +164,12 @@ def export_csv(folder: str | os.PathLike, csv_path: str | os.PathLike, *, order:
     order : sort the rows by these columns first (default: the row key), so the file does not
         depend on which worker finished first.
     """
-    from .store import _append_rows  # the CSV store's writer: same formatting, same header
-
     frame = read_shards(folder)
     frame = frame.sort_values(list(order or ROW_KEY), kind="stable")
     csv_path = Path(csv_path)
     temp = csv_path.with_name(f".{csv_path.name}.{uuid.uuid4().hex[:8]}.tmp")
     rows = [{k: (None if _isnull(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
-    _append_rows(temp, rows) if rows else temp.write_text(",".join(_columns()) + "\n")
+    append_rows(temp, rows) if rows else temp.write_text(",".join(CSV_COLUMNS) + "\n")
     os.replace(temp, csv_path)
     return len(rows)
 

@@ -47,13 +47,14 @@ from typing import Iterable, Sequence
 
 from ..defence import PAPER_DEFAULTS, DefenceConfig
 from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, evaluation_part, load_items
-from .grid_engine import GridResult, _now, run_grid, run_jobs  # noqa: F401 (run_jobs: importable here as before)
+from .grid_engine import GridResult, run_grid
 from .progress import Progress
+from .sidecar import now_iso
 from .stats import counted_rows, wilson_interval
 from .units import UnitSettings
 
 __all__ = ["DEFAULT_GRIDS", "MEASURES", "SweepPoint", "SweepSettings", "SweepResult", "sweep", "sweep_points",
-           "point_label", "parse_point_label", "sweep_summary", "run_jobs"]
+           "point_label", "parse_point_label", "sweep_summary"]
 
 #: The default grid of each attack: (parameter, values); ``eps`` values are in 1/255 units.
 DEFAULT_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -228,7 +229,7 @@ def sweep(model, images, *, attacks: Iterable[str] = ("fgsm",), presets: Iterabl
     evaluation = evaluation_part(load_items(images, labels_csv), tuning_fraction, limit)
     identity = {"model": model.name, "seed": int(seed), "ensemble": int(ensemble),
                 "defence": base["config"].as_dict(), "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
-    run = {"kind": "sweep", "date": _now(), "points": [f"{pt.attack}/{pt.label}" for pt in points], "limit": limit,
+    run = {"kind": "sweep", "date": now_iso(), "points": [f"{pt.attack}/{pt.label}" for pt in points], "limit": limit,
            "batch_size": int(batch_size), "images": len(evaluation), "device": str(model.device)}
     recorded = run_grid(model, evaluation, jobs, SweepSettings(point="", **base), out_csv=out_csv,
                         identity=identity, run=run, params={f"{pt.attack}/{pt.label}": pt.params() for pt in points},

@@ -6,26 +6,36 @@ calls, per chunk, :func:`load_chunk` (the images and their clean pass) and then,
 attack and :class:`UnitSettings`, never on which worker runs it or on the other chunks:
 
 - the attack's seed is ``derive_seed(seed, attack, preset, *names of the attacked images)``;
-- the deflections of an image are ``derive_seed(seed, image, attack)`` (:func:`defended_copies`),
-  the same for every defence variant (common random numbers across Table 3's columns).
+- the deflections of an image are ``derive_seed(seed, image, attack)``
+  (:meth:`~pd_core.defences.base.Defence.apply_seeded`), the same for every defence variant
+  (common random numbers across Table 3's columns).
+
+Columns. Every defended column is a defence of the registry (:mod:`pd_core.defences`), built with
+:func:`~pd_core.defences.registry.create_defence` from its entry and the run's defence settings:
+Table 3's and 4's columns through their registry entries (:mod:`.tables`), Table 1's from the
+paper's defence, ``UnitSettings.defences`` from any list of entries (plugins included). A randomised
+defence is judged on ``ensemble`` copies (``correct`` is their majority vote, ``single_correct`` the
+first copy), a deterministic one on one. A defence that raises or breaks its contract
+(:func:`~pd_core.defences.base.check_defended`) loses only its own rows of the unit: the unit's
+other columns are returned, and the failure is reported in :attr:`UnitResult.failures`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping, Sequence
 
 import torch
 
-from ..defence import PAPER_DEFAULTS, TABLE3_DEFENCES, TABLE4_DEFENCES, DefenceConfig, defend_batch, vote
-from ..deflection import deflect
-from ..randomness import make_generator
+from ..defence import PAPER_DEFAULTS, DefenceConfig, vote
+from ..defences.base import Defence
+from ..defences.registry import create_defence
+from ..randomness import derive_seed
 from .batching import FastLayoutModel, activation_maps, classify, model_batch
 from .data import Item, load_labelled_images
-from .paper import ATTACK_TITLES, TABLE_DEFENCES, _ens_name
-from ..randomness import derive_seed
+from .tables import ATTACK_TITLES, ens_name, table_columns, table_entries
 
-__all__ = ["UnitSettings", "Chunk", "UnitResult", "load_chunk", "run_unit", "defended_copies"]
+__all__ = ["UnitSettings", "Chunk", "UnitResult", "load_chunk", "run_unit", "unit_defences", "describe_columns"]
 
 #: The perturbation measures copied from the attack result into every row; the clean rows have none.
 CLEAN_MEASURES = {"norm_l2": 0.0, "linf_255": 0.0, "psnr": math.inf, "norm_l2_model": 0.0, "rmse": 0.0}
@@ -43,14 +53,22 @@ class UnitSettings:
     config: DefenceConfig = PAPER_DEFAULTS
     attack_params: Mapping[str, dict] = field(default_factory=dict)
 
-    @property
-    def defences(self) -> dict[str, tuple[DefenceConfig, int]]:
-        return _defences_for(self.table, self.ensemble, self.config)
+    #: Registry names of the columns in Table 1's transfer setting, instead of the table's own
+    #: (empty: the table's columns). Plugins must be registered in the process that runs the unit.
+    defences: tuple[str, ...] = ()
+
+    def column_entries(self) -> dict[str, tuple[str, DefenceConfig]]:
+        """Column key -> (registry entry, the defence settings it is built with), in table order."""
+        if self.defences:
+            return {name: (name, self.config) for name in self.defences}
+        return {key: (entry, self.config) for key, entry in table_entries(self.table).items()}
 
     @property
     def columns(self) -> list[str]:
         """The ``defence`` values of every (image, attack) in this table, ``none`` first."""
-        return TABLE_DEFENCES(self.table, self.ensemble)
+        if self.defences:
+            return ["none", *self.defences]
+        return table_columns(self.table, self.ensemble)
 
     def row_preset(self, attack: str) -> str:
         """The ``preset`` column: ``none`` for the clean rows (they do not depend on it)."""
@@ -94,6 +112,8 @@ class UnitResult:
     rows: list[dict]
     attack_params: dict | None
     images: int
+    #: ``{"defence", "reason"}`` of each column whose defence failed on this unit (its rows are missing).
+    failures: list[dict] = field(default_factory=list)
 
 
 def load_chunk(model, items: Sequence[Item], settings: UnitSettings) -> Chunk:
@@ -130,8 +150,9 @@ def run_unit(model, chunk: Chunk, attack: str, settings: UnitSettings, *, items:
     if not todo:
         return UnitResult(rows, None, 0)
     adv, measures, params = _adversarial(model, chunk, todo, attack, settings, report or (lambda f, m: None))
-    rows += _defended_rows(model, chunk, todo, attack, adv, measures, settings, skip, report or (lambda f, m: None))
-    return UnitResult(rows, params, len(todo))
+    defended, failures = _defended_rows(model, chunk, todo, attack, adv, measures, settings, skip,
+                                        report or (lambda f, m: None))
+    return UnitResult(rows + defended, params, len(todo), failures)
 
 
 def _attack_seed(settings: UnitSettings, attack: str, todo: Sequence[Item]) -> int:
@@ -157,10 +178,31 @@ def _adversarial(model, chunk: Chunk, todo: Sequence[Item], attack: str, setting
     return res.adversarial.to(chunk.x.device).contiguous(), measures, dict(res.params)
 
 
+def unit_defences(model, settings: UnitSettings) -> dict[str, tuple[Defence, int]]:
+    """Column key -> (the registry's defence, copies judged) of the unit's defended columns.
+
+    A randomised defence gets ``ensemble`` copies, a deterministic one a single copy; Table 1's
+    paper column always gets ``ensemble`` (its Single and Ens-n columns are the first copy and the vote)."""
+    copies = max(1, int(settings.ensemble))
+    out = {}
+    for key, (entry, config) in settings.column_entries().items():
+        defence = create_defence(entry, model, config=config)
+        paper_table1 = settings.table == 1 and not settings.defences
+        out[key] = (defence, copies if (defence.randomised or paper_table1) else 1)
+    return out
+
+
+def describe_columns(model, settings: UnitSettings) -> dict[str, dict]:
+    """The sidecar's record of the defended columns: key -> registry entry, parameters, copies."""
+    return {key: {"defence": defence.name, "params": defence.identity()["params"], "copies": copies}
+            for key, (defence, copies) in unit_defences(model, settings).items()}
+
+
 def _predictions(model, chunk: Chunk, todo: Sequence[Item], attack: str, adv: torch.Tensor,
-                 settings: UnitSettings, report) -> tuple[dict, dict]:
+                 settings: UnitSettings, report) -> tuple[dict, dict, list[dict]]:
     """Defence name -> (prediction, agreement, correct, copies[, single correct]), each (n,) on the
-    CPU, and the undefended facts of each image (success, the two Figure 6 ranks, seeds)."""
+    CPU, the undefended facts of each image (success, the two Figure 6 ranks, seeds), and the
+    failures (a defence that raised or broke its contract: ``{"defence", "reason"}``)."""
     sel = torch.tensor([chunk.index[it.name] for it in todo], device=chunk.x.device)
     ys, n = chunk.labels[sel], len(todo)
     # One pass gives the undefended prediction and the robust activation map (SPEC §1.1).
@@ -175,27 +217,40 @@ def _predictions(model, chunk: Chunk, todo: Sequence[Item], attack: str, adv: to
              "seeds": [derive_seed(settings.seed, it.name, attack) for it in todo]}
     ones = torch.ones(n)
     preds = {"none": (adv_pred.cpu(), ones, (adv_pred == ys).cpu(), 1)}
-    defences = settings.defences
-    for j, (name, (cfg, copies)) in enumerate(defences.items()):
+    failures = []
+    defences = unit_defences(model, settings)
+    for j, (name, (defence, copies)) in enumerate(defences.items()):
         report(0.8 + 0.2 * j / max(len(defences), 1), f"{ATTACK_TITLES.get(attack, attack)}: defending")
-        rmap = maps.rmap if (cfg.deflect and cfg.use_map) else None
-        defended = defended_copies(model, adv, rmap, cfg, copies, facts["seeds"])
-        voted = vote(classify(model, defended, 4 * settings.batch_size).view(n, copies, -1))
+        try:
+            with torch.no_grad():
+                defended = defence.apply_seeded(adv, copies, facts["seeds"], maps=maps)
+                voted = vote(classify(model, defended, 4 * settings.batch_size).view(n, copies, -1))
+        except Exception as exc:  # a user's defence may fail in any way: only its own column is lost
+            failures.append({"defence": name, "reason": _failure_sentence(name, exc)})
+            continue
         single = voted.votes[:, 0]
         ens = (voted.prediction.cpu(), voted.agreement.cpu(), (voted.prediction == ys).cpu(), copies)
-        if settings.table == 1:
+        if settings.table == 1 and not settings.defences:
             preds["single"] = (single.cpu(), ones, (single == ys).cpu(), 1)
             if settings.ensemble > 1:
-                preds[_ens_name(settings.ensemble)] = ens
+                preds[ens_name(settings.ensemble)] = ens
         else:
             preds[name] = (*ens, (single == ys).cpu())
-    return preds, facts
+    return preds, facts, failures
+
+
+def _failure_sentence(name: str, exc: Exception) -> str:
+    """One line: the defence's own sentence (a :class:`~pd_core.defences.base.DefenceError`), else its error."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    from ..defences.base import DefenceError
+
+    return text if isinstance(exc, DefenceError) else f"Defence {name!r} raised {type(exc).__name__}: {text}"
 
 
 def _defended_rows(model, chunk: Chunk, todo: Sequence[Item], attack: str, adv: torch.Tensor, measures: dict,
-                   settings: UnitSettings, skip: Collection[tuple], report) -> list[dict]:
-    """One row per (image, defence) of the unit, leaving out the keys in ``skip``."""
-    preds, facts = _predictions(model, chunk, todo, attack, adv, settings, report)
+                   settings: UnitSettings, skip: Collection[tuple], report) -> tuple[list[dict], list[dict]]:
+    """One row per (image, defence) of the unit, leaving out the keys in ``skip``; and the failures."""
+    preds, facts, failures = _predictions(model, chunk, todo, attack, adv, settings, report)
     pre, attack_seed = settings.row_preset(attack), _attack_seed(settings, attack, todo)
     rows = []
     for i, it in enumerate(todo):
@@ -212,7 +267,7 @@ def _defended_rows(model, chunk: Chunk, todo: Sequence[Item], attack: str, adv: 
                          "attack_success": int(facts["success"][i]),
                          "adv_rank_in_clean_top5": int(facts["rank_adv"][i]),
                          "true_rank_in_adv_top5": int(facts["rank_true"][i])})
-    return rows
+    return rows, failures
 
 
 def _dropped_row(it: Item, prediction: int, seed: int) -> dict:
@@ -227,46 +282,3 @@ def _ranks(clean_top5: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     hit = clean_top5 == cls[:, None]
     pos = torch.arange(1, clean_top5.shape[1] + 1, device=clean_top5.device)
     return (hit * pos).sum(1)
-
-
-def _defences_for(table: int, ensemble: int, config: DefenceConfig) -> dict[str, tuple[DefenceConfig, int]]:
-    """Defence name -> (config, copies) for one table. Deterministic variants (no deflection) need
-    one copy; random ones ``ensemble`` copies (Tables 3/4 report the Ens-n vote, as the paper's
-    WD+PD and Bayes columns equal its Ens-10 column)."""
-    copies = max(1, int(ensemble))
-    if table == 1:
-        return {"ens": (config, copies)}
-    variants = TABLE3_DEFENCES if table == 3 else TABLE4_DEFENCES
-    # The variants are stage switches on the paper's defaults; apply them to ``config`` so a
-    # non-default σ/K/r passed by the caller is honoured in the ablation too.
-    base = PAPER_DEFAULTS
-    out = {}
-    for name, variant in variants.items():
-        changes = {k: getattr(variant, k) for k in variant.as_dict() if getattr(variant, k) != getattr(base, k)}
-        cfg = replace(config, **changes)
-        random = cfg.deflect and cfg.deflections > 0
-        out[name] = (cfg, copies if random else 1)
-    return out
-
-
-def defended_copies(model, x: torch.Tensor, rmap: torch.Tensor | None, config: DefenceConfig,
-                    copies: int, seeds: Sequence[int]) -> torch.Tensor:
-    """``copies`` defended versions of each image, image-major (N·copies, 3, S, S).
-
-    Deflection is drawn per image with its own generator (seeded from the image's name, so the
-    result does not depend on the batch); the map was computed for the whole batch in one pass, and
-    the denoising / JPEG stages run on the whole batch at once through :func:`defend_batch`.
-    """
-    if config.deflect and config.deflections > 0:
-        parts = []
-        for i, s in enumerate(seeds):
-            gen = make_generator(s, x.device)
-            rep = x[i:i + 1].expand(copies, -1, -1, -1)
-            m = None if (rmap is None or not config.use_map) else rmap[i:i + 1].expand(copies, -1, -1)
-            parts.append(deflect(rep, m, config.deflections, config.window, generator=gen))
-        out = torch.cat(parts)
-    else:
-        out = x.repeat_interleave(copies, dim=0) if copies > 1 else x
-    if config.denoise or config.jpeg_quality is not None:
-        out = defend_batch(model, out, 1, replace(config, deflect=False), seed=0)
-    return out
