@@ -50,7 +50,7 @@ def direct_baseline(repeats: int) -> dict:
     t0 = time.perf_counter()
     import torch
 
-    from pd_core.demo import attack_and_defend
+    from pd_core.story import attack_and_defend
     from pd_core.images import gallery_image, load_image
     from pd_core.models import load_model
     from pd_core.runtime import configure_from_env

@@ -175,7 +175,7 @@ def _one_photo() -> None:
             st.warning("The settings changed since this result was computed; press **Run** to update it.",
                        icon=":material/update:")
         st.divider()
-        from pd_core.demo import verdict
+        from ui.verdicts import verdict
 
         attack = demo.attack
         target = None if attack.targets is None else int(attack.targets[0])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from pd_core.cli.options import demo_command
 from pd_core.labels import label_name
 from ui import state
 from ui.components import (command_line, downloads, maps_section, norms_table, perturbation_section,
@@ -61,6 +62,6 @@ maps_section(result, stored.figures)
 perturbation_section(result, stored.figures)
 norms_table(result)
 downloads(result, re.sub(r"[^A-Za-z0-9]+", "_", Path(image.name).stem.split(" (")[0]).strip("_")[:40] or "image")
-command_line(result.cli_command(),
+command_line(demo_command(result),
              None if image.source == "gallery" else
              "Save your photo under the same name next to where you run the command.")

@@ -80,7 +80,7 @@ st.subheader("Each stage on its own (paper Table 3)")
 st.caption("The defence is two stages: pixel deflection, then wavelet denoising. Here each is applied alone, "
            "both together, and JPEG compression (a classic baseline) for comparison, with the sidebar's "
            f"parameters and seed {settings.seed}.")
-from pd_core.demo import defence_stages  # noqa: E402
+from pd_core.story import defence_stages  # noqa: E402
 
 stage_key = ("stages", settings.model_name, source_key, config, settings.seed)
 try:
@@ -107,14 +107,14 @@ st.plotly_chart(
     key="explorer_stage_chart", config={"displaylogo": False})
 changed = {k: v for k, v in config.as_dict().items() if v != getattr(type(config)(), k)}
 if which.startswith("Attacked"):
-    photo = "result.images['adversarial']  # the attacked photo: pd_core.demo.attack_and_defend(...)"
+    photo = "result.images['adversarial']  # the attacked photo: pd_core.story.attack_and_defend(...)"
 elif image.source == "gallery":
     photo = f"load_image(gallery_image({Path(image.path).stem!r}).path, spec=model.spec)"
 else:
     photo = f"load_image({image.name!r}, spec=model.spec)"
 command_line(
     "from pd_core import load_model\nfrom pd_core.defence import DefenceConfig\n"
-    "from pd_core.demo import defence_stages\nfrom pd_core.evaluation import probability_curve\n"
+    "from pd_core.story import defence_stages\nfrom pd_core.evaluation import probability_curve\n"
     "from pd_core.images import gallery_image, load_image\n\n"
     f"model = load_model({settings.model_name!r})\nx = {photo}\n"
     f"config = DefenceConfig({', '.join(f'{k}={v!r}' for k, v in changed.items())})\n"

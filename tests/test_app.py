@@ -118,8 +118,8 @@ def test_story_fools_the_model_and_shows_four_columns(story_app):
     assert any(b.startswith(":red-badge[Fooled]") for b in badges)
     # The default story is the one Home promises: the defence (once and Ens-10) wins on this photo
     # with seed 0. If a change to the defence breaks this, pick another default photo (ui/state.py).
-    verdicts = result.verdicts()
-    assert [verdicts[s][0] for s in ("clean", "adversarial", "defended", "ensemble")] == \
+    outcomes = result.outcomes()
+    assert [outcomes[s] for s in ("clean", "adversarial", "defended", "ensemble")] == \
         ["correct", "fooled", "recovered", "recovered"]
     # The top-5 chart of the adversarial column starts with the adversarial class.
     spec = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("ad_top5_adversarial")).proto.spec)

@@ -1,4 +1,4 @@
-"""pd_core.demo (the app's computations) against direct pd_core calls, and pd_core.visuals' figures.
+"""pd_core.story (the app's computations) against direct pd_core calls, and pd_core.visuals' figures.
 
 The oracles: the app's single defended image must be exactly ``defend(model, adv, seed)``, its
 Ens-10 exactly ``ensemble_predict(model, adv, 10, seed)``, the stages exactly the transforms
@@ -17,7 +17,8 @@ from PIL import Image
 
 from pd_core import visuals
 from pd_core.defence import DefenceConfig, defend, ensemble_predict, predict_probs
-from pd_core.demo import attack_and_defend, defence_stages, verdict
+from pd_core.cli.options import demo_command
+from pd_core.story import attack_and_defend, defence_stages
 from pd_core.evaluation import probability_curve  # paper Fig. 2: one implementation for the app and the evaluation
 
 STORY_IMAGE = "imagenet_04_949"  # the app's default photo (strawberry)
@@ -85,7 +86,7 @@ def test_story_is_reproducible_and_seed_matters(model, story, story_image):
 def test_cli_demo_prints_the_same_numbers(model, story, capsys):
     from pd_core.cli import main
 
-    expected = story.to_dict()
+    expected = story.to_dict(demo_command(story))
     assert expected["command"].startswith("python -m pd_core demo imagenet_04_949 ")
     argv = expected["command"].split()[3:]
     assert main(argv) == 0
@@ -100,14 +101,17 @@ def test_upload_uses_clean_prediction_as_reference(model, story_image):
                                config=DefenceConfig(deflections=20))
     assert result.label_source == "clean prediction"
     assert result.label == result.predictions["clean"]
-    assert result.verdicts()["clean"][0] == "correct"
-    assert "--label" not in result.cli_command() and "--deflections 20" in result.cli_command()
+    assert result.outcomes()["clean"] == "correct"
+    assert "--label" not in demo_command(result) and "--deflections 20" in demo_command(result)
 
 
 def test_verdicts():
+    from ui.verdicts import verdict
+
     assert verdict("clean", 1, 1)[0] == "correct" and verdict("clean", 2, 1)[0] == "wrong"
     assert verdict("adversarial", 2, 1)[0] == "fooled" and verdict("adversarial", 1, 1)[0] == "resisted"
     assert verdict("ensemble", 1, 1)[0] == "recovered" and verdict("defended", 3, 1)[0] == "still fooled"
+    assert verdict("defended", 1, 1)[1] == "Back to “goldfish”." and verdict("clean", 2, 1)[1].startswith("Wrong even")
 
 
 def test_stages_are_the_transforms_one_by_one(model, story_image):
@@ -116,12 +120,13 @@ def test_stages_are_the_transforms_one_by_one(model, story_image):
     x, _ = story_image
     config = DefenceConfig()
     stages = {s.name: s for s in defence_stages(model, x, config, seed=5)}
-    assert list(stages) == ["none", "deflection", "denoising", "both", "jpeg"]
+    # Paper Table 3 one stage at a time, as registry entries: none, PD, WD, WD+PD, JPEG.
+    assert list(stages) == ["none", "pd", "wavelet", "pixel_deflection", "jpeg"]
     assert torch.equal(stages["none"].image, x[0].cpu())
-    assert torch.equal(stages["both"].image, defend(model, x, config, seed=5)[0].cpu())
-    assert torch.equal(stages["deflection"].image,
+    assert torch.equal(stages["pixel_deflection"].image, defend(model, x, config, seed=5)[0].cpu())
+    assert torch.equal(stages["pd"].image,
                        defend(model, x, DefenceConfig(denoise=False), seed=5)[0].cpu())
-    torch.testing.assert_close(stages["denoising"].image, wavelet_denoise(x, sigma=0.04)[0].cpu())
+    torch.testing.assert_close(stages["wavelet"].image, wavelet_denoise(x, sigma=0.04)[0].cpu())
     torch.testing.assert_close(stages["jpeg"].image, jpeg_compress(x, quality=75)[0].cpu())
     probs = predict_probs(model, torch.stack([s.image for s in stages.values()]).to(model.device)).cpu()
     for s, p in zip(stages.values(), probs):

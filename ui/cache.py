@@ -47,7 +47,7 @@ been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the wor
             import plotly.graph_objects  # noqa: F401
 
             import pd_core.attacks  # noqa: F401
-            import pd_core.demo  # noqa: F401
+            import pd_core.story  # noqa: F401
             import torch
 
             size = model.spec.input_size

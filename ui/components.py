@@ -10,7 +10,9 @@ from typing import Callable
 
 import streamlit as st
 
-STAGES = ("clean", "adversarial", "defended", "ensemble")
+from .verdicts import BADGE, verdicts
+
+STAGES = ("clean", "adversarial", "defended", "ensemble")  # pd_core.story.STAGE_NAMES (not imported: torch)
 STAGE_TITLES = {
     "clean": "Clean photo",
     "adversarial": "Attacked photo",
@@ -20,16 +22,8 @@ STAGE_TITLES = {
 STAGE_HELP = {
     "clean": "The original photo at the model's input size, exactly as the model sees it.",
     "adversarial": "The photo after the attack: the changes are too small to see.",
-    "defended": "The attacked photo after pixel deflection and wavelet denoising (one random run).",
+    "defended": "The attacked photo after {defence} (one run).",
     "ensemble": "Ten independent defended copies of the attacked photo; the answer most of them give wins.",
-}
-BADGE = {
-    "correct": ("green", "Correct"),
-    "wrong": ("orange", "Wrong before the attack"),
-    "fooled": ("red", "Fooled"),
-    "resisted": ("green", "Not fooled"),
-    "recovered": ("green", "Recovered"),
-    "still fooled": ("red", "Still fooled"),
 }
 PERTURBATION_PANELS = (
     ("adversarial_minus_clean", "attacked − clean", "What the attack added."),
@@ -39,13 +33,20 @@ PERTURBATION_PANELS = (
 )
 
 
+def stage_help(result, stage: str) -> str:
+    """The one-line explanation of a column, naming the defence that was run."""
+    defence = ("pixel deflection and wavelet denoising" if result.defence == "pixel_deflection"
+               else result.defence_title)
+    return STAGE_HELP[stage].format(defence=defence)
+
+
 def verdict_badge(kind: str, sentence: str) -> None:
     colour, word = BADGE.get(kind, ("gray", kind))
     st.markdown(f":{colour}-badge[{word}] {sentence}")
 
 
 def build_figures(result) -> dict:
-    """All Plotly figures of a :class:`pd_core.demo.DemoResult` (built once, kept with the result)."""
+    """All Plotly figures of a :class:`pd_core.story.DemoResult` (built once, kept with the result)."""
     from pd_core import visuals
 
     label, adv_class = result.label, result.predictions["adversarial"]
@@ -87,15 +88,15 @@ def result_cards(result, figs: dict, key_prefix: str = "ad", charts: bool = True
     """The four columns: image, top-5 bar chart and verdict of each stage."""
     from pd_core.images import tensor_to_uint8
 
-    verdicts = result.verdicts()
+    shown = verdicts(result)
     images = {"clean": "clean", "adversarial": "adversarial", "defended": "defended", "ensemble": "defended"}
     with st.container(key=f"{key_prefix}_result_cards"):
         columns = st.columns(4)
         for column, stage in zip(columns, STAGES):
             with column:
-                st.markdown(f"**{STAGE_TITLES[stage]}**", help=STAGE_HELP[stage])
+                st.markdown(f"**{STAGE_TITLES[stage]}**", help=stage_help(result, stage))
                 st.image(tensor_to_uint8(result.images[images[stage]]), width="stretch")
-                verdict_badge(*verdicts[stage])
+                verdict_badge(*shown[stage])
                 if stage == "ensemble":
                     st.caption(f"{result.ensemble_agreement:.0%} of the {result.n_ensemble} defended copies "
                                f"agree (one copy shown).")
@@ -189,7 +190,10 @@ def downloads(result, file_stem: str) -> None:
                            file_name=f"{file_stem}_defended.png", mime="image/png",
                            help="The single defended run (lossless).", on_click="ignore", key="dl_def")
     with c:
-        st.download_button("All numbers (JSON)", result.to_json(), file_name=f"{file_stem}_results.json",
+        from pd_core.cli.options import demo_command
+
+        st.download_button("All numbers (JSON)", result.to_json(demo_command(result)),
+                           file_name=f"{file_stem}_results.json",
                            mime="application/json",
                            help="Predictions, probabilities, norms, seed, parameters and the command line.",
                            on_click="ignore", key="dl_json")

@@ -137,7 +137,7 @@ def set_current_image(image: CurrentImage) -> None:
 class StoredResult:
     """A finished Attack & Defend run and the settings it was made with (to say when they changed)."""
 
-    result: Any                 # pd_core.demo.DemoResult
+    result: Any                 # pd_core.story.DemoResult
     image_key: str
     settings_key: tuple
     figures: dict = field(default_factory=dict)  # cached Plotly figures, built once per result

@@ -156,11 +156,11 @@ def settings_key(image, settings, attack: str, preset: str, overrides: dict) -> 
 
 
 def run_story(image, settings, attack: str, preset: str, overrides: dict, status) -> state.StoredResult:
-    """Run :func:`pd_core.demo.attack_and_defend` for the current settings, with progress in ``status``.
+    """Run :func:`pd_core.story.attack_and_defend` for the current settings, with progress in ``status``.
 
     Raises :class:`ui.compute.Failed` after showing the error.
     """
-    from pd_core.demo import attack_and_defend
+    from pd_core.story import attack_and_defend
 
     model = get_model(settings.model_name, settings.device)
     x = model_tensor(image, model)

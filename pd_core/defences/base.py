@@ -178,10 +178,11 @@ class Defence:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.apply(x, generator)
 
-    def apply_copies(self, x: torch.Tensor, copies: int, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
+    def apply_copies(self, x: torch.Tensor, copies: int, generator: torch.Generator | None = None, *,
+                     maps=None) -> torch.Tensor:
         """``copies`` independent defended versions of each image, image-major ``(N·copies, ...)``
-        (the copies of image i are rows ``i·copies … i·copies + copies − 1``), as one batch."""
+        (the copies of image i are rows ``i·copies … i·copies + copies − 1``), as one batch.
+        ``maps``: as in :meth:`apply_seeded` (a defence that does not read the classifier ignores it)."""
         copies = int(copies)
         if not self.randomised:
             out = self.apply(x, generator)
@@ -200,9 +201,10 @@ class Defence:
         return torch.cat(parts) if parts else x[:0]
 
     # --- what adaptive attacks use ------------------------------------------------------------
-    def draw(self, x: torch.Tensor, copies: int, generator: torch.Generator) -> Draws | None:
+    def draw(self, x: torch.Tensor, copies: int, generator: torch.Generator, *, maps=None) -> Draws | None:
         """The random draws of ``copies`` defended copies of each image of ``x``, without applying
         them (None for a deterministic defence); :meth:`replay` on the repeated batch applies them.
+        ``maps``: as in :meth:`apply_seeded`.
 
         The default draws one seed from ``generator`` (:class:`SeedDraws`): replaying all rows re-runs
         :meth:`apply` with that seed's generator, and replaying a chunk of rows (``draws.rows(s)``)

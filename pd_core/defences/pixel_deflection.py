@@ -55,13 +55,18 @@ class PixelDeflection(Defence):
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return defend(self.model, x, self.config, generator=generator)
 
-    def apply_copies(self, x: torch.Tensor, copies: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _given_map(self, maps) -> torch.Tensor | None:
+        """The R-CAM of ``maps`` (the pass that classified the input) when this defence reads it."""
+        return maps.rmap if (maps is not None and self.config.use_map and needs_map(self.config)) else None
+
+    def apply_copies(self, x: torch.Tensor, copies: int, generator: torch.Generator | None = None, *,
+                     maps=None) -> torch.Tensor:
         if not self.randomised:
             return super().apply_copies(x, copies, generator)
-        return defend_batch(self.model, x, copies, self.config, generator=generator)
+        return defend_batch(self.model, x, copies, self.config, generator=generator, rmap=self._given_map(maps))
 
     def apply_seeded(self, x: torch.Tensor, copies: int, seeds: Sequence[int], *, maps=None) -> torch.Tensor:
-        rmap = maps.rmap if (maps is not None and self.config.use_map and needs_map(self.config)) else None
+        rmap = self._given_map(maps)
         if rmap is None and needs_map(self.config):
             from ..maps import robust_activation_map
 
@@ -69,8 +74,8 @@ class PixelDeflection(Defence):
                 rmap = robust_activation_map(self.model, x, top_k=self.config.top_k).rmap
         return defended_copies(self.model, x, rmap, self.config, copies, seeds)
 
-    def draw(self, x: torch.Tensor, copies: int, generator: torch.Generator):
-        return sample_draws(self.model, x, copies, self.config, generator=generator)
+    def draw(self, x: torch.Tensor, copies: int, generator: torch.Generator, *, maps=None):
+        return sample_draws(self.model, x, copies, self.config, generator=generator, rmap=self._given_map(maps))
 
     def replay(self, x_copies: torch.Tensor, draws) -> torch.Tensor:
         return apply_draws(x_copies, draws, self.config)

@@ -86,12 +86,14 @@ class _CheckedDefence(Defence):
     def apply(self, x, generator=None):
         return self._guard(x, lambda: self.inner.apply(x, generator))
 
-    def apply_copies(self, x, copies, generator=None):
+    def apply_copies(self, x, copies, generator=None, *, maps=None):
+        extra = {} if maps is None else {"maps": maps}  # an older plugin's apply_copies may not take maps
         return self._guard(x.repeat_interleave(int(copies), dim=0),
-                           lambda: self.inner.apply_copies(x, copies, generator))
+                           lambda: self.inner.apply_copies(x, copies, generator, **extra))
 
-    def draw(self, x, copies, generator):
-        return self.inner.draw(x, copies, generator)
+    def draw(self, x, copies, generator, *, maps=None):
+        extra = {} if maps is None else {"maps": maps}
+        return self.inner.draw(x, copies, generator, **extra)
 
     def replay(self, x_copies, draws):
         return self._guard(x_copies, lambda: self.inner.replay(x_copies, draws))
