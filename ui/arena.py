@@ -91,7 +91,7 @@ def run_arena(settings, model, x, names: list[str], status) -> dict:
 
 def _card(name: str, run, reference: int, attacked: bool, board_entry) -> None:
     from pd_core.defences import defence_info
-    from pd_core.demo import verdict
+    from ui.verdicts import verdict
     from pd_core.labels import label_name
 
     info = defence_info(name)
