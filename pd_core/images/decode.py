@@ -39,7 +39,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError, _clean_name, _mb, _mp, _the_file, _the_image
+from .errors import ImageError, shown_name, megabytes, megapixels, the_file, the_image
 
 MAX_BYTES = 20_000_000
 """Largest accepted file, in bytes (20 MB): far above any photo a classifier at 224 px needs."""
@@ -73,43 +73,43 @@ def _read_source(source: Source, max_bytes: int) -> tuple[bytes, str | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if len(data) > max_bytes:
-            raise ImageError(f"The file is {_mb(len(data))} MB, above the {_mb(max_bytes)} MB limit; "
+            raise ImageError(f"The file is {megabytes(len(data))} MB, above the {megabytes(max_bytes)} MB limit; "
                              "please choose a smaller or more compressed image.", "too_many_bytes")
         return data, None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        name = _clean_name(path)
+        name = shown_name(path)
         try:
             info = path.stat()
         except FileNotFoundError:
-            raise ImageError(f"{_the_file(name)} does not exist; please check its name and folder.",
+            raise ImageError(f"{the_file(name)} does not exist; please check its name and folder.",
                              "not_found") from None
         except (OSError, ValueError):  # permission, name too long, NUL byte in the name
-            raise ImageError(f"{_the_file(name)} cannot be read; please check that it exists "
+            raise ImageError(f"{the_file(name)} cannot be read; please check that it exists "
                              "and that you may open it.", "unreadable") from None
         if stat.S_ISDIR(info.st_mode):
             raise ImageError(f"'{name}' is a folder, not an image file; please choose a file inside it.",
                              "unreadable")
         if not stat.S_ISREG(info.st_mode):  # a FIFO or device could block or never end
-            raise ImageError(f"{_the_file(name)} is not a regular file; please choose an image file.",
+            raise ImageError(f"{the_file(name)} is not a regular file; please choose an image file.",
                              "unreadable")
         if info.st_size > max_bytes:
-            raise ImageError(f"{_the_file(name)} is {_mb(info.st_size)} MB, above the {_mb(max_bytes)} "
+            raise ImageError(f"{the_file(name)} is {megabytes(info.st_size)} MB, above the {megabytes(max_bytes)} "
                              "MB limit; please choose a smaller or more compressed image.", "too_many_bytes")
         try:
             with path.open("rb") as f:
                 data = f.read(max_bytes + 1)
         except (OSError, ValueError):
-            raise ImageError(f"{_the_file(name)} cannot be read; please check that it exists "
+            raise ImageError(f"{the_file(name)} cannot be read; please check that it exists "
                              "and that you may open it.", "unreadable") from None
     elif hasattr(source, "read"):
-        name = _clean_name(getattr(source, "name", None))
+        name = shown_name(getattr(source, "name", None))
         try:
             if getattr(source, "seekable", lambda: False)():
                 source.seek(0)  # a Streamlit upload read once before still yields the whole file
             data = source.read(max_bytes + 1)
         except (OSError, ValueError):
-            raise ImageError(f"{_the_file(name)} cannot be read; please upload it again.",
+            raise ImageError(f"{the_file(name)} cannot be read; please upload it again.",
                              "unreadable") from None
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
@@ -118,7 +118,7 @@ def _read_source(source: Source, max_bytes: int) -> tuple[bytes, str | None]:
     else:
         raise TypeError(f"open_image expects a path, bytes or a binary file, not {type(source).__name__}")
     if len(data) > max_bytes:
-        raise ImageError(f"{_the_file(name)} is larger than the {_mb(max_bytes)} MB limit; "
+        raise ImageError(f"{the_file(name)} is larger than the {megabytes(max_bytes)} MB limit; "
                          "please choose a smaller or more compressed image.", "too_many_bytes")
     return data, name
 
@@ -141,7 +141,7 @@ def _known_format(head: bytes) -> str | None:
 
 def _not_an_image(data: bytes, name: str | None) -> ImageError | None:
     """A specific message for common non-image files (documents, archives, text, other formats)."""
-    the = _the_file(name)
+    the = the_file(name)
     head = data[:64]
     if head.startswith(b"%PDF"):
         return ImageError(f"{the} is a PDF document, not an image; please export the page as PNG or JPEG "
@@ -205,30 +205,30 @@ _PIXELS_RE = re.compile(r"\((\d+) pixels\)")
 
 def _too_many_pixels(name: str | None, pixels: int | None, max_pixels: int,
                      width: int | None = None, height: int | None = None) -> ImageError:
-    size = f"{width} x {height} pixels ({_mp(pixels)} megapixels)" if width and height else (
-        f"{_mp(pixels)} megapixels" if pixels else "too many pixels")
-    return ImageError(f"{_the_image(name)} is {size}, above the {_mp(max_pixels)} megapixel limit; please "
+    size = f"{width} x {height} pixels ({megapixels(pixels)} megapixels)" if width and height else (
+        f"{megapixels(pixels)} megapixels" if pixels else "too many pixels")
+    return ImageError(f"{the_image(name)} is {size}, above the {megapixels(max_pixels)} megapixel limit; please "
                       "downscale it before uploading.", "too_many_pixels")
 
 
 def _damaged(name: str | None, fmt: str | None = None) -> ImageError:
     what = f"looks like a {fmt} image but is damaged or incomplete" if fmt else "is damaged or incomplete"
-    return ImageError(f"{_the_file(name)} {what} and its pixels cannot be decoded; please export or "
+    return ImageError(f"{the_file(name)} {what} and its pixels cannot be decoded; please export or "
                       "download it again.", "damaged")
 
 
 def _truncated(name: str | None) -> ImageError:
-    return ImageError(f"{_the_file(name)} is incomplete (it was cut off, for example by an interrupted "
+    return ImageError(f"{the_file(name)} is incomplete (it was cut off, for example by an interrupted "
                       "download); please download or export it again.", "truncated")
 
 
 def _out_of_memory(name: str | None) -> ImageError:
-    return ImageError(f"{_the_image(name)} needs more memory to decode than is available; please choose a "
+    return ImageError(f"{the_image(name)} needs more memory to decode than is available; please choose a "
                       "smaller image.", "out_of_memory")
 
 
 def _unsupported(name: str | None) -> ImageError:
-    return ImageError(f"{_the_file(name)} is not an image in a supported format ({_FORMAT_LIST}); please "
+    return ImageError(f"{the_file(name)} is not an image in a supported format ({_FORMAT_LIST}); please "
                       "choose a photo in one of these formats.", "unsupported_format")
 
 
@@ -251,10 +251,10 @@ def _check_size(width: int, height: int, name: str | None, max_pixels: int, min_
     if width * height > max_pixels:
         raise _too_many_pixels(name, width * height, max_pixels, width, height)
     if min(width, height) < min_side:
-        raise ImageError(f"{_the_image(name)} is too small ({width} x {height} pixels); images must be at least "
+        raise ImageError(f"{the_image(name)} is too small ({width} x {height} pixels); images must be at least "
                          f"{min_side} pixels on each side.", "too_small")
     if max(width, height) > max_aspect * min(width, height):
-        raise ImageError(f"{_the_image(name)} is {width} x {height} pixels, too elongated to classify (more "
+        raise ImageError(f"{the_image(name)} is {width} x {height} pixels, too elongated to classify (more "
                          f"than {max_aspect:g} to 1); please crop it first.", "too_elongated")
 
 
@@ -281,7 +281,7 @@ def open_image(source: Source, *, max_bytes: int = MAX_BYTES, max_pixels: int = 
         return _finish(source, None)
     data, name = _read_source(source, max_bytes)
     if not data:
-        raise ImageError(f"{_the_file(name)} is empty (0 bytes); please choose an image file.", "empty")
+        raise ImageError(f"{the_file(name)} is empty (0 bytes); please choose an image file.", "empty")
     refusal = _not_an_image(data, name)
     if refusal is not None:
         raise refusal
@@ -316,7 +316,7 @@ def _finish(img: Image.Image, name: str | None) -> Image.Image:
     except MemoryError:
         raise _out_of_memory(name) from None
     except Exception:
-        raise ImageError(f"{_the_image(name)} uses the colour mode '{img.mode}', which cannot be converted to "
+        raise ImageError(f"{the_image(name)} uses the colour mode '{img.mode}', which cannot be converted to "
                          "RGB; please save it as an ordinary RGB PNG or JPEG.", "unsupported_mode") from None
 
 

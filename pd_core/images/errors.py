@@ -2,7 +2,7 @@
 
 Every failure a user can cause is an :class:`InputError` whose ``str()`` is one plain sentence
 saying what is wrong and what to do; messages echo only the user's own file name
-(:func:`_clean_name`), never the server's folders.
+(:func:`shown_name`), never the server's folders.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class PathError(InputError):
 
 
 # ----------------------------------------------------------------------------- messages
-def _clean_name(name: object) -> str | None:
+def shown_name(name: object) -> str | None:
     """The user's own file name, safe to show: last path component only (never the server's
     folders), control characters replaced, at most 80 characters."""
     if not isinstance(name, (str, os.PathLike)):
@@ -44,17 +44,21 @@ def _clean_name(name: object) -> str | None:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _the_file(name: str | None) -> str:
+def the_file(name: str | None) -> str:
+    """The subject of a file message: "The file 'cat.png'", or "The file" when no name can be shown."""
     return f"The file '{name}'" if name else "The file"
 
 
-def _the_image(name: str | None) -> str:
+def the_image(name: str | None) -> str:
+    """The subject of an image message: "The image 'cat.png'", or "The image"."""
     return f"The image '{name}'" if name else "The image"
 
 
-def _mb(n: float) -> str:
+def megabytes(n: float) -> str:
+    """``n`` bytes in megabytes (10^6), one decimal, trailing zeros dropped: 2500000 -> "2.5"."""
     return f"{n / 1e6:.1f}".rstrip("0").rstrip(".")
 
 
-def _mp(n: float) -> str:
+def megapixels(n: float) -> str:
+    """``n`` pixels in megapixels, one decimal below a billion megapixels, thousands-separated above."""
     return f"{n / 1e6:.1f}".rstrip("0").rstrip(".") if n < 1e9 else f"{n / 1e6:,.0f}"

@@ -7,7 +7,7 @@ import re
 from pathlib import Path, PureWindowsPath
 
 from .decode import IMAGE_EXTENSIONS
-from .errors import PathError, _clean_name
+from .errors import PathError, shown_name
 
 
 class LabelledFiles(list):
@@ -48,7 +48,7 @@ def read_labelled_folder(folder: str | os.PathLike, labels_csv: str | os.PathLik
     """
     root = Path(folder)
     if not root.is_dir():
-        raise PathError(f"The folder '{_clean_name(root) or root}' does not exist or is not a folder; "
+        raise PathError(f"The folder '{shown_name(root) or root}' does not exist or is not a folder; "
                         "please choose a folder of images.", "not_found")
     csv_path = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
     if labels_csv is not None or csv_path.is_file():
@@ -79,7 +79,7 @@ def read_labelled_folder(folder: str | os.PathLike, labels_csv: str | os.PathLik
 
 
 def _from_labels_csv(root: Path, csv_path: Path) -> LabelledFiles:
-    shown = _clean_name(csv_path) or "labels.csv"
+    shown = shown_name(csv_path) or "labels.csv"
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ImageError, _clean_name
+from .errors import ImageError, shown_name
 
 
 @dataclass(frozen=True)
@@ -78,5 +78,5 @@ def gallery_image(name: str) -> GalleryImage:
     for image in gallery():
         if wanted in (image.name.lower(), image.path.name.lower(), image.path.stem.lower()):
             return image
-    raise ImageError(f"There is no gallery image called '{_clean_name(name) or name[:80]}'; please pick one "
+    raise ImageError(f"There is no gallery image called '{shown_name(name) or name[:80]}'; please pick one "
                      "from the gallery list.", "not_found")
