@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from pd_core.cli import main
 from pd_core.leaderboard import (Accuracy, LeaderboardError, build_leaderboard, entry_from_report, find_reports,
-                                 load_leaderboard, read_report)
+                                 leaderboard_figure, load_leaderboard, read_report)
 
 EPS = ("2", "4")
 
@@ -118,11 +118,11 @@ def test_command_line_table_json_and_figure(reports, tmp_path, capsys):
     board = build_leaderboard(_pairs(reports, "pd", "jpeg"))
     for entry in board.entries:
         assert entry.title in printed and entry.is_robust[4.0].text() in printed
-        assert entry.sentence(4.0) in printed
+        assert board.sentence(entry) in printed
     loaded = load_leaderboard(out)
     assert loaded.as_dict() == board.as_dict()
     assert "plotly" in html.read_text()[:20000].lower()
-    fig = loaded.figure()
+    fig = leaderboard_figure(loaded)
     robust_4 = next(t for t in fig.data if t.name.startswith("is robust") and "4/255" in t.name)
     assert list(robust_4.y) == [e.is_robust[4.0].accuracy for e in loaded.entries]
     low = [e.is_robust[4.0].accuracy - e.is_robust[4.0].interval[0] for e in loaded.entries]
@@ -173,3 +173,16 @@ def test_library_errors_are_leaderboard_errors(tmp_path):
     with pytest.raises(LeaderboardError, match="not a leaderboard"):
         (tmp_path / "x.json").write_text("[]")
         load_leaderboard(tmp_path / "x.json")
+
+
+def test_an_l2_report_reads_its_budgets_as_l2(reports):
+    """The ladder's ``--norm l2`` reports its normalised L2 budgets in ``eps_255``: the board shows them as
+    such, and by default every budget evaluated (L∞'s 2, 4, 8/255 mean nothing there)."""
+    report = copy.deepcopy(reports["jpeg"][1])
+    report["threat_model"] = "L2"
+    board = build_leaderboard([("l2.json", report)])
+    assert board.eps_255 == tuple(sorted(float(e) for e in report["eps_255"]))
+    text = board.markdown()
+    assert "Is robust L2 2" in text and "/255" not in text.split("\n")[0]
+    with pytest.raises(LeaderboardError, match="one threat model"):
+        build_leaderboard([("l2.json", report), ("linf.json", reports["pd"][1])])

@@ -110,7 +110,8 @@ def _card(name: str, run, reference: int, attacked: bool, board_entry) -> None:
         head = board_entry["head"]
         robust = board_entry["entry"].is_robust.get(head)
         if robust is not None:
-            st.caption(f"Leaderboard: an attacker who knows it leaves {robust.accuracy:.0%} at {head:g}/255.")
+            st.caption(f"Leaderboard: an attacker who knows it leaves {robust.accuracy:.0%} at "
+                       f"{board_entry['budget']}.")
     with st.popover("What it does", icon=":material/info:"):
         source = f"\n\nSource: {info.citation}." if info.citation.strip(" -") else ""
         st.markdown(f"{info.summary}{source}\n\nAn adaptive attack gets its gradient "
@@ -122,7 +123,8 @@ def defence_cards(results: dict, reference: int, attacked: bool, board=None) -> 
     """The cards, :data:`CARDS_PER_ROW` per row, in the registry's order."""
     entries = {}
     if board is not None:
-        entries = {e.defence: {"entry": e, "head": board.headline_eps_255} for e in board.entries}
+        entries = {e.defence: {"entry": e, "head": board.headline_eps_255, "budget": board.budget(board.headline_eps_255)}
+                   for e in board.entries}
     names = list(results)
     for start in range(0, len(names), CARDS_PER_ROW):
         columns = st.columns(CARDS_PER_ROW)
@@ -168,17 +170,19 @@ def leaderboard_section(board, problem: str | None) -> None:
                                        "(transfer, BPDA, BPDA+EOT, exact+EOT where it exists), with its checks.",
                      title="The commands that make the leaderboard")
         return
-    st.plotly_chart(board.figure(), key="arena_leaderboard", config={"displaylogo": False})
+    from pd_core.leaderboard import leaderboard_figure
+
+    st.plotly_chart(leaderboard_figure(board), key="arena_leaderboard", config={"displaylogo": False})
     head = board.headline_eps_255
     for entry in board.entries:
-        st.markdown(f"- {entry.sentence(head)}")
+        st.markdown(f"- {board.sentence(entry)}")
     with st.expander("The numbers"):
         dash = "—"
         st.dataframe([{"defence": e.title, "n": e.n, "judged by": e.judge.replace("ens", "Ens-"),
                        "clean": e.clean.text() if e.clean else dash,
-                       f"looks robust ({head:g}/255)": e.looks_robust[head].text() if head in e.looks_robust
+                       f"looks robust ({board.budget(head)})": e.looks_robust[head].text() if head in e.looks_robust
                        else dash,
-                       **{f"is robust {x:g}/255": e.is_robust[x].text() if x in e.is_robust else dash
+                       **{f"is robust {board.budget(x)}": e.is_robust[x].text() if x in e.is_robust else dash
                           for x in board.eps_255},
                        "checks": e.checks_text(),
                        "s / image": dash if e.seconds_per_image is None else f"{e.seconds_per_image:.3g}"}

@@ -21,9 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("leaderboard", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
     p.add_argument("results", nargs="+", metavar="RESULTS",
                    help="report JSON files (adaptive --ladder --report) or folders holding them")
-    p.add_argument("--eps", default="2,4,8", metavar="EPS",
-                   help="budgets of the 'is robust' columns in /255, comma separated (default 2,4,8; those the "
-                        "reports evaluated)")
+    p.add_argument("--eps", default=None, metavar="EPS",
+                   help="budgets of the 'is robust' columns, comma separated, in /255 for L-inf (default 2,4,8, "
+                        "those the reports evaluated; for L2 every budget evaluated)")
     p.add_argument("--judge", choices=["auto", "single", "ens"], default="auto",
                    help="the prediction judged: the Ens vote for randomised defences and one defended run "
                         "otherwise (auto, default), or one of them for every defence")
@@ -39,7 +39,7 @@ def run(args) -> int:
 
     from ..leaderboard import LeaderboardError, build_leaderboard, find_reports, read_report
 
-    eps = parse_number_list(args.eps, "--eps")
+    eps = None if args.eps is None else parse_number_list(args.eps, "--eps")
     if args.json and not Path(args.json).parent.exists():
         raise CliError(f"the folder {Path(args.json).parent} does not exist.")
     try:
@@ -52,7 +52,8 @@ def run(args) -> int:
         board.write_json(args.json)
         print(f"wrote {args.json}")
     if args.html or args.png:
+        from ..leaderboard import leaderboard_figure
         from .common import write_figures
 
-        write_figures({("leaderboard",): board.figure()}, png=args.png, html=args.html)
+        write_figures({("leaderboard",): leaderboard_figure(board)}, png=args.png, html=args.html)
     return 0

@@ -1,14 +1,10 @@
 """The leaderboard's figure (issue 20 item 4): per defence, accuracy without attack, against transfer
 ("looks robust") and against the strongest adaptive attack at each budget ("is robust"), with the
-Wilson 95% intervals as error bars. Interactive (Plotly): hovering a bar gives correct / n, the
-interval and the attack that reached it. A value a report lacks is left out, never drawn as 0.
+Wilson 95% intervals as error bars, drawn from a :class:`~pd_core.leaderboard.board.Leaderboard`.
+Interactive (Plotly): hovering a bar gives correct / n, the interval and the attack that reached it.
+A value a report lacks is left out, never drawn as 0.
 """
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .leaderboard import Accuracy, Leaderboard
 
 __all__ = ["leaderboard_figure", "CLEAN_COLOUR", "TRANSFER_COLOUR", "ROBUST_COLOURS"]
 
@@ -27,7 +23,10 @@ def _series(name: str, titles: list[str], values: list["Accuracy | None"], colou
     hover = [None if v is None else
              f"{v.correct} of {v.n} correct<br>95% interval {v.interval[0]:.1%} – {v.interval[1]:.1%}"
              + (f"<br>attack: {v.attack}" if v.attack else "") for v in values]
-    return go.Bar(name=name, x=titles, y=y, marker_color=colour, customdata=hover,
+    # The value on each bar, so that a 0% bar (no height) still reads as 0% and not as missing.
+    text = [None if v is None else f"{v.accuracy:.0%}" for v in values]
+    return go.Bar(name=name, x=titles, y=y, marker_color=colour, customdata=hover, text=text,
+                  textposition="outside", textfont=dict(size=10), cliponaxis=False,
                   error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=1.2, width=3),
                   hovertemplate="%{x}<br>" + name + ": %{y:.1%}<br>%{customdata}<extra></extra>")
 
@@ -41,10 +40,10 @@ def leaderboard_figure(board: "Leaderboard", height: int = 420):
     titles = [e.title for e in board.entries]
     fig = go.Figure()
     fig.add_trace(_series("without attack", titles, [e.clean for e in board.entries], CLEAN_COLOUR))
-    fig.add_trace(_series(f"looks robust: transfer attack, {head:g}/255", titles,
+    fig.add_trace(_series(f"looks robust: transfer attack, {board.budget(head)}", titles,
                           [e.looks_robust.get(head) for e in board.entries], TRANSFER_COLOUR))
     for i, eps in enumerate(board.eps_255):
-        fig.add_trace(_series(f"is robust: strongest attack, {eps:g}/255", titles,
+        fig.add_trace(_series(f"is robust: strongest attack, {board.budget(eps)}", titles,
                               [e.is_robust.get(eps) for e in board.entries],
                               ROBUST_COLOURS[min(i, len(ROBUST_COLOURS) - 1)]))
     n = sorted({e.n for e in board.entries})
