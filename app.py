@@ -37,6 +37,7 @@ PAGES = [
     ("pages/benchmark.py", "Benchmark", ":material/table_chart:", "benchmark"),
     ("pages/adaptive.py", "Adaptive attack", ":material/gpp_bad:", "adaptive"),
     ("pages/arena.py", "Defence arena", ":material/leaderboard:", "arena"),
+    ("pages/present.py", "Present", ":material/slideshow:", "present"),
     ("pages/about.py", "About the method", ":material/menu_book:", "about"),
 ]
 

@@ -104,7 +104,7 @@ MENU_LINKS = ".st-key-pd_menu a"
 # navigation): with client.showSidebarNavigation = false none of them should ever appear.
 STREAMLIT_NAV = '[data-testid="stSidebarNav"], [data-testid="stSidebarNavItems"], [data-testid="stTopNavLinkContainer"]'
 # Menu entries Streamlit makes from the file names in pages/ (and "app" for the entry script).
-FILE_NAME_ENTRIES = ("app", "about", "adaptive", "attack defend", "benchmark", "explorer", "home")
+FILE_NAME_ENTRIES = ("app", "about", "adaptive", "attack defend", "benchmark", "explorer", "home", "present")
 
 
 def go_to_page(page, title: str, timeout_ms: float = 60_000) -> None:

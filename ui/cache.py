@@ -53,6 +53,9 @@ been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the wor
             size = model.spec.input_size
             with torch.no_grad():  # first calls allocate and pick kernels
                 model(torch.rand(11, 3, size, size, device=model.device))
+            from .present_store import start_presentation_warm_up
+
+            start_presentation_warm_up(device)  # the Present page's gallery runs, at low priority
         except Exception:  # noqa: BLE001 - the page will report the problem when it loads the model
             log.exception("warm-up failed")
 

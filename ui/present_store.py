@@ -1,0 +1,140 @@
+"""Server-wide store of the Present page's runs, and the background warm-up that fills it.
+
+One :class:`ui.present_run.PresentationRun` per (photo, model, device, seed, defence, ensemble size)
+is kept for the whole server (a process-wide dict behind a lock: every visitor and the warm-up
+thread share it), so a gallery photo's story is computed once per server and every step of it
+appears at once. Uploads are kept in the visitor's own session instead (:mod:`ui.present`).
+
+Low priority. :func:`start_presentation_warm_up` computes the gallery's runs in a background
+thread, the default photo first, with the paper's defence and seed 0 (the sidebar's defaults). It
+starts a photo only when nobody holds or waits for the device
+(:func:`pd_core.scheduler.queue_for`), holds the device slot like any page does, and gives way the
+moment a visitor's work joins the queue: both attacks poll ``should_stop``, the photo is
+abandoned and tried again later. So the warm-up never makes another page's first answer wait
+for more than one attack step.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+log = logging.getLogger("pixel_deflection_app")
+
+_runs: dict[tuple, object] = {}
+_lock = threading.Lock()
+_status = {"done": 0, "total": 0, "running": None}
+
+IDLE_POLL_S = 0.5  # how often the warm-up looks whether the device is free again
+
+
+def run_key(image_key: str, model: str, device: str, seed: int, config, n_ensemble: int) -> tuple:
+    return (image_key, model, str(device), int(seed), config, int(n_ensemble))
+
+
+def get(key: tuple):
+    with _lock:
+        return _runs.get(key)
+
+
+def put(key: tuple, run) -> None:
+    with _lock:
+        _runs[key] = run
+
+
+def warm_up_status() -> dict:
+    """{"done": gallery photos ready, "total": photos to do, "running": the photo being computed or None}."""
+    with _lock:
+        return dict(_status)
+
+
+def gallery_order(entries, first_stem: str):
+    """The gallery with the story's photo first (the one a presenter opens with)."""
+    return sorted(entries, key=lambda g: g.path.stem != first_stem)
+
+
+def _device_busy(device: str) -> bool:
+    from pd_core.scheduler import queue_for
+
+    queue = queue_for(device)
+    return queue.running > 0 or queue.waiting > 0
+
+
+def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll: float = IDLE_POLL_S) -> int:
+    """Compute every gallery photo's run with the default settings into the store; returns how
+    many were computed. Blocks (call it from a thread); ``stop`` ends it between photos."""
+    from pd_core.defence import DefenceConfig
+    from pd_core.images import gallery, open_image, to_model_tensor
+    from pd_core.models import DEFAULT_MODEL, load_model
+    from pd_core.scheduler import queue_for
+
+    from .present_run import compute_presentation
+    from .state import DEFAULT_GALLERY_STEM, ENSEMBLE_SIZE
+
+    model = load_model(DEFAULT_MODEL, device=device)
+    config = DefenceConfig()
+    queue = queue_for(device)
+    entries = gallery_order(gallery(), DEFAULT_GALLERY_STEM)
+    with _lock:
+        _status["total"] = len(entries)
+    computed = 0
+    pending = list(entries)
+    while pending and not (stop and stop.is_set()):
+        entry = pending[0]
+        key = run_key(f"gallery:{entry.path}", model.name, device, 0, config, ENSEMBLE_SIZE)
+        if get(key) is not None:  # a visitor computed it already
+            pending.pop(0)
+            continue
+        if _device_busy(device):
+            time.sleep(idle_poll)
+            continue
+        spec = model.spec
+        x = to_model_tensor(open_image(entry.path), spec.input_size, spec.resize, spec.interpolation, model.device)
+        with _lock:
+            _status["running"] = entry.path.stem
+        try:
+            with queue.slot():
+                run = compute_presentation(model, x, entry.label_index, config=config, seed=0,
+                                           n_ensemble=ENSEMBLE_SIZE, image_name=entry.name,
+                                           image_path=entry.path.stem,
+                                           should_stop=lambda: queue.waiting > 0)
+        except Exception as exc:  # noqa: BLE001 - a cancelled or failed photo is retried or skipped
+            from pd_core.attacks import AttackCancelled
+
+            if isinstance(exc, (AttackCancelled, InterruptedError)):
+                continue  # a visitor came: give way, try this photo again when the device is free
+            log.exception("presentation warm-up failed on %s", entry.path.stem)
+            pending.pop(0)
+            continue
+        finally:
+            with _lock:
+                _status["running"] = None
+        put(key, run)
+        computed += 1
+        pending.pop(0)
+        with _lock:
+            _status["done"] += 1
+    return computed
+
+
+def start_presentation_warm_up(device: str) -> threading.Thread | None:
+    """Start :func:`warm_gallery` once per process in a daemon thread (``PD_WARM_UP=0`` or
+    ``PD_PRESENT_WARM_UP=0``: not at all). Returns the thread (the same one on later calls)."""
+    global _thread
+    if os.environ.get("PD_WARM_UP", "1") == "0" or os.environ.get("PD_PRESENT_WARM_UP", "1") == "0":
+        return None
+    with _lock:
+        if _thread is None:
+            def work() -> None:
+                try:
+                    warm_gallery(device)
+                except Exception:  # noqa: BLE001 - the page computes on demand instead
+                    log.exception("presentation warm-up failed")
+
+            _thread = threading.Thread(target=work, name="pd-present-warm-up", daemon=True)
+            _thread.start()
+        return _thread
+
+
+_thread: threading.Thread | None = None
