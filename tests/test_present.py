@@ -125,7 +125,7 @@ def test_leaderboard_step_reads_the_arena_file_or_says_it_is_missing(tmp_path, m
                for name, c in (("jpeg", 1), ("pixel_deflection", 2))]
     Leaderboard(entries=entries, eps_255=(4.0,), model="efficientnet_lite0").write_json(path)
     board, problem = steps.load_board()
-    assert problem is None and [e.defence for e in board.entries] == ["jpeg", "pixel_deflection"]
+    assert problem is None and {e.defence for e in board.entries} == {"jpeg", "pixel_deflection"}
     assert steps.step_leaderboard(None).startswith("2 defences")
     path.write_text("{broken")
     assert "cannot be read" in steps.step_leaderboard(None)
