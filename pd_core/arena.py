@@ -16,7 +16,7 @@ import torch
 
 from .randomness import make_generator
 
-__all__ = ["DefendedRun", "defend_and_classify", "arena_defence_names", "ARENA_GROUPS"]
+__all__ = ["DefendedRun", "timed_defence", "defend_and_classify", "arena_defence_names", "ARENA_GROUPS"]
 
 #: The registry groups the arena shows: the paper's defence, the zoo, the baseline (no defence) and
 #: the operator's plugins; the paper's ablation variants (Tables 3-4) stay on their own pages.
@@ -47,6 +47,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_defence(defence, x: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, float]:
+    """``(defence.apply(x, generator), seconds)``: one defended run of the batch ``x`` and its wall-clock
+    time (no gradients; synchronised on a GPU). Divide by ``x.shape[0]`` for the cost per image."""
+    with torch.no_grad():
+        _sync(x.device)
+        start = time.perf_counter()
+        defended = defence.apply(x, generator)
+        _sync(x.device)
+    return defended, time.perf_counter() - start
+
+
 def defend_and_classify(model, name: str, x: torch.Tensor, *, seed: int, config=None) -> DefendedRun:
     """Defend ``x`` (N, 3, S, S) in [0, 1] on the model's device with the registry defence ``name``
     (``config``: the run's defence settings, :func:`pd_core.defences.create_defence`), then classify.
@@ -55,13 +67,8 @@ def defend_and_classify(model, name: str, x: torch.Tensor, *, seed: int, config=
     from .defences import create_defence
 
     defence = create_defence(name, model, config=config)
-    generator = make_generator(seed, x.device)
+    defended, seconds = timed_defence(defence, x, make_generator(seed, x.device))
     with torch.no_grad():
-        _sync(x.device)
-        start = time.perf_counter()
-        defended = defence.apply(x, generator)
-        _sync(x.device)
-        seconds = time.perf_counter() - start
         probs = model(defended).softmax(-1)
     return DefendedRun(name=name, defended=defended.detach().cpu(), probs=probs.cpu(), seconds=seconds)
 

@@ -123,6 +123,7 @@ def test_command_line_table_json_and_figure(reports, tmp_path, capsys):
     assert loaded.as_dict() == board.as_dict()
     assert "plotly" in html.read_text()[:20000].lower()
     fig = leaderboard_figure(loaded)
+    assert fig.to_dict() == loaded.figure().to_dict()  # the method the app's pages call
     robust_4 = next(t for t in fig.data if t.name.startswith("is robust") and "4/255" in t.name)
     assert list(robust_4.y) == [e.is_robust[4.0].accuracy for e in loaded.entries]
     low = [e.is_robust[4.0].accuracy - e.is_robust[4.0].interval[0] for e in loaded.entries]

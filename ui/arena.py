@@ -91,7 +91,7 @@ def run_arena(settings, model, x, names: list[str], status) -> dict:
 
 def _card(name: str, run, reference: int, attacked: bool, board_entry) -> None:
     from pd_core.defences import defence_info
-    from ui.verdicts import verdict
+    from .verdicts import verdict
     from pd_core.labels import label_name
 
     info = defence_info(name)
@@ -112,7 +112,8 @@ def _card(name: str, run, reference: int, attacked: bool, board_entry) -> None:
         if robust is not None:
             st.caption(f"Leaderboard: an attacker who knows it leaves {robust.accuracy:.0%} at "
                        f"{board_entry['budget']}.")
-    with st.popover("What it does", icon=":material/info:"):
+    with st.popover("What it does", icon=":material/info:",
+                    help="What this defence does to a photo, where it comes from, and how an attacker gets around it."):
         source = f"\n\nSource: {info.citation}." if info.citation.strip(" -") else ""
         st.markdown(f"{info.summary}{source}\n\nAn adaptive attack gets its gradient "
                     + ("exactly, through the defence." if info.gradient == "exact" else

@@ -181,6 +181,12 @@ class Leaderboard:
                 "entries": [{**e.as_dict(), "sentence": self.sentence(e)} for e in self.entries],
                 "notes": self.notes}
 
+    def figure(self):
+        """The interactive Plotly figure (:func:`pd_core.leaderboard.figure.leaderboard_figure`)."""
+        from .figure import leaderboard_figure
+
+        return leaderboard_figure(self)
+
     def write_json(self, path: Path | str) -> None:
         Path(path).write_text(json.dumps(self.as_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
