@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from pd_core import evaluation as ev
+from pd_core.cli.options import ShellWord, evaluate_command
 from pd_core.defence import PAPER_DEFAULTS
 from pd_core.evaluation.table_figures import (deflection_curve_figure, rank_figure, table_bars_figure,
                                               table_defence_columns, tuning_figure)
@@ -204,11 +205,13 @@ with st.expander("The table as text, the files, and the command line"):
                                help="Model, parameters, library versions, seed and dates of the run.")
     images_arg = data_folder_argument(source_arg) if source_arg is not None else None
     if images_arg is not None:
-        cmd = (f"python -m pd_core evaluate --images {images_arg} --model {model.name} "
-               f"--attacks {','.join(attacks)} --preset {preset} --table {table} --ensemble {ensemble} "
-               f"--limit {limit} --seed {cfg_settings.seed} --tuning-fraction {tuning} --out results.csv")
+        cmd = evaluate_command(images=ShellWord(images_arg), model=model.name, attacks=attacks, preset=preset,
+                               table=table, ensemble=ensemble, limit=limit, seed=cfg_settings.seed,
+                               tuning_fraction=tuning)
         command_line(cmd, "Run it in the project's folder" + (" with PD_IMAGE_ROOT set as on this server."
-                                                              if os.environ.get("PD_IMAGE_ROOT") else "."))
+                                                              if os.environ.get("PD_IMAGE_ROOT") else ".")
+                     + ("" if config == ev.PAPER_DEFAULTS else
+                        " The command line evaluates the paper's defence parameters, not the sidebar's."))
 
 st.divider()
 st.subheader("Figures")

@@ -150,8 +150,8 @@ def test_deflection_curve(model, story_image):
 
 # --- visuals ---------------------------------------------------------------------------------------
 
-def _decode(source: str) -> np.ndarray:
-    assert source.startswith("data:image/png;base64,")
+def _decode(source: str, kind: str = "png") -> np.ndarray:
+    assert source.startswith(f"data:image/{kind};base64,")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB"))
 
 
@@ -197,7 +197,11 @@ def test_map_overlay_keeps_the_map_values():
     z = np.asarray(heat.z)
     assert z.shape == (56, 56) and heat.dx == 4
     assert z[:28, :28].min() == 1 and z[28:, :].max() == 0
-    assert _decode(fig.data[0].source).shape == (224, 224, 3)
+    # The photo behind the map is a JPEG backdrop at full resolution, close to the photo.
+    photo = torch.rand(3, 224, 224).mul(0.2).add(torch.linspace(0, 0.8, 224))
+    backdrop = _decode(visuals.map_overlay_figure(photo, amap).data[0].source, "jpeg")
+    assert backdrop.shape == (224, 224, 3)
+    assert np.abs(backdrop.astype(float) - visuals.to_hwc_uint8(photo).astype(float)).mean() < 12
 
 
 def test_deflection_figure_marks_every_deflection():

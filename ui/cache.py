@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 
 import streamlit as st
 
@@ -33,6 +34,7 @@ def start_warm_up() -> threading.Thread:
     so the first visitor's first click does not pay for them. ``app.py`` calls it after the page has
 been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the work off)."""
     device = device_name()
+    stories = story_cache()
 
     def work() -> None:
         if os.environ.get("PD_WARM_UP", "1") == "0":  # tests that start and stop many apps turn it off
@@ -48,11 +50,13 @@ been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the wor
 
             import pd_core.attacks  # noqa: F401
             import pd_core.story  # noqa: F401
-            import torch
 
-            size = model.spec.input_size
-            with torch.no_grad():  # first calls allocate and pick kernels
-                model(torch.rand(11, 3, size, size, device=model.device))
+            # The one-click story itself (default photo and settings), into the server's story cache:
+            # the first visitor's first Run is then an instant answer, and every code path a story
+            # takes (attack, maps, defence, Ens-10, figures) has run once before anyone waits on it.
+            from .story import warm_default_story
+
+            warm_default_story(model, device, stories)
             from .present_store import start_presentation_warm_up
 
             start_presentation_warm_up(device)  # the Present page's gallery runs, at low priority
@@ -62,6 +66,60 @@ been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the wor
     thread = threading.Thread(target=work, name="pd-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+class StoryCache:
+    """Finished stories (``ui.state.StoredResult``: the result and its figures), shared by every
+    session of the server, at most ``size`` of them, least recently used first out.
+
+    A story depends only on its inputs and seed, so the same settings on the same photo give the
+    same numbers for everyone: the second asker gets them at once. :meth:`get_or_compute` runs
+    ``compute`` once per key even when two threads ask together (the warm-up and the first click):
+    the second waits for the first's answer instead of computing it again beside it.
+    """
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._computing: dict[tuple, threading.Lock] = {}
+
+    def get(self, key: tuple):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: tuple, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get_or_compute(self, key: tuple, compute):
+        found = self.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            key_lock = self._computing.setdefault(key, threading.Lock())
+        try:
+            with key_lock:
+                found = self.get(key)  # computed by another thread while this one waited
+                if found is None:
+                    found = compute()
+                    self.put(key, found)
+        finally:
+            with self._lock:
+                self._computing.pop(key, None)
+        return found
+
+
+@st.cache_resource(show_spinner=False)
+def story_cache() -> StoryCache:
+    """The server's one :class:`StoryCache`."""
+    return StoryCache()
 
 
 @st.cache_resource(show_spinner=False)

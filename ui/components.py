@@ -125,6 +125,10 @@ def maps_section(result, figs: dict) -> None:
     with right:
         k = len(result.deflections["y"])
         size = result.images["clean"].shape[-1]
+        if k == 0 and result.defence != "pixel_deflection":
+            st.markdown(f"**{result.defence_title}** does not deflect pixels: the marks above are empty. "
+                        "The changes it makes are in the panels below.")
+            return
         st.markdown(f"**Where pixels were deflected** (one defended run): {k} pixel values out of "
                     f"{3 * size * size:,} ({k / (3 * size * size):.2%}) were each replaced by a random "
                     f"neighbour's value within {result.config.window} pixels. Hover a dot to see where its "

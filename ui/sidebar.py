@@ -23,7 +23,8 @@ WAVELET_TITLES = {"db1": "db1 (paper)", "db2": "db2", "haar": "haar"}
 
 @dataclass(frozen=True)
 class Settings:
-    """What the sidebar says, as plain values. ``config`` is a pd_core DefenceConfig."""
+    """What the sidebar says, as plain values. ``config`` is a pd_core DefenceConfig (the defence's
+    parameters); ``defence`` the registry entry that defends on Attack & Defend."""
 
     model_name: str
     model_title: str
@@ -31,10 +32,24 @@ class Settings:
     seed: int
     config: object
     n_ensemble: int = state.ENSEMBLE_SIZE
+    defence: str = state.DEFAULT_DEFENCE
 
     @property
     def key(self) -> tuple:
-        return (self.model_name, self.device, self.seed, self.config, self.n_ensemble)
+        return (self.model_name, self.device, self.seed, self.config, self.n_ensemble, self.defence)
+
+
+def default_settings(model_name: str, model_title: str, device: str, config) -> Settings:
+    """The settings of a fresh session (what the sidebar shows before anyone touches it)."""
+    return Settings(model_name=model_name, model_title=model_title, device=device, seed=0, config=config)
+
+
+def defence_choices() -> list[str]:
+    """The defences a visitor can pick: the registry's paper, zoo, baseline and (operator) plugin
+    entries, in the registry's order (the paper's first)."""
+    from pd_core.defences import defence_names
+
+    return defence_names(groups=("paper", "zoo", "baseline", "plugin"))
 
 
 def render_sidebar(defence_expanded: bool = False) -> Settings:
@@ -68,6 +83,15 @@ def render_sidebar(defence_expanded: bool = False) -> Settings:
                         help="Fixes every random choice (which pixels are deflected, PGD's start): the "
                              "same seed gives the same numbers, here and on the command line.")
 
+        from pd_core.defences import defence_info
+
+        choices = defence_choices()
+        if ss.get(state.DEFENCE) not in choices:
+            ss[state.DEFENCE] = state.DEFAULT_DEFENCE if state.DEFAULT_DEFENCE in choices else choices[0]
+        st.selectbox("Defence", choices, format_func=lambda n: defence_info(n).title, key=state.DEFENCE,
+                     help="What stands between the photo and the classifier on Attack & Defend: the paper's "
+                          "pixel deflection, or another defence of the lab's registry, to compare.")
+        st.caption(defence_info(ss[state.DEFENCE]).summary)
         with st.expander("Defence parameters", expanded=defence_expanded):
             st.caption("The paper's values are the defaults. Every page uses these.")
             st.slider("Deflections K", 0, 2000, step=10, key="def_deflections",
@@ -93,7 +117,7 @@ def render_sidebar(defence_expanded: bool = False) -> Settings:
 
     config = DefenceConfig(**{field: ss[key] for key, field in state.DEFENCE_KEYS.items()})
     result = Settings(model_name=ss[state.MODEL], model_title=titles[ss[state.MODEL]], device=device,
-                      seed=int(ss[state.SEED]), config=config)
+                      seed=int(ss[state.SEED]), config=config, defence=ss[state.DEFENCE])
     ss[_SETTINGS] = result
     return result
 

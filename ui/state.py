@@ -22,6 +22,7 @@ import streamlit as st
 # --- keys --------------------------------------------------------------------------------------
 MODEL = "model_name"
 SEED = "seed"
+DEFENCE = "defence_name"       # the registry entry that defends on Attack & Defend
 DEFENCE_KEYS = {  # session key -> DefenceConfig field
     "def_deflections": "deflections",
     "def_window": "window",
@@ -47,6 +48,7 @@ ATTACK_PRESET = "attack_preset"
 DEFAULT_GALLERY_STEM = "imagenet_04_949"  # strawberry (Foolbox sample 04)
 DEFAULT_ATTACK = "fgsm"
 DEFAULT_PRESET = "paper"
+DEFAULT_DEFENCE = "pixel_deflection"  # pd_core.story.DEFAULT_DEFENCE (not imported here: torch)
 ENSEMBLE_SIZE = 10
 
 
@@ -73,6 +75,7 @@ def init_defaults() -> None:
 
     keep(MODEL, DEFAULT_MODEL)
     keep(SEED, 0)
+    keep(DEFENCE, DEFAULT_DEFENCE)
     for key, value in defence_defaults().items():
         keep(key, value)
     st.session_state.setdefault(EXPLORER, {})

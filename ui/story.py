@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from . import state
-from .cache import get_model, model_tensor
+from .cache import get_model, model_tensor, story_cache
 from .components import build_figures, progress_reporter
 from .compute import Failed, run_heavy
 
@@ -152,33 +152,74 @@ def attack_controls() -> tuple[str, str, dict]:
 
 
 def settings_key(image, settings, attack: str, preset: str, overrides: dict) -> tuple:
+    """What makes two stories the same: the photo, the sidebar's settings, the attack and its overrides."""
     return (image.key, settings.key, attack, preset, tuple(sorted(overrides.items())))
 
 
 def run_story(image, settings, attack: str, preset: str, overrides: dict, status) -> state.StoredResult:
-    """Run :func:`pd_core.story.attack_and_defend` for the current settings, with progress in ``status``.
+    """Run :func:`pd_core.story.attack_and_defend` for the current settings, with progress in
+    ``status``, through the server's story cache (:class:`ui.cache.StoryCache`: the same settings on
+    the same photo are computed once per server, the default story already by the warm-up).
 
     Raises :class:`ui.compute.Failed` after showing the error.
     """
-    from pd_core.story import attack_and_defend
-
-    model = get_model(settings.model_name, settings.device)
-    x = model_tensor(image, model)
+    key = settings_key(image, settings, attack, preset, overrides)
     report = progress_reporter(status)
     waiting = status.empty()
 
-    def work():
-        return attack_and_defend(model, x, image.label_index, attack=attack, preset=preset,
-                                 attack_params=overrides, config=settings.config, seed=settings.seed,
-                                 n_ensemble=settings.n_ensemble, image_name=image.name,
-                                 image_path=_command_path(image), progress=report)
+    def compute() -> state.StoredResult:
+        model = get_model(settings.model_name, settings.device)
+        x = model_tensor(image, model)
+        result = run_heavy(lambda: _story(model, x, image.label_index, image.name, _command_path(image), settings,
+                                          attack, preset, overrides, report),
+                           "the attack and the defence", settings.device, waiting=waiting)
+        return state.StoredResult(result=result, image_key=image.key, settings_key=key, figures=build_figures(result))
 
-    result = run_heavy(work, "the attack and the defence", settings.device, waiting=waiting)
-    stored = state.StoredResult(result=result, image_key=image.key,
-                                settings_key=settings_key(image, settings, attack, preset, overrides),
-                                figures=build_figures(result))
+    stored = story_cache().get_or_compute(key, compute)
+    report(1.0, "done")
     state.store_result(stored)
     return stored
+
+
+def _story(model, x, label, name: str, path: str, settings, attack: str, preset: str, overrides: dict,
+           progress=None):
+    from pd_core.story import attack_and_defend
+
+    return attack_and_defend(model, x, label, attack=attack, preset=preset, attack_params=overrides,
+                             config=settings.config, defence=settings.defence, seed=settings.seed,
+                             n_ensemble=settings.n_ensemble, image_name=name, image_path=path, progress=progress)
+
+
+def warm_default_story(model, device: str, cache) -> None:
+    """Compute the one-click story (the default photo, FGSM at the paper's preset, the sidebar's
+    defaults) into ``cache`` under the key a visitor's Run will ask for, holding the device's slot
+    like any other work. Called by the warm-up thread (no Streamlit calls)."""
+    from pathlib import Path
+
+    from pd_core.defence import DefenceConfig
+    from pd_core.images import gallery, open_image, to_model_tensor
+    from pd_core.scheduler import device_slot
+
+    from .sidebar import default_settings
+
+    photos = gallery()
+    photo = next((g for g in photos if g.path.stem == state.DEFAULT_GALLERY_STEM), photos[0] if photos else None)
+    if photo is None:
+        return
+    settings = default_settings(model.name, model.spec.title, device, DefenceConfig())
+    image = state.CurrentImage(name=photo.name, source="gallery", pil=open_image(str(photo.path)),
+                               label_index=photo.label_index, path=str(photo.path), uid=f"gallery:{photo.path}")
+    key = settings_key(image, settings, state.DEFAULT_ATTACK, state.DEFAULT_PRESET, {})
+
+    def compute() -> state.StoredResult:
+        spec = model.spec
+        x = to_model_tensor(image.pil, spec.input_size, spec.resize, spec.interpolation, model.device)
+        with device_slot(device):
+            result = _story(model, x, photo.label_index, photo.name, Path(photo.path).stem, settings,
+                            state.DEFAULT_ATTACK, state.DEFAULT_PRESET, {})
+        return state.StoredResult(result=result, image_key=image.key, settings_key=key, figures=build_figures(result))
+
+    cache.get_or_compute(key, compute)
 
 
 def _command_path(image) -> str:
@@ -190,4 +231,4 @@ def _command_path(image) -> str:
     return image.path or "IMAGE"
 
 
-__all__ = ["attack_controls", "run_story", "settings_key", "load_preset", "Failed", "PARAMS"]
+__all__ = ["attack_controls", "run_story", "warm_default_story", "settings_key", "load_preset", "Failed", "PARAMS"]

@@ -13,33 +13,18 @@ import math
 from pathlib import Path
 
 from .common import CliError, load_image, load_model, parse_param, print_json, top5
+from .options import add_options, attack_options
 
 HELP = "attack one image and write the adversarial PNG"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..attacks.registry import ALL_PRESETS, ATTACKS
-
     p = subparsers.add_parser(
         "attack", help=HELP,
         description="Attack one image with one of the paper's attacks (or PGD) and write the adversarial "
                     "image as a lossless PNG. Prints the norms (normalised L2 in pixels and in the model's "
                     "input, RMSE, L-inf in 1/255, PSNR) and the top-5 before and after.")
-    p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--attack", required=True, choices=list(ATTACKS), help="which attack")
-    p.add_argument("--preset", default="interactive", choices=list(ALL_PRESETS),
-                   help="strength: interactive (fast), paper (the paper's Table 1 setting), large; "
-                        "igsm also has budget (all 10 steps), fgsm minimal (smallest fooling eps)")
-    p.add_argument("--eps", type=float, default=None, metavar="E",
-                   help="L-inf budget in 1/255 units (8 means 8/255); fgsm, igsm and pgd only")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one attack parameter (repeatable), e.g. steps=20")
-    p.add_argument("--label", type=int, default=None, metavar="INDEX",
-                   help="true ImageNet class (0-999); default: the model's clean prediction")
-    p.add_argument("--model", default="efficientnet_lite0")
-    p.add_argument("--seed", type=int, default=0, help="seed (PGD's random start)")
-    p.add_argument("--out", required=True, metavar="ADV.png", help="where to write the adversarial PNG")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_options(p, attack_options())
     p.set_defaults(func=run)
     return p
 

@@ -102,28 +102,27 @@ def load_image(path: str, model):
 
 
 def add_defence_options(p: argparse.ArgumentParser) -> None:
-    """The defence's main parameters (paper §8 defaults): ``--deflections --window --sigma --no-map``."""
-    p.add_argument("--deflections", type=int, default=100, help="K, pixels deflected (paper: 100)")
-    p.add_argument("--window", type=int, default=10, help="r, deflection window apothem in pixels (paper: 10)")
-    p.add_argument("--sigma", type=float, default=0.04, help="wavelet threshold noise level (paper: 0.04)")
-    p.add_argument("--no-map", action="store_true", help="deflect uniformly instead of guided by R-CAM")
+    """The defence's main parameters (paper §8 defaults): ``--deflections --window --sigma --no-map``
+    (:data:`pd_core.cli.options.DEFENCE_OPTIONS`)."""
+    from .options import DEFENCE_OPTIONS, add_options
+
+    add_options(p, DEFENCE_OPTIONS)
 
 
 def defence_config(args):
     """The :class:`~pd_core.defence.DefenceConfig` of :func:`add_defence_options`' options."""
-    from ..defence import DefenceConfig
+    from .options import defence_config_of
 
-    return DefenceConfig(deflections=args.deflections, window=args.window, sigma=args.sigma,
-                         use_map=not args.no_map)
+    return defence_config_of(args)
 
 
 def add_defence_choice(p: argparse.ArgumentParser) -> None:
     """``--defence SPEC``: one defence of the registry (``pdlab defences`` lists them) or your own
     ``FILE.py:FUNCTION`` / ``module:FUNCTION``; with :func:`add_defence_options` (σ, K, r reach every
-    defence that has them)."""
-    p.add_argument("--defence", default=None, metavar="NAME",
-                   help="the defence (default: pixel_deflection, the paper's); 'pdlab defences' lists them; "
-                        "your own: FILE.py:FUNCTION")
+    defence that has them) (:data:`pd_core.cli.options.DEFENCE_CHOICE`)."""
+    from .options import DEFENCE_CHOICE
+
+    DEFENCE_CHOICE.add_to(p)
 
 
 def build_defence(args, model):

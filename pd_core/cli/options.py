@@ -18,13 +18,22 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["Option", "PROGRAM", "add_options", "command", "DEFENCE_OPTIONS", "DEMO_OPTIONS", "demo_values",
+__all__ = ["Option", "ShellWord", "PROGRAM", "attack_options", "evaluate_options", "evaluate_command", "add_options", "command", "DEFENCE_OPTIONS", "DEMO_OPTIONS", "demo_values",
            "demo_command", "defence_config_of"]
 
 #: How a reproduce-command starts.
 PROGRAM = ("python", "-m", "pd_core")
 
 _MISSING = object()
+
+
+class ShellWord(str):
+    """A value that is already one shell word (quoted by its maker, e.g. ``"$PD_IMAGE_ROOT"/dev``):
+    written as it is, never quoted again."""
+
+
+def _quote(text: str) -> str:
+    return text if isinstance(text, ShellWord) else shlex.quote(text)
 
 
 @dataclass(frozen=True)
@@ -76,16 +85,19 @@ class Option:
     def words(self, value) -> list[str]:
         """The command-line words for ``value`` (none at the default, unless ``always``)."""
         if self.action == "positional":
-            return [shlex.quote(self.write(value))]
+            return [_quote(self.text(value))]
         if self.action == "store_true":
             return [self.flag] if value else []
         if self.action == "append":
-            return [w for item in value for w in (self.flag, shlex.quote(self.write(item)))]
+            return [w for item in value for w in (self.flag, _quote(self.text(item)))]
         if value == self.default and not (self.always or self.required):
             return []
         if value is None:
             return []
-        return [self.flag, shlex.quote(self.write(value))]
+        return [self.flag, _quote(self.text(value))]
+
+    def text(self, value) -> str:
+        return value if isinstance(value, ShellWord) else self.write(value)
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> argparse.ArgumentParser:
@@ -202,3 +214,60 @@ def _param_text(value) -> str:
 def demo_command(result, image: str | None = None) -> str:
     """The ``python -m pd_core demo ...`` line that reproduces a :class:`~pd_core.story.DemoResult`."""
     return command("demo", DEMO_OPTIONS, demo_values(result, image))
+
+
+# --- pdlab attack ------------------------------------------------------------------------------
+
+def attack_options() -> tuple[Option, ...]:
+    """``pdlab attack``'s options (the attack and preset choices come from the attack registry)."""
+    from ..attacks.registry import ALL_PRESETS, ATTACKS
+
+    return (
+        Option("", "image", "the image file", action="positional", metavar="IMAGE"),
+        Option("--attack", "attack", "which attack", None, None, choices=tuple(ATTACKS), required=True),
+        Option("--preset", "preset", "strength: interactive (fast), paper (the paper's Table 1 setting), large; "
+               "igsm also has budget (all 10 steps), fgsm minimal (smallest fooling eps)", None, "interactive",
+               choices=tuple(ALL_PRESETS)),
+        Option("--eps", "eps", "L-inf budget in 1/255 units (8 means 8/255); fgsm, igsm and pgd only", float, None,
+               metavar="E", write=_float),
+        Option("--param", "param", "override one attack parameter (repeatable), e.g. steps=20", metavar="KEY=VALUE",
+               action="append"),
+        Option("--label", "label", "true ImageNet class (0-999); default: the model's clean prediction", int, None,
+               metavar="INDEX"),
+        MODEL,
+        Option("--seed", "seed", "seed (PGD's random start)", int, 0),
+        Option("--out", "out", "where to write the adversarial PNG", None, None, metavar="ADV.png", required=True),
+        Option("--json", "json", "print one JSON object", action="store_true"),
+    )
+
+
+# --- pdlab evaluate (the Benchmark page's command; the parser is pd_core.cli.evaluate's) ----------
+
+def evaluate_options() -> tuple[Option, ...]:
+    """The options of ``pdlab evaluate`` that a Benchmark run sets (the default attacks: the paper's)."""
+    from ..evaluation import PAPER_ATTACKS
+
+    return (
+        Option("--images", "images", "folder of images", required=True, metavar="DIR"),
+        MODEL,
+        Option("--attacks", "attacks", "comma-separated attacks", None, ",".join(PAPER_ATTACKS), always=True),
+        Option("--preset", "preset", "attack strength", None, "paper", always=True),
+        Option("--table", "table", "the paper's table: 1, 3 or 4", int, 1, always=True),
+        Option("--ensemble", "ensemble", "copies in the majority vote (paper: 10)", int, 10, always=True),
+        Option("--limit", "limit", "use only the first N evaluation images", int, None, metavar="N"),
+        SEED,
+        Option("--tuning-fraction", "tuning_fraction", "share held apart for tuning", float, 0.2, write=_float,
+               always=True),
+        Option("--out", "out", "the results file", required=True, metavar="results.csv"),
+    )
+
+
+def evaluate_command(*, images: str, model: str, attacks: Sequence[str], preset: str, table: int, ensemble: int,
+                     limit: int | None, seed: int, tuning_fraction: float, out: str = "results.csv") -> str:
+    """The ``python -m pd_core evaluate ...`` line of a Benchmark run. ``images``: a
+    :class:`ShellWord` (already quoted, e.g. by ``ui.components.data_folder_argument``) or a path.
+    The evaluation runs the paper's defence parameters: ``evaluate`` has no option for others."""
+    values = {"images": images, "model": model, "attacks": ",".join(attacks), "preset": preset, "table": int(table),
+              "ensemble": int(ensemble), "limit": limit, "seed": int(seed), "tuning_fraction": float(tuning_fraction),
+              "out": out}
+    return command("evaluate", evaluate_options(), values)
