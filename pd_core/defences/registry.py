@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from . import jpeg, none, pixel_deflection, wavelet
+from . import bit_depth, jpeg, median, none, pixel_deflection, resize_pad, shield, tvm, wavelet
 from .base import Defence, DefenceError, DefenceInfo
 
 __all__ = ["DEFENCES", "BUILTIN", "TABLE3_COLUMNS", "TABLE4_COLUMNS", "register_defence", "unregister_defence",
@@ -25,6 +25,13 @@ BUILTIN: tuple[DefenceInfo, ...] = (
     pixel_deflection.INFO,
     wavelet.INFO,
     jpeg.INFO,
+    bit_depth.INFO,
+    bit_depth.INFO_3,
+    median.INFO,
+    median.INFO_3X3,
+    tvm.INFO,
+    resize_pad.INFO,
+    shield.INFO,
     *pixel_deflection.VARIANTS,
 )
 

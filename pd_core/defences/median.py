@@ -1,0 +1,73 @@
+"""Median smoothing ("spatial smoothing"), Xu, Evans & Qi, NDSS 2018, §4.2.
+
+Each colour channel is replaced by its median over a ``size × size`` window. Published settings:
+``median`` is 2×2, Xu et al.'s setting for ImageNet (their Table 3); ``median_3x3`` is the 3×3
+filter of their MNIST/CIFAR experiments, also used on ImageNet by later work.
+
+The convention is scipy.ndimage's, which Xu et al.'s code (``median_filter(x, size=(1, k, k, 1),
+mode='reflect')``) and ART's ``SpatialSmoothing`` use:
+
+- the window of output pixel (i, j) covers rows ``i − size//2 … i − size//2 + size − 1`` (for 2×2:
+  offsets −1 and 0, the pixel and its upper-left neighbours; for 3×3: centred);
+- the value is the element of rank ``size²//2`` (0-based) of the sorted window, so a 2×2 window
+  gives the upper of its two middle values, not their mean;
+- borders are ``mode='reflect'`` (half-sample symmetric). For a window reaching at most one pixel
+  past the border (sizes 2 and 3) that is edge replication, which is what this uses.
+
+kornia's ``median_blur`` does not fit: it pads with zeros and takes odd windows only. Resolution:
+applied at the model's input (224²) unchanged; the window is in pixels of that input.
+Deterministic. Gradient: exact — the output is one element of the window, so the gradient flows to
+that element (``torch.kthvalue`` under autograd); the function is piecewise linear and
+differentiable wherever the window has no ties.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Defence, DefenceError, DefenceInfo
+
+__all__ = ["MedianSmoothing", "median_filter", "INFO", "INFO_3X3"]
+
+
+def median_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-channel ``size × size`` median of ``x`` ``(N, C, H, W)``, scipy.ndimage's window, rank and
+    ``'reflect'`` borders (see the module docstring); differentiable (the gradient goes to the
+    selected element). ``size`` is 1, 2 or 3 (1 is the identity)."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 3:
+        raise DefenceError(f"Median smoothing takes a window of 1, 2 or 3 pixels, got {size!r}.")
+    if size == 1:
+        return x
+    before = size // 2  # rows/columns of the window before the pixel (scipy's origin 0)
+    after = size - 1 - before
+    # one-pixel 'reflect' (half-sample symmetric) padding is edge replication
+    padded = F.pad(x, (before, after, before, after), mode="replicate")
+    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # (N, C, H, W, size, size)
+    windows = windows.reshape(*x.shape, size * size)
+    return windows.kthvalue(size * size // 2 + 1, dim=-1).values
+
+
+class MedianSmoothing(Defence):
+    """``size``: the window's side in pixels (1 to 3)."""
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return median_filter(x, int(self.params["size"]))
+
+
+_CITATION = "Xu, Evans & Qi, NDSS 2018 (arXiv:1704.01155), §4.2"
+
+INFO = DefenceInfo(
+    name="median", title="Median smoothing, 2×2", short="Median-2", citation=_CITATION + ": 2×2 for ImageNet",
+    summary="Replaces each pixel by the middle value of its small neighbourhood, which wipes out isolated specks.",
+    build=lambda model=None, **params: MedianSmoothing(INFO, params),
+    params={"size": 2}, randomised=False, gradient="exact",
+    surrogate="none needed (the median selects one input element; the gradient flows to it)",
+    group="zoo", aliases=("median_2x2", "spatial_smoothing"))
+
+INFO_3X3 = DefenceInfo(
+    name="median_3x3", title="Median smoothing, 3×3", short="Median-3", citation=_CITATION + ": 3×3",
+    summary="Replaces each pixel by the middle value of the 3×3 square around it, which wipes out specks.",
+    build=lambda model=None, **params: MedianSmoothing(INFO_3X3, params),
+    params={"size": 3}, randomised=False, gradient="exact",
+    surrogate="none needed (the median selects one input element; the gradient flows to it)",
+    group="zoo")

@@ -1,0 +1,124 @@
+"""Total variance minimisation (TVM), Guo, Rana, Cissé & van der Maaten, ICLR 2018, §3.2 (eq. 1).
+
+A random Bernoulli mask keeps each pixel with probability ``keep_prob`` (the same pixels in all
+three channels), and the image is rebuilt from the kept pixels by solving, for each image and
+colour channel ``c`` (``z, x`` of size H × W, ``m`` the 0/1 mask):
+
+    minimise_z   ‖m ⊙ (z − x)‖₂  +  λ_TV · ( Σ_i ‖z[i+1, :] − z[i, :]‖₂  +  Σ_j ‖z[:, j+1] − z[:, j]‖₂ )
+
+the paper's eq. (1) with p = 2, written as ART's ``TotalVarMin`` writes it (the data term is a
+norm, not its square; the total variation sums the ℓ2 norms of whole row and column differences).
+Published parameters: keep 50% of the pixels (``keep_prob = 0.5``), ``λ_TV = 0.03``; the result is
+clipped to [0, 1] (as ART does).
+
+Solver: Chambolle & Pock (2011, Algorithm 1, θ = 1) on ``G(z) = ‖m ⊙ (z − x)‖₂`` and
+``F(Kz) = λ Σ_groups ‖(Kz)_group‖₂`` with K the forward row and column differences (‖K‖² < 8), all
+images and channels at once on the input's device. The proximal step of G shrinks the kept
+residual as a whole; that of F* projects each row / column group of the dual onto the ball of
+radius λ. Fixed ``iterations = 10`` with steps ``tau = 3``, ``sigma = 1 / (8 tau)``: measured on
+224² ImageNet photos this is within 0.2% of the objective reached after 1500 iterations
+(tests/test_zoo_tvm.py checks ≤ 1% against an independent SciPy solve). The iteration starts, at
+the dropped pixels, from the mean of the kept pixels of the surrounding 5 × 5 window (not from the
+dropped values themselves), so the result depends on the input through the kept pixels only, as
+the defence intends. Guo et al.'s released code instead solves a squared-data, isotropic variant by
+split Bregman; this follows the equation of the paper.
+
+Resolution: applied at the model's input (224²); λ_TV is per row/column norm and is used as
+published. Randomised (the mask). Gradient: BPDA with the identity, as Athalye, Carlini & Wagner
+(ICML 2018) break it: the solver is an iterative minimisation, differentiating it is not the point.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Defence, DefenceError, DefenceInfo
+
+__all__ = ["TotalVarianceMinimisation", "tv_objective", "minimise_total_variation", "draw_keep_mask", "INFO"]
+
+
+def draw_keep_mask(x: torch.Tensor, keep_prob: float, generator: torch.Generator | None) -> torch.Tensor:
+    """The Bernoulli(``keep_prob``) pixel mask ``(N, 1, H, W)`` (1 = kept), drawn from ``generator``,
+    on ``x``'s device and dtype."""
+    device = generator.device if generator is not None else x.device
+    u = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=device)
+    return (u < keep_prob).to(device=x.device, dtype=x.dtype)
+
+
+def tv_objective(z: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, lambda_tv: float) -> torch.Tensor:
+    """The objective of the module docstring, per image and channel ``(N, C)``."""
+    data = (keep * (z - x)).flatten(2).norm(dim=2)
+    rows = (z[:, :, 1:] - z[:, :, :-1]).norm(dim=3).sum(dim=2)
+    cols = (z[..., 1:] - z[..., :-1]).norm(dim=2).sum(dim=2)
+    return data + lambda_tv * (rows + cols)
+
+
+def _fill_dropped(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x`` at kept pixels; elsewhere the mean of the kept pixels of the 5 × 5 window (0.5 if none)."""
+    total = F.avg_pool2d(keep * x, 5, stride=1, padding=2)
+    count = F.avg_pool2d(keep.expand_as(x), 5, stride=1, padding=2)
+    local = torch.where(count > 0, total / count.clamp_min(1e-12), torch.full_like(x, 0.5))
+    return torch.where(keep > 0, x, local)
+
+
+def minimise_total_variation(x: torch.Tensor, keep: torch.Tensor, lambda_tv: float = 0.03,
+                             iterations: int = 10, tau: float = 3.0) -> torch.Tensor:
+    """Chambolle–Pock iterations on the objective of the module docstring (not clipped).
+
+    x : ``(N, C, H, W)`` images; keep : ``(N, 1, H, W)`` or ``(N, C, H, W)`` 0/1 mask of kept pixels;
+    lambda_tv : the TV weight; iterations : how many primal–dual steps; tau : the primal step
+    (the dual step is ``1 / (8 tau)``, so that ``tau · sigma · ‖K‖² < 1``).
+    """
+    sigma = 1.0 / (8.0 * tau)
+    kept_x = keep * x
+    z = _fill_dropped(x, keep)
+    z_bar = z
+    dual_rows = torch.zeros_like(x[:, :, 1:])
+    dual_cols = torch.zeros_like(x[..., 1:])
+    for _ in range(int(iterations)):
+        # dual ascent, then projection of each row (column) group onto the ball of radius λ
+        dual_rows = dual_rows + sigma * (z_bar[:, :, 1:] - z_bar[:, :, :-1])
+        dual_rows = dual_rows / (dual_rows.norm(dim=3, keepdim=True) / lambda_tv).clamp_min(1.0)
+        dual_cols = dual_cols + sigma * (z_bar[..., 1:] - z_bar[..., :-1])
+        dual_cols = dual_cols / (dual_cols.norm(dim=2, keepdim=True) / lambda_tv).clamp_min(1.0)
+        # K^T y: the adjoint of the forward differences is a backward difference (zero outside)
+        adjoint = (F.pad(dual_rows, (0, 0, 1, 0)) - F.pad(dual_rows, (0, 0, 0, 1))
+                   + F.pad(dual_cols, (1, 0)) - F.pad(dual_cols, (0, 1)))
+        v = z - tau * adjoint
+        # prox of tau·‖m ⊙ (z − x)‖₂: shrink the kept residual as one vector per image and channel
+        residual = keep * v - kept_x
+        length = residual.flatten(2).norm(dim=2)[..., None, None]
+        z_next = v - residual * (tau / length.clamp_min(1e-12)).clamp(max=1.0)
+        z_bar = 2 * z_next - z
+        z = z_next
+    return z
+
+
+class TotalVarianceMinimisation(Defence):
+    """``keep_prob`` (the share of pixels kept), ``lambda_tv``, ``iterations``, ``tau`` (the solver's
+    primal step)."""
+
+    def __init__(self, info: DefenceInfo, params):
+        super().__init__(info, params)
+        p = self.params
+        if not 0 < float(p["keep_prob"]) <= 1:
+            raise DefenceError(f"TVM keeps a share of the pixels in (0, 1], got {p['keep_prob']!r}.")
+        if float(p["lambda_tv"]) < 0 or int(p["iterations"]) < 0 or float(p["tau"]) <= 0:
+            raise DefenceError("TVM needs lambda_tv ≥ 0, iterations ≥ 0 and tau > 0.")
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        p = self.params
+        keep = draw_keep_mask(x, float(p["keep_prob"]), generator)
+        with torch.no_grad():
+            z = minimise_total_variation(x.detach(), keep, float(p["lambda_tv"]), int(p["iterations"]), float(p["tau"]))
+        return z.clamp(0, 1)
+
+
+INFO = DefenceInfo(
+    name="tvm", title="Total variance minimisation", short="TVM",
+    citation="Guo et al., ICLR 2018 (arXiv:1711.00117), §3.2: keep 50% of the pixels, λ_TV = 0.03",
+    summary="Throws away half of the pixels at random and redraws the photo from the rest with as few edges as possible.",
+    build=lambda model=None, **params: TotalVarianceMinimisation(INFO, params),
+    params={"keep_prob": 0.5, "lambda_tv": 0.03, "iterations": 10, "tau": 3.0},
+    randomised=True, gradient="bpda", surrogate="identity", group="zoo",
+    aliases=("total_variance_minimisation", "total_variation"))
