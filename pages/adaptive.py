@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pd_core.adaptive.ladder import RUNGS
+from pd_core.adaptive.settings import RUNGS
 from pd_core.adaptive.report import RUNG_KNOWLEDGE, RUNG_TITLES
 from pd_core.labels import label_name
 from ui import state
@@ -146,7 +146,8 @@ def _one_photo() -> None:
 
 
     if run:
-        from pd_core.adaptive import adaptive_demo
+        from pd_core.adaptive import PgdSettings, RunHooks, adaptive_demo
+        from pd_core.defences import create_defence
 
         with st.status("Attacking through the defence…", expanded=True) as status:
             try:
@@ -155,9 +156,10 @@ def _one_photo() -> None:
                 report = progress_reporter(status)
 
                 def work():
-                    return adaptive_demo(model, x, image.label_index, eps=eps_255 / 255, steps=steps, eot=eot,
-                                         targeted=targeted, loss=loss, config=settings.config, seed=settings.seed,
-                                         ensemble=settings.n_ensemble, progress=report, rung=rung)
+                    defence = create_defence("pixel_deflection", model, config=settings.config)
+                    budget = PgdSettings(eps=eps_255 / 255, steps=steps, eot=eot, targeted=targeted, loss=loss)
+                    return adaptive_demo(model, x, image.label_index, defence, budget, rung=rung,
+                                         ensemble=settings.n_ensemble, seed=settings.seed, hooks=RunHooks(report))
 
                 demo = run_heavy(work, "the adaptive attack", settings.device, waiting=status.empty())
                 st.session_state[RESULT_KEY] = (image.key, run_key, demo, _figures(demo))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gallery_cases import labelled_folder
-from pd_core.adaptive import ADAPTIVE_CSV_COLUMNS, bpda, bpda_eot_attack, bpda_eot_gradient
+from pd_core.adaptive import ADAPTIVE_CSV_COLUMNS, PgdSettings, RunHooks, bpda, bpda_eot_attack, bpda_eot_gradient
 from pd_core.attacks.core import quantize_to_grid
 from pd_core.defence import DefenceConfig, defend, defend_batch
 from pd_core.randomness import make_generator
@@ -33,8 +33,8 @@ def pair(model):
 def untargeted(model, pair):
     x, y = pair
     calls = []
-    result = bpda_eot_attack(model, x, y, eps=EPS, steps=5, eot=2, seed=0,
-                             progress=lambda frac, msg: calls.append(frac))
+    result = bpda_eot_attack(model, x, y, None, PgdSettings(eps=EPS, steps=5, eot=2), seed=0,
+                             hooks=RunHooks(progress=lambda frac, msg: calls.append(frac)))
     return result, calls
 
 
@@ -66,25 +66,25 @@ def test_bpda_forward_is_the_defence_and_backward_the_identity():
 
 
 def test_attack_losses_on_known_logits():
-    from pd_core.adaptive import _attack_loss
+    from pd_core.adaptive.gradients import attack_loss
 
     logits = torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 4.0]])
     labels = torch.tensor([0, 2])
     ce = -torch.log_softmax(logits, 1)[[0, 1], [0, 2]]
-    assert torch.allclose(_attack_loss(logits, labels, False, "ce"), ce)
-    assert torch.allclose(_attack_loss(logits, labels, True, "ce"), -ce)
+    assert torch.allclose(attack_loss(logits, labels, False, "ce"), ce)
+    assert torch.allclose(attack_loss(logits, labels, True, "ce"), -ce)
     # margin: best other logit minus the label's (untargeted), target's minus best other (targeted)
-    assert torch.equal(_attack_loss(logits, labels, False, "margin"), torch.tensor([2.0, -4.0]))
-    assert torch.equal(_attack_loss(logits, torch.tensor([2, 1]), True, "margin"), torch.tensor([-1.0, -5.0]))
+    assert torch.equal(attack_loss(logits, labels, False, "margin"), torch.tensor([2.0, -4.0]))
+    assert torch.equal(attack_loss(logits, torch.tensor([2, 1]), True, "margin"), torch.tensor([-1.0, -5.0]))
     with pytest.raises(ValueError, match="loss"):
-        _attack_loss(logits, labels, False, "hinge")
+        attack_loss(logits, labels, False, "hinge")
 
 
 def test_eot_one_reproduces_plain_bpda(model, pair):
     x, y = pair
     alpha, steps, seed = 1.5 / 255, 3, 11
-    result = bpda_eot_attack(model, x, y, eps=EPS, step_size=alpha, steps=steps, eot=1, seed=seed,
-                             quantize=False)
+    result = bpda_eot_attack(model, x, y, None, PgdSettings(eps=EPS, step_size=alpha, steps=steps, eot=1,
+                                                             quantize=False), seed=seed)
     # Plain BPDA written out: one defence sample per step from one seeded generator.
     gen = make_generator(seed)
     adv = x.clone()
@@ -100,7 +100,8 @@ def test_attack_takes_its_gradient_estimator_as_a_parameter(model, pair, untarge
 
     x, y = pair
     result, _ = untargeted
-    same = bpda_eot_attack(model, x, y, eps=EPS, steps=5, eot=2, seed=0, gradient=BpdaEotGradient(eot=2))
+    same = bpda_eot_attack(model, x, y, None, PgdSettings(eps=EPS, steps=5, eot=2), seed=0,
+                           gradient=BpdaEotGradient(eot=2))
     assert torch.equal(same.adversarial, result.adversarial)
     assert same.loss_history == result.loss_history
     # Any estimator plugs in: one that always points up drives every pixel to the top of the ε-ball.
@@ -110,7 +111,8 @@ def test_attack_takes_its_gradient_estimator_as_a_parameter(model, pair, untarge
         calls.append((images.shape[0], targeted, isinstance(generator, torch.Generator)))
         return torch.ones_like(images), torch.full((images.shape[0],), 7.0), goal[:, None].clone()
 
-    pushed = bpda_eot_attack(model, x, y, eps=EPS, steps=3, eot=1, seed=0, quantize=False, gradient=upward)
+    pushed = bpda_eot_attack(model, x, y, None, PgdSettings(eps=EPS, steps=3, eot=1, quantize=False), seed=0,
+                             gradient=upward)
     assert calls == [(2, False, True)] * 3
     assert torch.equal(pushed.adversarial, (x + EPS).clamp(max=1))
     assert pushed.loss_history == [7.0, 7.0, 7.0]
@@ -146,7 +148,8 @@ def test_targeted_mode_reaches_an_easy_target(model, pair):
     x, y = pair
     with torch.no_grad():
         second = model(x).topk(2, dim=1).indices[:, 1]  # the runner-up class: an easy target
-    result = bpda_eot_attack(model, x, y, eps=8 / 255, steps=5, eot=2, targeted=True, target=second, seed=1)
+    result = bpda_eot_attack(model, x, y, None, PgdSettings(eps=8 / 255, steps=5, eot=2, targeted=True), target=second,
+                             seed=1)
     assert torch.equal(result.targets, second)
     assert torch.equal(result.defended_pred, second)
     assert bool(result.success.all())
@@ -155,8 +158,8 @@ def test_targeted_mode_reaches_an_easy_target(model, pair):
 
 def test_default_targets_are_seeded_wrong_classes(model, pair):
     x, y = pair
-    a = bpda_eot_attack(model, x, y, eps=EPS, steps=0, targeted=True, seed=3)
-    b = bpda_eot_attack(model, x, y, eps=EPS, steps=0, targeted=True, seed=3)
+    a = bpda_eot_attack(model, x, y, None, PgdSettings(eps=EPS, steps=0, targeted=True), seed=3)
+    b = bpda_eot_attack(model, x, y, None, PgdSettings(eps=EPS, steps=0, targeted=True), seed=3)
     assert torch.equal(a.targets, b.targets) and bool((a.targets != y).all())
     assert torch.equal(a.adversarial, x)  # no step: the clean image
 
@@ -164,8 +167,8 @@ def test_default_targets_are_seeded_wrong_classes(model, pair):
 def test_should_stop_returns_the_current_iterate(model, pair):
     x, y = pair
     calls = []
-    result = bpda_eot_attack(model, x[:1], y[:1], eps=EPS, steps=10, eot=1,
-                             should_stop=lambda: len(calls) >= 1, progress=lambda f, m: calls.append(f))
+    result = bpda_eot_attack(model, x[:1], y[:1], None, PgdSettings(eps=EPS, steps=10, eot=1),
+                             hooks=RunHooks(lambda f, m: calls.append(f), lambda: len(calls) >= 1))
     assert result.stopped and result.steps_done == 1
     assert float((result.adversarial - x[:1]).abs().max()) <= EPS + 1e-6
 
@@ -199,9 +202,13 @@ def test_quantize_to_grid_keeps_the_ball_for_any_eps():
 def test_bad_parameters_are_plain_errors(model, pair):
     x, y = pair
     with pytest.raises(ValueError, match="eps"):
-        bpda_eot_attack(model, x, y, eps=2.0)
+        PgdSettings(eps=2.0)
     with pytest.raises(ValueError, match="eot"):
-        bpda_eot_attack(model, x, y, eot=0)
+        PgdSettings(eot=0)
+    with pytest.raises(ValueError, match="norm"):
+        PgdSettings(norm="l1")
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        bpda_eot_attack(model, x[:, :1], y)
 
 
 def test_command_line_writes_accuracy_against_eps(model, tmp_path, capsys):

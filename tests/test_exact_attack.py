@@ -3,7 +3,7 @@ import pytest
 import torch
 from gallery_cases import correct_foolbox_photos
 
-from pd_core.adaptive import bpda_eot_attack, bpda_eot_gradient
+from pd_core.adaptive import PgdSettings, bpda_eot_attack, bpda_eot_gradient
 from pd_core.adaptive.exact import ExactEotGradient, exact_eot_gradient
 from pd_core.defence import apply_draws, defend_batch, defend_differentiable, sample_draws
 from pd_core.randomness import make_generator
@@ -45,9 +45,9 @@ def test_exact_attack_is_at_least_as_strong_as_bpda(model, gallery_images):
     """Same images, ε, steps, EOT samples and seed: the exact gradient fools the defence at least as
     often as BPDA and climbs the attack loss higher."""
     x, y = gallery_images
-    settings = dict(eps=0.5 / 255, steps=4, eot=2, seed=0)
-    bpda_run = bpda_eot_attack(model, x, y, **settings)
-    exact_run = bpda_eot_attack(model, x, y, **settings, gradient=ExactEotGradient(eot=2))
+    settings = PgdSettings(eps=0.5 / 255, steps=4, eot=2)
+    bpda_run = bpda_eot_attack(model, x, y, None, settings, seed=0)
+    exact_run = bpda_eot_attack(model, x, y, None, settings, seed=0, gradient=ExactEotGradient(eot=2))
     assert exact_run.success_rate >= bpda_run.success_rate
     assert exact_run.loss_history[-1] > bpda_run.loss_history[-1]
     assert float(exact_run.linf.max()) <= 0.5 / 255 + 1e-7

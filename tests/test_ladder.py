@@ -6,9 +6,11 @@ import torch
 from gallery_cases import correct_foolbox_photos, labelled_folder
 
 from pd_core.adaptive.checks import CHECK_NAMES
-from pd_core.adaptive.ladder import BASELINES, LadderSettings, ladder_checks, run_ladder, worst_case
-from pd_core.adaptive.report_json import REPORT_SCHEMA, build_report, validate_report, verdict, write_report
-from pd_core.defence import PAPER_DEFAULTS
+from pd_core.adaptive.ladder import ladder_checks, run_ladder
+from pd_core.adaptive.report_json import (REPORT_SCHEMA, build_report, describe_defence, robustness_verdict,
+                                          validate_report, worst_case, write_report)
+from pd_core.adaptive.settings import LadderSettings
+from pd_core.defences import create_defence
 
 TINY = LadderSettings(eps_255=(1, 8), steps=2, eot=2, losses=("ce",), ensemble=3, seed=0)
 
@@ -21,8 +23,8 @@ def two_images(model):
 @pytest.fixture(scope="module")
 def ladder(model, two_images):
     x, y = two_images
-    rows = run_ladder(model, x, y, TINY)
-    found = ladder_checks(model, x, y, rows, TINY)
+    rows = run_ladder(model, x, y, None, TINY)
+    found = ladder_checks(model, x, y, rows, None, TINY)
     return rows, found
 
 
@@ -51,10 +53,10 @@ def test_checks_are_the_six_named_ones(ladder):
     assert found[0].passed and found[0].numbers["correct"] == 0
 
 
-def test_report_validates_and_reports_the_worst_case(ladder, tmp_path):
+def test_report_validates_and_reports_the_worst_case(model, ladder, tmp_path):
     rows, found = ladder
-    report = build_report(rows, found, model_name="efficientnet_lite0", input_size=224, defence_name="pixel_deflection",
-                          config=PAPER_DEFAULTS, settings=TINY)
+    report = build_report(rows, found, model_name="efficientnet_lite0", input_size=224,
+                          defence=describe_defence(create_defence("pixel_deflection", model)), settings=TINY)
     validate_report(report)
     path = tmp_path / "report.json"
     write_report(report, path)
@@ -65,17 +67,19 @@ def test_report_validates_and_reports_the_worst_case(ladder, tmp_path):
                   if a["eps_255"] == entry["eps_255"] and a["defence"] == "single"]
         assert entry["single"]["accuracy"] == min(at_eps)
     assert loaded["software"]["torch"] == torch.__version__
-    assert loaded["verdict"].startswith("Against an attacker who knows the defence")
+    assert loaded["verdict"].startswith("Pixel deflection (the paper's defence) at 1/255 looks robust: ")  # the budget closest to 4/255
+    assert loaded["defence"]["name"] == "pixel_deflection" and loaded["defence"]["randomised"] is True
+    assert loaded["rungs"] == ["transfer", "bpda", "bpda_eot", "exact_eot"]
 
 
-def test_schema_rejects_broken_reports(ladder):
+def test_schema_rejects_broken_reports(model, ladder):
     rows, found = ladder
-    report = build_report(rows, found, model_name="m", input_size=224, defence_name="pd", config=PAPER_DEFAULTS,
-                          settings=TINY)
+    report = build_report(rows, found, model_name="m", input_size=224,
+                          defence=describe_defence(create_defence("pd", model)), settings=TINY)
     for broken in ({k: v for k, v in report.items() if k != "checks"},
                    {**report, "checks": [{**report["checks"][0], "status": "fail"}]},
                    {**report, "attacks": [{**report["attacks"][0], "rung": "magic"}]},
-                   {**report, "threat_model": "L2"}):
+                   {**report, "threat_model": "L1"}):
         with pytest.raises(ValueError, match="adaptive-report/1"):
             validate_report(broken)
     assert REPORT_SCHEMA["properties"]["schema"]["const"] == report["schema"]
@@ -83,10 +87,14 @@ def test_schema_rejects_broken_reports(ladder):
 
 def test_verdict_in_plain_language():
     robust = [{"eps_255": 4.0, "single": {"accuracy": 0.02}}, {"eps_255": 1.0, "single": {"accuracy": 0.6}}]
-    text = verdict(robust, 0.9)
-    assert text == ("Against an attacker who knows the defence, it keeps 2% accuracy at 4/255 (without attack: 90%): "
-                    "it gives no real protection.")
-    assert "most of its accuracy" in verdict([{"eps_255": 4.0, "single": {"accuracy": 0.8}}], 0.9)
+    text = robustness_verdict(robust, 0.9, {4.0: 0.85, 1.0: 0.9}, title="JPEG, quality 75")
+    assert text == ("JPEG, quality 75 at 4/255 looks robust: 85% (transfer), is robust: 2% (worst rung); without "
+                    "attack 90%: it gives no real protection against an attacker who knows it.")
+    assert "most of its accuracy" in robustness_verdict([{"eps_255": 4.0, "single": {"accuracy": 0.8}}], 0.9)
+    l2 = robustness_verdict([{"eps_255": 0.05, "single": {"accuracy": 0.3}, "attack": "bpda/ce"}], 0.9,
+                            norm="l2")
+    assert l2 == ("The defence at L2 0.05 is robust: 30% (worst rung: bpda/ce); without attack 90%: it gives some "
+                  "protection, but most images can still be fooled by an attacker who knows it.")
 
 
 def test_worst_case_takes_the_strongest_attack():
@@ -100,7 +108,7 @@ def test_undefended_baseline_transfer_equals_bpda(model, two_images):
     """Without a defence, BPDA's identity *is* the gradient: transfer and BPDA must coincide."""
     x, y = two_images
     settings = LadderSettings(eps_255=(1,), steps=2, eot=2, losses=("ce",), ensemble=2, rungs=("transfer", "bpda"))
-    rows = run_ladder(model, x, y, settings, BASELINES["undefended"])
+    rows = run_ladder(model, x, y, create_defence("undefended"), settings)
     transfer, bpda = ([r["correct"] for r in rows if r["rung"] == rung] for rung in ("transfer", "bpda"))
     assert transfer == bpda
 

@@ -13,13 +13,28 @@ import pytest
 from gallery_cases import labelled_folder
 from ray_namespace import INNER, inner, run_inner_tests
 
-KW = dict(eps_list=(2, 4), eot=1, steps=2, limit=4, seed=5, ensemble=2, batch_images=2, tuning_fraction=0.0)
+from pd_core.adaptive.settings import RaySettings
+
+KW = dict(eps_255=(2, 4), eot=1, steps=2, seed=5, ensemble=2, batch_images=2)
+SELECTION = dict(limit=4, tuning_fraction=0.0)
+
+
+def _settings(**kw):
+    from pd_core.adaptive.settings import AdaptiveSettings
+
+    return AdaptiveSettings(**kw)
+
+
+def _selection(**kw):
+    from pd_core.adaptive.settings import ImageSelection
+
+    return ImageSelection(**{**SELECTION, **kw})
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(INNER, reason="outer wrapper")
 def test_adaptive_ray_scenarios_in_a_loopback_namespace():
-    run_inner_tests(__file__, expected_passed=4)  # the three inner tests and the CLI test
+    run_inner_tests(__file__, expected_passed=5)  # the four inner tests and the CLI test
 
 
 def test_cli_rejects_a_bad_ray_target_before_any_work(tmp_path, capsys):
@@ -68,11 +83,12 @@ def test_two_workers_give_the_single_process_rows_and_a_rerun_computes_nothing(f
     from pd_core.adaptive import evaluate_adaptive
     from pd_core.adaptive.distributed import evaluate_adaptive_distributed
 
-    reference = evaluate_adaptive(model, folder, **KW)
+    reference = evaluate_adaptive(model, folder, _settings(**KW), selection=_selection())
     snaps = []
     try:
-        first = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "shards",
-                                              ray="local:2", on_progress=snaps.append, **KW)
+        first = evaluate_adaptive_distributed("efficientnet_lite0", folder, _settings(**KW), store=tmp_path / "shards",
+                                              selection=_selection(), ray=RaySettings("local:2"),
+                                              on_progress=snaps.append)
     finally:
         ray.shutdown()
     kept = reference[0]["n"]
@@ -83,8 +99,8 @@ def test_two_workers_give_the_single_process_rows_and_a_rerun_computes_nothing(f
     _same_rows(first["rows"], reference)
     # Rows exact in the values a bug would change: the three defences' counts per ε.
     assert [r["correct"] for r in first["rows"]] == [r["correct"] for r in reference]
-    rerun = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "shards",
-                                          ray="local:2", **KW)
+    rerun = evaluate_adaptive_distributed("efficientnet_lite0", folder, _settings(**KW), store=tmp_path / "shards",
+                                          selection=_selection(), ray=RaySettings("local:2"))
     assert rerun["distributed"]["computed"] == 0 and rerun["distributed"]["resumed"] == units
     _same_rows(rerun["rows"], reference)
     assert not ray.is_initialized()  # nothing to compute: Ray was never started
@@ -96,13 +112,14 @@ def test_a_partial_store_resumes_and_a_changed_setting_recomputes(folder, tmp_pa
 
     from pd_core.adaptive.distributed import evaluate_adaptive_distributed
 
-    kw = {**KW, "eps_list": (2,), "limit": 2}
-    run = lambda **extra: evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "s",  # noqa: E731
-                                                        ray="local:1", **{**kw, **extra})
+    kw = {**KW, "eps_255": (2,)}
+    run = lambda **extra: evaluate_adaptive_distributed(  # noqa: E731
+        "efficientnet_lite0", folder, _settings(**{**kw, **extra}), store=tmp_path / "s",
+        selection=_selection(limit=2), ray=RaySettings("local:1"))
     try:
         a = run()
         chunks = (a["distributed"]["units"] - 1) // 2  # the clean unit, then ε 0 and 2 per chunk
-        b = run(eps_list=(2, 4))  # a run stopped after ε 2, continued: only ε 4 is computed
+        b = run(eps_255=(2, 4))  # a run stopped after ε 2, continued: only ε 4 is computed
         c = run(steps=3)
     finally:
         ray.shutdown()
@@ -119,16 +136,52 @@ def test_ladder_on_two_workers_equals_the_single_process_ladder(folder, model, t
     import ray
 
     from pd_core.adaptive.distributed import evaluate_adaptive_distributed
-    from pd_core.adaptive.ladder import LadderSettings, evaluate_ladder
+    from pd_core.adaptive.ladder import evaluate_ladder
+    from pd_core.adaptive.settings import LadderSettings
 
     settings = LadderSettings(eps_255=(2, 4), steps=2, eot=2, ensemble=2, seed=5)
-    rows, found, _ = evaluate_ladder(model, folder, settings, tuning_fraction=0.0, limit=3)
+    selection = _selection(limit=3)
+    rows, found, report = evaluate_ladder(model, folder, None, settings, selection)
     try:
-        got = evaluate_adaptive_distributed("efficientnet_lite0", folder, store=tmp_path / "ladder", ray="local:2",
-                                            ladder=settings, tuning_fraction=0.0, limit=3)
+        got = evaluate_adaptive_distributed("efficientnet_lite0", folder, settings, store=tmp_path / "ladder",
+                                            selection=selection, ray=RaySettings("local:2"))
     finally:
         ray.shutdown()
     assert got["distributed"]["computed"] == 1 + 1 + 2 * 4 * 2 + 1  # clean pass, clean judge, grid, checks
     _same_rows(got["rows"], rows, floats=())
     assert [(c.name, c.status, c.numbers) for c in got["checks"]] == [(c.name, c.status, c.numbers) for c in found]
     assert got["input_size"] == 224
+    assert got["defence"] == report["defence"]
+
+
+@inner
+def test_a_plugin_ladder_on_ray_equals_the_single_process_and_resumes(folder, model, tmp_path):
+    """``--defence FILE.py:FUNCTION`` on Ray: each worker loads the plugin file again, and the rows, the
+    rungs (a randomised BPDA plugin: transfer, BPDA, BPDA+EOT) and the checks are the single process's."""
+    import ray
+
+    from pd_core.adaptive.distributed import evaluate_adaptive_distributed
+    from pd_core.adaptive.ladder import evaluate_ladder
+    from pd_core.adaptive.settings import DefenceSpec, LadderSettings
+
+    plugin = tmp_path / "shaky.py"
+    plugin.write_text("import torch\n\n\ndef shaky(x, *, generator):\n"
+                      "    noise = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1\n"
+                      "    return (x + noise * (2 / 255)).clamp(0, 1)\n")
+    spec = DefenceSpec(f"{plugin}:shaky")
+    settings = LadderSettings(eps_255=(4,), steps=2, eot=2, losses=("ce",), ensemble=2, seed=1)
+    selection = _selection(limit=2)
+    rows, found, report = evaluate_ladder(model, folder, spec.build(model), settings, selection)
+    assert report["rungs"] == ["transfer", "bpda", "bpda_eot"]
+    run = lambda: evaluate_adaptive_distributed("efficientnet_lite0", folder, settings,  # noqa: E731
+                                                store=tmp_path / "plugin", defence=spec, selection=selection,
+                                                ray=RaySettings("local:2"))
+    try:
+        got = run()
+        again = run()
+    finally:
+        ray.shutdown()
+    _same_rows(got["rows"], rows, floats=())
+    assert [(c.name, c.status, c.numbers) for c in got["checks"]] == [(c.name, c.status, c.numbers) for c in found]
+    assert got["defence"]["name"] == "shaky" and got["defence"]["randomised"] is True
+    assert again["distributed"]["computed"] == 0 and again["distributed"]["resumed"] == got["distributed"]["units"]

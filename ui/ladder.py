@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pd_core.adaptive.report import DEFENCE_NAMES
+from pd_core.defences import defence_info
 
 from . import state
 from .cache import get_model
@@ -20,7 +20,7 @@ from .components import command_line, progress_reporter
 from .compute import Failed, run_heavy
 
 LADDER_KEY = "adaptive_ladder"  # {"key", "rows", "reports", "figures", "commands", "missing"}, per defence name
-LADDER_DEFENCES = ("pixel_deflection", "jpeg75", "undefended")
+LADDER_DEFENCES = ("pixel_deflection", "jpeg", "none")  # registry names: the paper's, then the two baselines
 _CLI_DEFENCE_FIELDS = {"deflections": "--deflections", "window": "--window", "sigma": "--sigma"}
 
 
@@ -39,7 +39,7 @@ def _ladder_commands(folder: str, model: str, photos: int, eps: tuple, steps: in
         if name == "pixel_deflection":
             commands.append(f"{base} {own} --ladder --report report.json --out ladder.csv")
         else:
-            commands.append(f"{base} --baseline {name} --ladder --report report_{name}.json --out ladder_{name}.csv")
+            commands.append(f"{base} --defence {name} --ladder --report report_{name}.json --out ladder_{name}.csv")
     missing = [name for name in ("method", "mode", "wavelet", "ycbcr", "top_k")
                if getattr(config, name) != getattr(PAPER_DEFAULTS, name)]
     return commands, missing
@@ -84,11 +84,11 @@ def _ladder_controls(folder_ok: bool):
 def _run_ladder(settings, folder: Path, photos: int, eps: tuple, steps: int, eot: int, ensemble: int,
                 defences: tuple) -> dict | None:
     """Evaluate the ladder on each defence (``ui.compute`` queue, progress in an ``st.status``)."""
-    from pd_core.adaptive import BASELINES, LadderSettings, evaluate_ladder, ladder_figure
-    from pd_core.adaptive.gradients import LOSSES
+    from pd_core.adaptive import LOSSES, ImageSelection, LadderSettings, evaluate_ladder, ladder_figure
+    from pd_core.defences import create_defence
 
     ladder = LadderSettings(eps_255=eps, steps=steps, eot=eot, losses=LOSSES, ensemble=ensemble, seed=settings.seed)
-    messages_per_defence = 2 + len(LOSSES) * 4 * len(eps)  # loading, each attack, the checks
+    messages_per_defence = 2 + len(LOSSES) * 4 * len(eps)  # loading, each attack (at most 4 rungs), the checks
     with st.status("Climbing the ladder…", expanded=True) as status:
         report = progress_reporter(status)
         try:
@@ -100,10 +100,11 @@ def _run_ladder(settings, folder: Path, photos: int, eps: tuple, steps: int, eot
                     def say(message, name=name):
                         done[0] += 1
                         report(done[0] / (messages_per_defence * len(defences)),
-                               f"{DEFENCE_NAMES[name]}: {message}")
+                               f"{defence_info(name).title}: {message}")
 
-                    config = settings.config if name == "pixel_deflection" else BASELINES[name]
-                    results[name] = evaluate_ladder(model, folder, ladder, config, defence_name=name, limit=photos,
+                    config = settings.config if name == "pixel_deflection" else None
+                    defence = create_defence(name, model, config=config)
+                    results[name] = evaluate_ladder(model, folder, defence, ladder, ImageSelection(limit=photos),
                                                     progress=say)
                 return results
 
@@ -168,14 +169,14 @@ def ladder_section(settings, folder: Path | None, folder_arg: str | None) -> Non
         st.dataframe([{k: (f"{v:.0%}" if isinstance(v, float) and k != "ε (/255)" else v) for k, v in row.items()}
                       for row in looks_versus_is(reports)], hide_index=True, key="ladder_looks_is")
     for name, report in reports.items():
-        st.subheader(DEFENCE_NAMES[name])
+        st.subheader(defence_info(name).title)
         st.caption(report["verdict"])
         st.plotly_chart(stored["figures"][name], key=f"ladder_{name}")
         st.dataframe(checks_table(report["checks"]), hide_index=True, key=f"ladder_checks_{name}",
                      column_config={"result": st.column_config.TextColumn(
                          "result", help="pass: the check found nothing wrong; warn: look before trusting the "
                                         "numbers")})
-        st.download_button(f"Download the report of {DEFENCE_NAMES[name].lower()} (JSON)",
+        st.download_button(f"Download the report of {defence_info(name).title.lower()} (JSON)",
                            json.dumps(report, indent=2, allow_nan=False) + "\n",
                            file_name="report.json" if name == "pixel_deflection" else f"report_{name}.json",
                            mime="application/json", on_click="ignore", icon=":material/download:",

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from ..evaluation.stats import wilson_interval
+from .settings import budget_title
 
 __all__ = ["Check", "reaches_zero", "does_not_rise", "iterative_beats_single_step", "noise_costs_little",
            "loss_converged", "fresh_randomness_agrees", "CHECK_NAMES"]
@@ -55,12 +56,14 @@ def _check(name: str, ok: bool, message: str, **numbers) -> Check:
     return Check(name, "pass" if ok else "warn", message, numbers)
 
 
-def reaches_zero(correct: int, n: int, eps_255: float = 32.0, max_accuracy: float = 0.02) -> Check:
-    """Accuracy at a large budget (``eps_255``, default 32/255) is at most ``max_accuracy``."""
+def reaches_zero(correct: int, n: int, eps_255: float = 32.0, max_accuracy: float = 0.02, norm: str = "linf"
+                 ) -> Check:
+    """Accuracy at a large budget (``eps_255``, default 32/255; for ``norm="l2"`` a normalised L2)
+    is at most ``max_accuracy``."""
     accuracy = correct / n if n else float("nan")
     ok = n > 0 and accuracy <= max_accuracy
     verdict = "reaches" if ok else "does not reach"
-    return _check("reaches_zero", ok, f"at {eps_255:g}/255 the attack leaves {accuracy:.1%} accuracy: it "
+    return _check("reaches_zero", ok, f"at {budget_title(eps_255, norm)} the attack leaves {accuracy:.1%} accuracy: it "
                   f"{verdict} about 0% (limit {max_accuracy:.0%}).",
                   eps_255=eps_255, correct=correct, n=n, accuracy=accuracy, max_accuracy=max_accuracy)
 

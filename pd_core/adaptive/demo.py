@@ -6,15 +6,25 @@ attack saw.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..defence import DefenceConfig, defend, ensemble_predict, predict_probs
-from ..randomness import make_generator
+from ..defence import predict_probs
+from ..defences.base import Defence
+from ..defences.ensemble import ensemble_vote
+from ..defences.registry import create_defence
 from ..models import Classifier
-from .attack import AdaptiveResult, ProgressCallback, bpda_eot_attack, fresh_seed
+from ..randomness import make_generator
+from .attack import AdaptiveResult, bpda_eot_attack, fresh_seed
+from .exact import ExactEotGradient
+from .gradients import paper_defence
+from .settings import RUNGS, PgdSettings, RunHooks
+
+__all__ = ["AdaptiveDemo", "adaptive_demo", "DEMO_BUDGET"]
+
+#: The app's default budget for one photo: 4/255, 10 steps, 4 samples per step.
+DEMO_BUDGET = PgdSettings(eps=4 / 255, steps=10, eot=4)
 
 
 @dataclass
@@ -42,23 +52,25 @@ class AdaptiveDemo:
     seed: int
 
 
-def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = None, *, eps: float = 4 / 255,
-                  steps: int = 10, eot: int = 4, targeted: bool = False, target: int | None = None, loss: str = "ce",
-                  config: DefenceConfig | None = None, seed: int = 0, ensemble: int = 10,
-                  progress: ProgressCallback | None = None,
-                  should_stop: Callable[[], bool] | None = None, rung: str = "bpda_eot") -> AdaptiveDemo:
+def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = None, defence: Defence | None = None,
+                  settings: PgdSettings = DEMO_BUDGET, *, rung: str = "bpda_eot", target: int | None = None,
+                  ensemble: int = 10, seed: int = 0, hooks: RunHooks = RunHooks()) -> AdaptiveDemo:
     """Run :func:`bpda_eot_attack` on one image and classify it with and without the defence,
     before and after. The defended predictions use fresh randomness (:func:`fresh_seed`), never the
     attack's EOT samples; ``label=None`` takes the clean prediction as the reference class.
-    ``rung``: the attacker's knowledge, a rung of :data:`pd_core.adaptive.ladder.RUNGS` (``transfer``
-    attacks the bare model, ``bpda`` uses one sample per step, ``exact_eot`` the exact gradient)."""
-    config = config or DefenceConfig()
+    ``defence``: pixel deflection with the paper's parameters when None. ``settings``: the budget
+    (``targeted`` aims at ``target``, default a random wrong class). ``rung``: the attacker's
+    knowledge, a rung of :data:`pd_core.adaptive.settings.RUNGS` (``transfer`` attacks the bare
+    model, ``bpda`` uses one sample per step, ``exact_eot`` the exact gradient)."""
+    defence = paper_defence(model, defence)
+    if rung not in RUNGS:
+        raise ValueError(f"the attacker's knowledge must be one of {', '.join(RUNGS)}, got {rung!r}")
     x = image.detach().to(model.device, torch.float32)
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError("adaptive_demo takes one image, (3, S, S) or (1, 3, S, S)")
-    report = progress or (lambda frac, msg: None)
+    report = hooks.progress or (lambda frac, msg: None)
     eval_seed = fresh_seed(seed)
     with torch.no_grad():
         clean_probs = model(x).softmax(-1)
@@ -68,27 +80,21 @@ def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = No
     probs, preds, agreement = {"clean": clean_probs[0]}, {"clean": int(clean_probs.argmax(1))}, {}
 
     def defended(images, stage):
-        single = predict_probs(model, defend(model, images, config, generator=make_generator(eval_seed,
-                                                                                            model.device)))
-        ens = ensemble_predict(model, images, n=ensemble, config=config,
-                               generator=make_generator(eval_seed + 1, model.device))
+        with torch.no_grad():
+            single = predict_probs(model, defence.apply(images, make_generator(eval_seed, model.device)))
+        ens = ensemble_vote(model, defence, images, n=ensemble, generator=make_generator(eval_seed + 1, model.device))
         probs[f"{stage}_single"], preds[f"{stage}_single"] = single[0], int(single.argmax(1))
         probs[f"{stage}_ensemble"], preds[f"{stage}_ensemble"] = ens.mean_probs[0], int(ens.prediction[0])
         agreement[f"{stage}_ensemble"] = float(ens.agreement[0])
 
     defended(x, "clean")
     labels = torch.tensor([label], device=model.device)
-    from .exact import ExactEotGradient
-    from .ladder import RUNGS, UNDEFENDED
-
-    if rung not in RUNGS:
-        raise ValueError(f"the attacker's knowledge must be one of {', '.join(RUNGS)}, got {rung!r}")
-    eot = eot if rung.endswith("_eot") else 1
-    result = bpda_eot_attack(model, x, labels, eps=eps, steps=steps, eot=eot, targeted=targeted, loss=loss,
-                             target=None if target is None else [int(target)], seed=seed,
-                             config=UNDEFENDED if rung == "transfer" else config,
-                             gradient=ExactEotGradient(eot, config, loss) if rung == "exact_eot" else None,
-                             progress=lambda f, m: report(0.05 + 0.9 * f, m), should_stop=should_stop)
+    budget = settings if rung.endswith("_eot") else replace(settings, eot=1)
+    attacked = create_defence("none") if rung == "transfer" else defence
+    gradient = ExactEotGradient(budget.eot, defence, budget.loss) if rung == "exact_eot" else None
+    result = bpda_eot_attack(model, x, labels, attacked, budget, seed=seed,
+                             target=None if target is None else [int(target)], gradient=gradient,
+                             hooks=RunHooks(lambda f, m: report(0.05 + 0.9 * f, m), hooks.should_stop))
     if result.stopped:
         raise InterruptedError("the adaptive attack was stopped before it finished.")
     report(0.95, "defending the attacked photo")

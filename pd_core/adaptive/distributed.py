@@ -16,9 +16,9 @@ images in chunks of ``batch_images`` (the EOT seed of a chunk is ``derive_seed(s
    (the single process's batches whenever every file is readable; an unreadable file shifts the
    single process's batch boundaries, which can only matter at an argmax tie below 1e-5);
 2. ``eps`` units: one chunk of ``batch_images`` kept images × one ε, computed by the single
-   process's own functions (``_attack_all`` on that chunk, then ``_classify_defended``), giving per
+   process's own functions (:func:`~.evaluate.attack_chunks` on that chunk, then :func:`~.evaluate.classify_defended`), giving per
    image the three predictions, the vote's agreement and the float32 L∞ and |L2|. The driver
-   concatenates them in the kept order and forms the rows with the single process's ``_rows_at``,
+   concatenates them in the kept order and forms the rows with the single process's :func:`~.evaluate.curve_rows`,
    so predictions are exact and the means are the same float32 reductions;
 3. with ``ladder``: one unit per (loss, rung, ε) plus one for the clean judgement, each on *all*
    kept images, because :func:`run_ladder` attacks the whole set as one batch with one generator
@@ -43,10 +43,12 @@ from typing import Callable, Sequence
 import torch
 
 from ..evaluation.data import DEFAULT_TUNING_FRACTION, EvaluationError, Item
+from .evaluate import AttackableImages, curve_rows
+from .settings import AdaptiveSettings, DefenceSpec, ImageSelection, LadderSettings, RaySettings
 from .work_units import (AdaptiveSpec, AdaptiveUnit, AdaptiveWorker, attack_units, clean_units, item_names,
                          shard_schema, unit_key)
 
-__all__ = ["evaluate_adaptive_distributed", "AdaptiveSpec", "AdaptiveUnit", "AdaptiveWorker"]
+__all__ = ["evaluate_adaptive_distributed"]
 
 
 def _read(store: Path, keys: set[str]):
@@ -69,10 +71,10 @@ def _read(store: Path, keys: set[str]):
 class _Engine:
     """Runs unit lists on Ray actors through one :class:`Dispatcher` (started on the first work)."""
 
-    def __init__(self, spec: AdaptiveSpec, store: Path, ray: str, threads: int, workers: int | None,
-                 in_flight: int, max_attempts: int, on_progress):
-        self.spec, self.store, self.ray, self.threads, self.workers = spec, store, ray, max(1, int(threads)), workers
-        self.in_flight, self.max_attempts, self.on_progress = in_flight, max_attempts, on_progress
+    def __init__(self, spec: AdaptiveSpec, store: Path, ray: RaySettings, on_progress):
+        self.spec, self.store, self.ray, self.threads = spec, store, ray.target, max(1, int(ray.threads))
+        self.workers, self.in_flight, self.max_attempts = ray.workers, ray.in_flight, ray.max_attempts
+        self.on_progress = on_progress
         self.dispatcher = self.ray_mod = None
         self.started_here = False
         self.total = self.resumed = 0
@@ -141,106 +143,119 @@ def _kept(clean_rows: dict, units: list[AdaptiveUnit]) -> tuple[list[Item], int,
 
 def _curve_rows(spec: AdaptiveSpec, kept: list[Item], listed: int, units, rows, seconds: dict) -> list[dict]:
     """The rows of :func:`evaluate_adaptive`, from the per-image records of the ε units."""
-    from types import SimpleNamespace
-
-    from .evaluate import _rows_at
+    import pandas as pd
 
     order = {it.name: i for i, it in enumerate(kept)}
     labels = torch.tensor([it.label for it in kept], dtype=torch.long)
-    data = SimpleNamespace(items=kept, labels=labels, listed=listed, dropped=listed - len(kept))
+    data = AttackableImages(images=torch.empty(0), items=kept, labels=labels, listed=listed,
+                            dropped=listed - len(kept))
+    settings = spec.adaptive_settings()
     out = []
     for eps in spec.eps:
         frame = (rows[u.key] for u in units if u.eps == eps)
-        import pandas as pd
-
         per = pd.concat(list(frame)).assign(pos=lambda f: f["image"].map(order)).sort_values("pos")
         preds = {k: torch.tensor(per[f"pred_{k}"].astype(int).tolist()) for k in ("none", "single", "ens")}
         linf = torch.tensor(per["linf"].tolist(), dtype=torch.float32)
         l2 = torch.tensor(per["l2"].tolist(), dtype=torch.float32)
-        out += _rows_at(SimpleNamespace(name=spec.model), data, eps, preds, linf, l2, seconds.get(f"{eps}", 0.0),
-                        steps=spec.steps, eot=spec.eot, loss=spec.loss, step_size_fraction=spec.step_size_fraction,
-                        ensemble=spec.ensemble, seed=spec.seed)
+        out += curve_rows(spec.model, data, eps, preds, linf, l2, seconds.get(f"{eps}", 0.0), settings)
     return out
 
 
-def _ladder_rows(spec: AdaptiveSpec, units, rows) -> list[dict]:
+def _ladder_rows(spec: AdaptiveSpec, rungs: Sequence[str], units, rows) -> list[dict]:
     """The rows of :func:`run_ladder`, in its order (clean, then loss × rung × ε)."""
     settings = spec.ladder_settings()
     by_what = {(u.loss, u.rung, u.eps): json.loads(rows[u.key]["payload"].iloc[0]) for u in units}
     out = list(by_what[("", "", 0.0)])
     for loss in settings.losses:
-        for rung in settings.rungs:
+        for rung in rungs:
             for eps in settings.eps_255:
                 out += by_what[(loss, rung, eps)]
     return out
 
 
-def evaluate_adaptive_distributed(model_name: str, images, *, store, eps_list: Sequence[float] = (1, 2, 4, 8),
-                                  eot: int = 10, steps: int = 40, limit: int | None = None, seed: int = 0,
-                                  labels=None, config=None, step_size_fraction: float | None = None,
-                                  ensemble: int = 10, batch_images: int = 16, include_clean: bool = True,
-                                  tuning_fraction: float | None = None, loss: str = "ce", gradient: str = "bpda",
-                                  ladder=None, ray: str = "local:2", threads: int = 1, workers: int | None = None,
-                                  in_flight: int = 2, max_attempts: int = 3,
-                                  on_progress: Callable | None = None) -> dict:
-    """:func:`evaluate_adaptive` (or, with ``ladder`` a :class:`LadderSettings`, the ladder and its
-    checks) on Ray; the units' rows go to the shard folder ``store``.
+def _driver_defence(model_name: str, defence: DefenceSpec):
+    """The defence built in the driver, to plan its rungs and fail early on a bad name or plugin; a
+    defence that reads the classifier gets the model on the CPU (the workers build their own)."""
+    from ..defences.base import DefenceError
+    from ..models import load_model
 
-    The parameters are those of :func:`pd_core.adaptive.evaluate_adaptive`; ``ray``, ``threads``,
-    ``workers``, ``in_flight``, ``max_attempts`` and ``on_progress`` (a callback receiving
-    :class:`~pd_core.evaluation.dispatch.ProgressSnapshot`) those of
-    :func:`pd_core.evaluation.distributed.evaluate_distributed`.
+    try:
+        return defence.build(None)
+    except DefenceError as exc:
+        if "model" not in str(exc):
+            raise
+    return defence.build(load_model(model_name, device="cpu"))
 
-    Returns ``{"rows", "checks" (the ladder's, else []), "input_size", "distributed" (unit counts:
+
+def _spec(model_name: str, settings: AdaptiveSettings | LadderSettings, defence: DefenceSpec, params: dict
+          ) -> AdaptiveSpec:
+    """The workers' spec. For the ladder the flat fields repeat the ladder's budget (ε with 0, steps,
+    EOT, seed, vote), as the command line always gave them, so that stores keep their unit keys."""
+    if isinstance(settings, LadderSettings):
+        eps = tuple(sorted({0.0, *settings.eps_255}))
+        return AdaptiveSpec(model_name, eps, settings.steps, settings.eot, settings.seed, settings.ensemble,
+                            defence=params, ladder=settings.as_dict(), defence_source=defence.source)
+    s = settings
+    return AdaptiveSpec(model_name, s.eps_255, s.steps, s.eot, s.seed, s.ensemble, s.batch_images, s.loss, s.gradient,
+                        s.step_size_fraction, params, None, defence.source)
+
+
+def evaluate_adaptive_distributed(model_name: str, images, settings: AdaptiveSettings | LadderSettings, *, store,
+                                  defence: DefenceSpec = DefenceSpec(), selection: ImageSelection = ImageSelection(),
+                                  ray: RaySettings = RaySettings(), on_progress: Callable | None = None) -> dict:
+    """:func:`evaluate_adaptive` (``settings`` an :class:`AdaptiveSettings`) or, with a
+    :class:`LadderSettings`, the ladder and its checks, on Ray; the units' rows go to the shard
+    folder ``store``.
+
+    defence : the defence by name or plugin spec (each worker builds it, a plugin file must be
+    readable on every worker). selection : the images. ray : where and how (:class:`RaySettings`).
+    on_progress : a callback receiving :class:`~pd_core.evaluation.dispatch.ProgressSnapshot`.
+
+    Returns ``{"rows", "checks" (the ladder's, else []), "input_size", "defence" (the ladder's
+    :func:`~pd_core.adaptive.report_json.describe_defence`, else None), "distributed" (unit counts:
     units, resumed, computed, failed, retried), "seconds"}``.
     """
-    from ..defence import DefenceConfig
     from ..evaluation.data import evaluation_part, load_items
-    from ..evaluation.ray_cluster import parse_ray_target
     from ..evaluation.shards import meta_path
-    from .evaluate import _estimator
+    from .checks import Check
+    from .evaluate import make_estimator
+    from .ladder import rungs_for
 
-    config = config or DefenceConfig()
-    if min(int(eot), int(steps), int(ensemble), int(batch_images)) < 1:
-        raise EvaluationError("eot, steps, ensemble and batch_images must each be at least 1.")
-    eps_values = sorted({float(e) for e in eps_list} | ({0.0} if include_clean else set()))
-    if not eps_values or any(not (0 <= e <= 255) for e in eps_values):
-        raise EvaluationError("each ε must be between 0 and 255 (in /255 units).")
-    _estimator(gradient, int(eot), config, loss)  # an unknown gradient fails before any work
-    parse_ray_target(ray)
+    built = _driver_defence(model_name, defence)
+    ladder = settings if isinstance(settings, LadderSettings) else None
+    if ladder is None:
+        make_estimator(settings.gradient, settings.eot, built, settings.loss)  # fails before any work
     started = time.monotonic()
-    fraction = DEFAULT_TUNING_FRACTION if tuning_fraction is None else tuning_fraction
+    fraction = DEFAULT_TUNING_FRACTION if selection.tuning_fraction is None else selection.tuning_fraction
     # The single process's listing (labels.csv, WordNet-id prefixes or (path, label) pairs) and names.
-    evaluation = evaluation_part(load_items(images, labels), fraction, limit)
-    spec = AdaptiveSpec(model_name, tuple(eps_values), int(steps), int(eot), int(seed), int(ensemble),
-                        int(batch_images), loss, gradient, step_size_fraction, config.as_dict(),
-                        ladder.as_dict() if ladder is not None else None)
+    evaluation = evaluation_part(load_items(images, selection.labels_csv), fraction, selection.limit)
+    spec = _spec(model_name, settings, defence, built.identity()["params"])
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise EvaluationError(f"{store} is a file; give a folder for the shards.")
     store.mkdir(parents=True, exist_ok=True)
-    engine = _Engine(spec, store, ray, threads, workers, in_flight, max_attempts, on_progress)
+    engine = _Engine(spec, store, ray, on_progress)
+    rungs = rungs_for(built, ladder.rungs) if ladder is not None else ()
+    found, input_size, described = [], None, None
     try:
         first = clean_units(evaluation, spec)
         kept, readable, _ = _kept(engine.run(first), first)
-        units = attack_units(kept, spec)
+        units = attack_units(kept, spec, rungs)
         rows = engine.run(units)
-        found, input_size = [], None
         if ladder is None:
             result_rows = _curve_rows(spec, kept, len(evaluation), units, rows, engine.seconds)
         else:
-            result_rows = _ladder_rows(spec, units, rows)
+            result_rows = _ladder_rows(spec, rungs, units, rows)
             checks_unit = AdaptiveUnit(unit_key("checks", spec.digest(), *item_names(kept)), "checks", 0,
                                        "sanity checks", tuple(kept), rows=tuple(json.dumps(r) for r in result_rows))
             payload = json.loads(engine.run([checks_unit])[checks_unit.key]["payload"].iloc[0])
-            from .checks import Check
-
             found, input_size = [Check(**c) for c in payload["checks"]], payload["input_size"]
+            described = payload.get("defence")
     finally:
         engine.close()
     seconds = time.monotonic() - started
     meta = {"model": model_name, "spec": asdict(spec), "images": len(evaluation), "kept": len(kept),
-            "ray": ray, "threads": threads, "distributed": engine.counts(), "seconds": round(seconds, 1)}
+            "ray": ray.target, "threads": ray.threads, "distributed": engine.counts(), "seconds": round(seconds, 1)}
     meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
-    return {"rows": result_rows, "checks": found, "input_size": input_size, "distributed": engine.counts(),
-            "seconds": seconds}
+    return {"rows": result_rows, "checks": found, "input_size": input_size, "defence": described,
+            "distributed": engine.counts(), "seconds": seconds}

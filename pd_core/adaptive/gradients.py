@@ -1,18 +1,21 @@
-"""Gradient estimators for attacking the defence: BPDA, EOT and the losses they ascend (SPEC §3).
+"""Gradient estimators through any defence of the registry: BPDA, EOT and the losses they ascend (SPEC §3).
+
+A defence ``t`` is a :class:`~pd_core.defences.base.Defence`; the attacked function is ``f(t(x))``.
 
 - **BPDA** (Backward Pass Differentiable Approximation, Athalye, Carlini & Wagner, ICML 2018):
-  the defence ``defend(x) = denoise(deflect(x, R(x)))`` is run exactly in the forward pass, and
-  in the backward pass it is replaced by the identity, since ``defend(x) ≈ x``. The gradient used
-  for ``x`` is therefore the classifier's gradient evaluated *at the defended image*:
-  ``∇_x L(f(defend(x))) ≈ ∇_z L(f(z)) |_{z = defend(x)}``. The R-CAM map is part of the
-  defence: it is recomputed on the current adversarial image at every call (forward only).
-- **EOT** (Expectation over Transformation, Athalye et al., ICML 2018): the defence is random, so
-  the gradient of the expected loss is estimated by averaging the BPDA gradient over ``n``
-  independent defence samples, all run as one batch of N·n images.
+  the defence runs exactly in the forward pass (:meth:`~pd_core.defences.base.Defence.apply_copies`),
+  and in the backward pass it is replaced by its declared surrogate ``g ≈ t``
+  (:meth:`~pd_core.defences.base.Defence.surrogate`, the identity unless the defence says otherwise),
+  through :func:`~pd_core.defences.base.straight_through`. With the identity, the gradient used for
+  ``x`` is the classifier's gradient *at the defended image*: ``∇_z L(f(z)) |_{z = t(x)}``. A defence
+  that reads the classifier (pixel deflection's R-CAM map) recomputes what it reads on the current
+  iterate at every call (forward only).
+- **EOT** (Expectation over Transformation, Athalye et al., ICML 2018): a random defence is averaged
+  over ``n`` independent samples, all run as one batch of N·n images.
 
-A gradient estimator is anything with the signature of :meth:`BpdaEotGradient.__call__`; the
-attack loop (:func:`pd_core.adaptive.attack.bpda_eot_attack`) takes one as a parameter, so another
-estimator (an exact gradient through a differentiable defence, for instance) plugs in there.
+The exact-gradient estimator (draws fixed, autograd through the defence) is in :mod:`.exact`. A
+gradient estimator is anything with the signature of :class:`GradientEstimator`; the attack loop
+(:func:`pd_core.adaptive.attack.bpda_eot_attack`) takes one as a parameter.
 """
 from __future__ import annotations
 
@@ -22,23 +25,31 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from ..defence import DefenceConfig, defend_batch
-from ..randomness import make_generator
+from ..defences.base import Defence, straight_through
+from ..defences.registry import create_defence
 from ..models import Classifier
+from ..randomness import make_generator
+from .settings import check_loss
 
-LOSSES = ("ce", "margin")
+__all__ = ["GradientEstimator", "BpdaEotGradient", "bpda", "bpda_eot_gradient", "attack_loss",
+           "default_batch_size", "eot_chunks", "eot_inputs", "paper_defence"]
 
 
-def _default_batch_size(device: torch.device) -> int:
-    # Rows (defended copies) per forward+backward pass: bounds memory, not a Python loop per image.
-    # On the CPU small batches stay in cache: 8 rows ran ~2x faster per image than 32 here.
+def default_batch_size(device: torch.device) -> int:
+    """Rows (defended copies) per forward+backward pass: bounds memory, not a Python loop per image.
+    On the CPU small batches stay in cache: 8 rows ran ~2x faster per image than 32 here."""
     return 256 if device.type == "cuda" else 8
 
 
-def _eot_inputs(images: torch.Tensor, eot: int, loss: str, generator: torch.Generator | None,
-                seed: int | None) -> tuple[torch.Tensor, torch.Generator]:
-    """What both EOT estimators (this module's and :mod:`.exact`'s) check and default first: n ≥ 1
-    samples, a known loss, the generator (``generator`` wins over ``seed``); the detached images."""
+def paper_defence(model: Classifier, defence: Defence | None) -> Defence:
+    """``defence``, or pixel deflection with the paper's parameters on ``model`` when None."""
+    return defence if defence is not None else create_defence("pixel_deflection", model)
+
+
+def eot_inputs(images: torch.Tensor, eot: int, loss: str, generator: torch.Generator | None,
+               seed: int | None) -> tuple[torch.Tensor, torch.Generator]:
+    """What every EOT estimator checks and defaults first: n ≥ 1 samples, a known loss, the
+    generator (``generator`` wins over ``seed``); returns the detached images and the generator."""
     if eot < 1:
         raise ValueError(f"eot must be at least 1, got {eot}")
     check_loss(loss)
@@ -47,26 +58,14 @@ def _eot_inputs(images: torch.Tensor, eot: int, loss: str, generator: torch.Gene
     return images.detach(), generator
 
 
-def _eot_chunks(n: int, eot: int, batch_size: int | None, device: torch.device):
+def eot_chunks(n: int, eot: int, batch_size: int | None, device: torch.device):
     """``(start, stop, rows)`` over the N images in chunks of whole images (about ``batch_size``
-    defended rows, default :func:`_default_batch_size`), so each image's n copies are averaged in
+    defended rows, default :func:`default_batch_size`), so each image's n copies are averaged in
     one place; ``rows`` is the chunk's slice of the image-major N·n defended rows."""
-    per_chunk = max(1, (batch_size or _default_batch_size(device)) // eot)
+    per_chunk = max(1, (batch_size or default_batch_size(device)) // eot)
     for start in range(0, n, per_chunk):
         stop = min(n, start + per_chunk)
         yield start, stop, slice(start * eot, stop * eot)
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the defended image. Backward: the gradient passes to the input unchanged."""
-
-    @staticmethod
-    def forward(ctx, images: torch.Tensor, defended: torch.Tensor) -> torch.Tensor:
-        return defended.clone()
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        return grad_output, None
 
 
 def bpda(images: torch.Tensor, defended: torch.Tensor) -> torch.Tensor:
@@ -76,18 +75,10 @@ def bpda(images: torch.Tensor, defended: torch.Tensor) -> torch.Tensor:
     ignored. ``loss(model(bpda(x, defend(x)))).backward()`` puts the classifier's gradient at
     the defended image into ``x.grad``.
     """
-    if images.shape != defended.shape:
-        raise ValueError(f"images {tuple(images.shape)} and defended {tuple(defended.shape)} differ in shape")
-    return _StraightThrough.apply(images, defended.detach())
+    return straight_through(images, defended)
 
 
-def check_loss(loss: str) -> None:
-    """Raise ``ValueError`` unless ``loss`` names one of :data:`LOSSES`."""
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-
-
-def _attack_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool, loss: str = "ce") -> torch.Tensor:
+def attack_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool, loss: str = "ce") -> torch.Tensor:
     """Per-row loss the attack *ascends*.
 
     ``"ce"``: cross-entropy of the true label (untargeted), or −cross-entropy of the target.
@@ -106,7 +97,7 @@ def _attack_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool, los
 
 
 def bpda_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Tensor, eot: int = 1,
-                      config: DefenceConfig | None = None, *, generator: torch.Generator | None = None,
+                      defence: Defence | None = None, *, generator: torch.Generator | None = None,
                       seed: int | None = 0, targeted: bool = False, batch_size: int | None = None,
                       loss: str = "ce"):
     """EOT average of the BPDA gradient of the attack loss, one defence batch of N·eot images.
@@ -114,32 +105,34 @@ def bpda_eot_gradient(model: Classifier, images: torch.Tensor, labels: torch.Ten
     Parameters
     ----------
     images : (N, 3, S, S) in [0, 1] on the model's device (the current adversarial images).
-    labels : (N,) int64, the true labels (untargeted: their CE is ascended) or the targets
-        (``targeted=True``: their CE is descended; the returned gradient is that of −CE).
-    eot : n ≥ 1 independent defence samples per image, drawn by :func:`defend_batch` (one R-CAM
-        forward pass per image on ``images``, then n deflect + denoise samples).
+    labels : (N,) int64, the true labels (untargeted: their loss is ascended) or the targets
+        (``targeted=True``: the returned gradient is that of −CE).
+    eot : n ≥ 1 defence samples per image (:meth:`Defence.apply_copies`; a deterministic defence
+        gives n equal copies).
+    defence : the defence attacked (default: pixel deflection with the paper's parameters).
     generator / seed : the randomness of the defence samples (``generator`` wins).
     batch_size : rows per forward+backward pass (memory bound); the default suits the device.
-    loss : ``"ce"`` or ``"margin"`` (see :func:`_attack_loss`).
+    loss : ``"ce"`` or ``"margin"`` (see :func:`attack_loss`).
 
     Returns
     -------
-    grad : (N, 3, S, S) ``(1/n) Σ_j ∇_z loss(f(z)) |_{z = defend_j(x)}``, the BPDA gradient.
+    grad : (N, 3, S, S) ``(1/n) Σ_j ∇_x loss(f(g(x))) |`` with ``f`` evaluated at ``t_j(x)`` (BPDA).
     loss : (N,) the attack loss averaged over the n samples.
     votes : (N, n) top-1 class of the classifier on each defended sample.
     """
-    images, generator = _eot_inputs(images, eot, loss, generator, seed)
+    images, generator = eot_inputs(images, eot, loss, generator, seed)
+    defence = paper_defence(model, defence)
     n = images.shape[0]
     with torch.no_grad():
-        defended = defend_batch(model, images, eot, config, generator=generator)  # (N·eot, ...)
+        defended = defence.apply_copies(images, eot, generator)  # (N·eot, ...), image-major
     labels_rep = labels.repeat_interleave(eot)
     grads, losses, votes = [], [], []
     with torch.enable_grad():
-        for start, stop, rows in _eot_chunks(n, eot, batch_size, images.device):
+        for start, stop, rows in eot_chunks(n, eot, batch_size, images.device):
             x = images[start:stop].clone().requires_grad_(True)
-            z = bpda(x.repeat_interleave(eot, dim=0), defended[rows])
+            z = straight_through(defence.surrogate(x.repeat_interleave(eot, dim=0)), defended[rows])
             logits = model(z)
-            value = _attack_loss(logits, labels_rep[rows], targeted, loss).view(stop - start, eot).mean(1)
+            value = attack_loss(logits, labels_rep[rows], targeted, loss).view(stop - start, eot).mean(1)
             # Gradient w.r.t. the input only: the model's parameters are frozen and never get .grad.
             (grad,) = torch.autograd.grad(value.sum(), x)
             grads.append(grad)
@@ -166,16 +159,17 @@ class GradientEstimator(Protocol):
 class BpdaEotGradient:
     """The BPDA+EOT estimator (:func:`bpda_eot_gradient`) with its settings bound.
 
-    eot : defence samples averaged per call. config : the defence attacked (paper defaults when
-    None). loss : ``"ce"`` or ``"margin"``. batch_size : rows per forward+backward pass.
+    eot : defence samples averaged per call. defence : the defence attacked (pixel deflection with
+    the paper's parameters when None). loss : ``"ce"`` or ``"margin"``. batch_size : rows per
+    forward+backward pass.
     """
 
     eot: int = 1
-    config: DefenceConfig | None = None
+    defence: Defence | None = None
     loss: str = "ce"
     batch_size: int | None = None
 
     def __call__(self, model: Classifier, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return bpda_eot_gradient(model, images, goal, self.eot, self.config, generator=generator,
+        return bpda_eot_gradient(model, images, goal, self.eot, self.defence, generator=generator,
                                  targeted=targeted, batch_size=self.batch_size, loss=self.loss)

@@ -94,7 +94,8 @@ def read_adaptive_csv(source) -> list[dict]:
     return out
 
 
-DEFENCE_TITLES = {"none": "no defence", "single": "defended, one run", "ens10": "Ens-10 (vote of 10 runs)"}
+#: The curve's lines: how each adversarial image is judged (the rows' ``defence`` column).
+JUDGE_TITLES = {"none": "no defence", "single": "defended, one run", "ens10": "Ens-10 (vote of 10 runs)"}
 
 
 def accuracy_curve_figure(rows: list[dict], title: str | None = None, height: int = 360):
@@ -108,7 +109,7 @@ def accuracy_curve_figure(rows: list[dict], title: str | None = None, height: in
         pts = sorted((r for r in rows if r["defence"] == name), key=lambda r: r["eps_255"])
         acc = [100 * r["accuracy"] for r in pts]
         fig.add_trace(go.Scatter(
-            x=[r["eps_255"] for r in pts], y=acc, mode="lines+markers", name=DEFENCE_TITLES.get(name, name),
+            x=[r["eps_255"] for r in pts], y=acc, mode="lines+markers", name=JUDGE_TITLES.get(name, name),
             line=dict(color=colours.get(name)),
             error_y=dict(type="data", symmetric=False,
                          array=[100 * r["ci_high"] - a for r, a in zip(pts, acc)],
@@ -150,8 +151,6 @@ CHECK_EXPLANATIONS = {
     "fresh_randomness_agrees": "The attack's own estimate of its success must match a fresh, independent "
                                "run of the defence.",
 }
-DEFENCE_NAMES = {"pixel_deflection": "Pixel deflection (the paper's defence)", "jpeg75": "JPEG, quality 75",
-                 "undefended": "No defence"}
 _RUNG_COLOURS = {"transfer": "#7986a8", "bpda": "#ef6c00", "bpda_eot": "#c62828", "exact_eot": "#6a1b9a"}
 
 
@@ -236,7 +235,7 @@ SMALL_N = 30
 
 def verdict_details(report: dict, eps_255: float = 4.0) -> dict:
     """The report's plain-language ``verdict`` with what backs it: the ε it speaks of (the evaluated
-    budget closest to ``eps_255``, as :func:`pd_core.adaptive.report_json.verdict` picks it), the
+    budget closest to ``eps_255``, as :func:`pd_core.adaptive.report_json.robustness_verdict` picks it), the
     strongest attack there, ``n``, the kept accuracy and its Wilson 95% interval, and a ``caveat``
     sentence when ``n`` is below :data:`SMALL_N` (else ``None``)."""
     row = min(report["robust"], key=lambda r: (abs(r["eps_255"] - eps_255), r["eps_255"]))
@@ -253,14 +252,14 @@ def verdict_details(report: dict, eps_255: float = 4.0) -> dict:
 def looks_versus_is(reports: dict[str, dict], eps_255: float = 4.0) -> list[dict]:
     """Per defence (name -> report), at the evaluated ε closest to ``eps_255``: accuracy without attack,
     against the transfer attack ("looks robust") and against the strongest rung ("is robust"), on
-    one defended run."""
+    one defended run; the defence's title is the report's (its registry entry's)."""
     table = []
     for name, report in reports.items():
         eps = min(report["eps_255"], key=lambda e: (abs(e - eps_255), e))
         single = [a for a in report["attacks"] if a["eps_255"] == eps and a["defence"] == "single"]
         transfer = [a["accuracy"] for a in single if a["rung"] == "transfer"]
         strongest = min(single, key=lambda a: a["correct"])
-        table.append({"defence": DEFENCE_NAMES.get(name, name), "ε (/255)": eps,
+        table.append({"defence": report["defence"].get("title", name), "ε (/255)": eps,
                       "without attack": report["clean"]["single"]["accuracy"],
                       "looks robust (transfer)": min(transfer) if transfer else float("nan"),
                       "is robust (strongest attack)": strongest["accuracy"],

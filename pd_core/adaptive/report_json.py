@@ -6,9 +6,12 @@ Schema ``pd-lab/adaptive-report/1`` (:data:`REPORT_SCHEMA`, a JSON Schema, draft
       "schema": "pd-lab/adaptive-report/1",
       "created": ISO 8601 time (UTC),
       "model": {"name": str, "input_size": int},
-      "defence": {"name": str, "parameters": {DefenceConfig fields}},
-      "threat_model": "Linf",
-      "eps": [ε in [0, 1] units], "eps_255": [the same in /255],
+      "defence": {"name": str, "title": str, "citation": str, "randomised": bool,
+                  "gradient": "exact" | "bpda", "surrogate": str, "parameters": {its parameters}},
+      "threat_model": "Linf" | "L2",
+      "eps": [ε in [0, 1] units (L∞) or as a normalised L2 ‖δ‖₂/‖x‖₂],
+      "eps_255": [the budgets as the rows give them: /255 for L∞; the normalised L2 itself for L2],
+      "rungs": [the rungs this defence was attacked with (:func:`pd_core.adaptive.ladder.rungs_for`)],
       "n": images evaluated (all classified correctly by the undefended model),
       "clean": {"single": ACC, "ens<k>": ACC},            # accuracy of the defence without attack
       "robust": [{"eps_255": float, "single": ACC, "ens<k>": ACC, "attack": rung name}],
@@ -17,7 +20,7 @@ Schema ``pd-lab/adaptive-report/1`` (:data:`REPORT_SCHEMA`, a JSON Schema, draft
                    "ci_high", "correct", "n", "attack_estimate"}],   # every ladder row
       "settings": {LadderSettings fields},
       "checks": [{"name", "status": "pass" | "warn", "message", "numbers"}],
-      "verdict": one plain-language sentence (:func:`verdict`),
+      "verdict": one plain-language sentence (:func:`robustness_verdict`),
       "software": {"python", "torch", "numpy", "pd_core", "git_commit"}
     }
 
@@ -33,11 +36,15 @@ import platform
 from pathlib import Path
 from typing import Sequence
 
-from ..defence import DefenceConfig
+from ..defences.base import Defence
 from .checks import Check
-from .ladder import LadderSettings, worst_case
+from .settings import LadderSettings, budget_title
 
-__all__ = ["REPORT_SCHEMA", "SCHEMA_ID", "build_report", "validate_report", "write_report", "verdict"]
+__all__ = ["REPORT_SCHEMA", "SCHEMA_ID", "build_report", "validate_report", "write_report", "robustness_verdict",
+           "describe_defence", "worst_case", "THREAT_MODELS"]
+
+#: The report's name of each threat model (``LadderSettings.norm``).
+THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
 
 SCHEMA_ID = "pd-lab/adaptive-report/1"
 
@@ -59,8 +66,9 @@ REPORT_SCHEMA = {
         "model": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
         "defence": {"type": "object", "required": ["name", "parameters"],
                     "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}},
-        "threat_model": {"const": "Linf"},
-        "eps": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 1},
+        "threat_model": {"enum": ["Linf", "L2"]},
+        "eps": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 10}, "minItems": 1},
+        "rungs": {"type": "array", "items": {"enum": ["transfer", "bpda", "bpda_eot", "exact_eot"]}},
         "eps_255": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 255}, "minItems": 1},
         "n": {"type": "integer", "minimum": 1},
         "clean": {"type": "object", "required": ["single"], "additionalProperties": _ACC},
@@ -90,21 +98,49 @@ def _acc(row: dict) -> dict:
     return {k: row[k] for k in ("accuracy", "ci_low", "ci_high", "correct", "n")}
 
 
-def verdict(robust: Sequence[dict], clean_accuracy: float, eps_255: float = 4.0) -> str:
-    """One sentence a non-programmer understands: what the defence keeps against an attacker who
-    knows it, at ``eps_255`` (or the closest budget evaluated)."""
+def worst_case(rows: Sequence[dict], defence: str = "single") -> dict[float, dict]:
+    """Per ε, the row of the strongest attack (lowest accuracy) over rungs and losses, judged by
+    ``defence`` (``single`` or ``ens<k>``): the robust accuracy a leaderboard reports, since an
+    evaluation is as strong as its best attack."""
+    best: dict[float, dict] = {}
+    for row in rows:
+        if row["defence"] != defence or row["rung"] == "clean":
+            continue
+        if row["eps_255"] not in best or row["correct"] < best[row["eps_255"]]["correct"]:
+            best[row["eps_255"]] = row
+    return dict(sorted(best.items()))
+
+
+def describe_defence(defence: Defence) -> dict:
+    """What the report says of the defence judged: its entry (name, title, citation, randomised,
+    gradient path and surrogate) and the parameters it ran with."""
+    info = defence.info
+    return {"name": defence.name, "title": defence.title, "citation": info.citation,
+            "randomised": bool(defence.randomised), "gradient": defence.gradient, "surrogate": info.surrogate,
+            "parameters": defence.identity()["params"]}
+
+
+def robustness_verdict(robust: Sequence[dict], clean_accuracy: float, transfer: dict[float, float] | None = None,
+                       *, title: str = "The defence", eps_255: float = 4.0, norm: str = "linf") -> str:
+    """One sentence a non-programmer understands, for any defence: what it seems to keep against an
+    attacker who ignores it (``transfer``: accuracy per ε, "looks robust") and what it keeps against
+    the strongest rung (``robust``: the report's worst cases, "is robust"), at ``eps_255`` (or the
+    closest budget evaluated)."""
     if not robust:
         return "No attack was run, so nothing can be said about the defence's robustness."
     row = min(robust, key=lambda r: (abs(r["eps_255"] - eps_255), r["eps_255"]))
     kept = row["single"]["accuracy"]
     if kept < 0.1:
-        judgement = "it gives no real protection"
+        judgement = "it gives no real protection against an attacker who knows it"
     elif kept < 0.5 * clean_accuracy:
-        judgement = "it gives some protection, but most images can still be fooled"
+        judgement = "it gives some protection, but most images can still be fooled by an attacker who knows it"
     else:
-        judgement = "it keeps most of its accuracy against this attack (check the warnings before trusting it)"
-    return (f"Against an attacker who knows the defence, it keeps {kept:.0%} accuracy at "
-            f"{row['eps_255']:g}/255 (without attack: {clean_accuracy:.0%}): {judgement}.")
+        judgement = "it keeps most of its accuracy against every attack tried (check the warnings before trusting it)"
+    looks = (transfer or {}).get(row["eps_255"])
+    looks_text = f"looks robust: {looks:.0%} (transfer), " if looks is not None else ""
+    attack = f": {row['attack']}" if row.get("attack") else ""
+    return (f"{title} at {budget_title(row['eps_255'], norm)} {looks_text}is robust: {kept:.0%} (worst rung{attack}); "
+            f"without attack {clean_accuracy:.0%}: {judgement}.")
 
 
 def _software() -> dict:
@@ -130,30 +166,37 @@ def _software() -> dict:
 
 
 def build_report(rows: list[dict], checks: Sequence[Check], *, model_name: str, input_size: int | None,
-                 defence_name: str, config: DefenceConfig, settings: LadderSettings) -> dict:
-    """The report (schema :data:`REPORT_SCHEMA`) of a ladder's ``rows`` (:func:`run_ladder`) and its checks."""
+                 defence: dict, settings: LadderSettings) -> dict:
+    """The report (schema :data:`REPORT_SCHEMA`) of a ladder's ``rows``
+    (:func:`pd_core.adaptive.ladder.run_ladder`) and its checks; ``defence`` is
+    :func:`describe_defence` of the defence judged."""
     ens = f"ens{settings.ensemble}"
     clean = {r["defence"]: _acc(r) for r in rows if r["rung"] == "clean"}
     singles, votes = worst_case(rows, "single"), worst_case(rows, ens)
     robust = [{"eps_255": e, "attack": f"{row['rung']}/{row['loss']}", "single": _acc(row),
                **({ens: _acc(votes[e])} if e in votes else {})} for e, row in singles.items()]
     attacks = [{k: v for k, v in r.items() if k != "loss_history"} for r in rows if r["rung"] != "clean"]
-    n = rows[0]["n"]
+    transfer = {e: min(a["accuracy"] for a in attacks if a["rung"] == "transfer" and a["eps_255"] == e
+                       and a["defence"] == "single") for e in {a["eps_255"] for a in attacks if a["rung"] == "transfer"}}
+    linf = settings.norm == "linf"
+    clean_accuracy = clean.get("single", {}).get("accuracy", float("nan"))
     return {
         "schema": SCHEMA_ID,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": model_name, "input_size": input_size},
-        "defence": {"name": defence_name, "parameters": config.as_dict()},
-        "threat_model": "Linf",
-        "eps": [e / 255 for e in settings.eps_255],
+        "defence": dict(defence),
+        "threat_model": THREAT_MODELS[settings.norm],
+        "eps": [e / 255 if linf else e for e in settings.eps_255],
         "eps_255": list(settings.eps_255),
-        "n": n,
+        "rungs": list(dict.fromkeys(a["rung"] for a in attacks)),
+        "n": rows[0]["n"],
         "clean": clean,
         "robust": robust,
         "attacks": attacks,
         "settings": settings.as_dict(),
         "checks": [c.as_dict() for c in checks],
-        "verdict": verdict(robust, clean.get("single", {}).get("accuracy", float("nan"))),
+        "verdict": robustness_verdict(robust, clean_accuracy, transfer, title=defence.get("title", "The defence"),
+                                      norm=settings.norm),
         "software": _software(),
     }
 

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 
 from ..evaluation.data import Item
+from .settings import AdaptiveSettings, DefenceSpec, LadderSettings
 
 __all__ = ["AdaptiveSpec", "AdaptiveUnit", "AdaptiveWorker", "clean_units", "attack_units", "shard_schema",
            "SHARD_COLUMNS", "CLEAN_BATCH", "unit_key", "item_names"]
@@ -49,23 +50,30 @@ class AdaptiveSpec:
     loss: str = "ce"
     gradient: str = "bpda"
     step_size_fraction: float | None = None
-    defence: dict = field(default_factory=dict)
+    defence: dict = field(default_factory=dict)  # the defence's parameters
     ladder: dict | None = None  # LadderSettings.as_dict() for the ladder
+    defence_source: str = "pixel_deflection"  # registry name or plugin spec (DefenceSpec.source)
 
-    def config(self):
-        from ..defence import DefenceConfig
+    def defence_spec(self) -> DefenceSpec:
+        return DefenceSpec(self.defence_source, dict(self.defence))
 
-        return DefenceConfig(**self.defence) if self.defence else DefenceConfig()
+    def adaptive_settings(self) -> AdaptiveSettings:
+        return AdaptiveSettings(eps_255=tuple(e for e in self.eps if e > 0) or (0.0,), steps=self.steps,
+                                eot=self.eot, loss=self.loss, gradient=self.gradient,
+                                step_size_fraction=self.step_size_fraction, ensemble=self.ensemble,
+                                batch_images=self.batch_images, include_clean=0.0 in self.eps, seed=self.seed)
 
-    def ladder_settings(self):
-        from .ladder import LadderSettings
-
+    def ladder_settings(self) -> LadderSettings:
         return LadderSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.ladder.items()})
 
     def digest(self, one_unit: bool = False) -> str:
         """The settings as text, for unit keys. ``one_unit``: without the lists of budgets, losses
-        and rungs (a unit has its own), so adding a budget to a finished run only computes the new one."""
+        and rungs (a unit has its own), so adding a budget to a finished run only computes the new one.
+        The defence's source is left out when it is pixel deflection, so that stores written before
+        the field existed keep their keys."""
         settings = asdict(self)
+        if settings["defence_source"] == "pixel_deflection":
+            settings.pop("defence_source")
         if one_unit:
             settings.pop("eps")
             if settings["ladder"] is not None:
@@ -105,8 +113,9 @@ def clean_units(evaluation: Sequence[Item], spec: AdaptiveSpec) -> list[Adaptive
             for i in range(0, len(evaluation), CLEAN_BATCH)]
 
 
-def attack_units(kept: Sequence[Item], spec: AdaptiveSpec) -> list[AdaptiveUnit]:
-    """The ε units (or the ladder's), largest cost first (the strongest budgets, then chunk order)."""
+def attack_units(kept: Sequence[Item], spec: AdaptiveSpec, rungs: Sequence[str] = ()) -> list[AdaptiveUnit]:
+    """The ε units (or the ladder's, one per loss × rung of ``rungs`` × ε), largest cost first (the
+    strongest budgets, then chunk order)."""
     digest = spec.digest(one_unit=True)
     if spec.ladder is None:
         b = spec.batch_images
@@ -118,7 +127,7 @@ def attack_units(kept: Sequence[Item], spec: AdaptiveSpec) -> list[AdaptiveUnit]
     settings, names = spec.ladder_settings(), item_names(kept)
     units = [AdaptiveUnit(unit_key("ladder-clean", digest, *names), "ladder", 0, "clean judgement", tuple(kept))]
     for loss in settings.losses:
-        for rung in settings.rungs:
+        for rung in rungs:
             eot = settings.eot if rung.endswith("_eot") else 1
             units += [AdaptiveUnit(unit_key("ladder", digest, loss, rung, eps, *names), "ladder", 0,
                                    f"{rung} · {loss} · ε {eps:g}", tuple(kept), eps=eps, rung=rung, loss=loss,
@@ -139,6 +148,7 @@ class AdaptiveWorker:
             torch.set_num_threads(max(1, int(threads)))
         self.spec = spec
         self.model = load_model(spec.model, device=device)
+        self.defence = spec.defence_spec().build(self.model)  # a plugin is loaded again here
         self.writer = ShardWriter(store, name, schema=shard_schema())
         self.cache: dict[tuple, tuple] = {}
 
@@ -172,49 +182,37 @@ class AdaptiveWorker:
                 + [{"image": name, "correct": -1, "payload": reason} for name, reason in bad.items()])
 
     def _eps(self, unit: AdaptiveUnit) -> list[dict]:
-        """The single process's chunk: ``_attack_all`` on this chunk only, then ``_classify_defended``."""
-        from .evaluate import _attack_all, _Attackable, _classify_defended, _Progress
+        """The single process's chunk: :func:`attack_chunks` on this chunk only, then :func:`classify_defended`."""
+        from .evaluate import AttackableImages, ImageStepProgress, attack_chunks, classify_defended
 
-        s, config = self.spec, self.spec.config()
+        settings = self.spec.adaptive_settings()
         x, labels, good, _ = self._images(unit.items)
-        data = _Attackable(images=x, labels=labels, items=list(good), listed=len(good), dropped=0)
-        adv, linf, l2 = _attack_all(self.model, data, unit.eps, _Progress(lambda f, m: None, 1), steps=s.steps,
-                                    eot=s.eot, config=config, step_size_fraction=s.step_size_fraction, seed=s.seed,
-                                    batch_images=s.batch_images, should_stop=None, loss=s.loss, gradient=s.gradient)
-        preds = _classify_defended(self.model, adv, data.items, unit.eps, config=config, ensemble=s.ensemble,
-                                   seed=s.seed, batch_images=s.batch_images)
+        data = AttackableImages(images=x, labels=labels, items=list(good), listed=len(good), dropped=0)
+        adv, linf, l2 = attack_chunks(self.model, data, unit.eps, self.defence, settings,
+                                      ImageStepProgress(lambda f, m: None, 1))
+        preds = classify_defended(self.model, adv, data.items, unit.eps, self.defence, settings)
         cols = [t.tolist() for t in (preds["none"], preds["single"], preds["ens"], preds["agreement"], linf, l2)]
         return [{"image": it.name, "label": it.label, "eps_255": unit.eps, "pred_none": a, "pred_single": b,
                  "pred_ens": c, "agreement": d, "linf": e, "l2": f} for it, a, b, c, d, e, f in zip(good, *cols)]
 
     def _ladder(self, unit: AdaptiveUnit) -> list[dict]:
         """The rows :func:`run_ladder` makes for one (loss, rung, ε), or its two clean rows."""
-        from .ladder import _row, attack_rung, judge
+        from .ladder import clean_rows, rung_rows
 
-        settings, config = self.spec.ladder_settings(), self.spec.config()
-        x, labels, good, _ = self._images(unit.items)
-        n, ens_name = x.shape[0], f"ens{settings.ensemble}"
+        settings = self.spec.ladder_settings()
+        x, labels, _, _ = self._images(unit.items)
         if not unit.rung:
-            clean = judge(self.model, x, labels, config, ensemble=settings.ensemble, seed=settings.seed)
-            rows = [_row("clean", "", 0.0, "single", clean["single"], n, steps=0, eot=0),
-                    _row("clean", "", 0.0, ens_name, clean["ens"], n, steps=0, eot=0)]
+            rows = clean_rows(self.model, x, labels, self.defence, settings)
         else:
-            result = attack_rung(self.model, x, labels, unit.rung, eps=unit.eps / 255, steps=settings.steps,
-                                 eot=settings.eot, loss=unit.loss, config=config, seed=settings.seed)
-            verdict = judge(self.model, result.adversarial, labels, config, ensemble=settings.ensemble,
-                            seed=settings.seed)
-            extra = dict(steps=settings.steps, eot=settings.eot if unit.rung.endswith("_eot") else 1,
-                         attack_estimate=float(result.eot_fooled.mean()),
-                         loss_history=[float(v) for v in result.loss_history])
-            rows = [_row(unit.rung, unit.loss, unit.eps, "single", verdict["single"], n, **extra),
-                    _row(unit.rung, unit.loss, unit.eps, ens_name, verdict["ens"], n, **extra)]
+            rows = rung_rows(self.model, x, labels, unit.rung, unit.loss, unit.eps, self.defence, settings)
         return [{"payload": json.dumps(rows)}]
 
     def _checks(self, unit: AdaptiveUnit) -> list[dict]:
         from .ladder import ladder_checks
+        from .report_json import describe_defence
 
         x, labels, _, _ = self._images(unit.items)
-        found = ladder_checks(self.model, x, labels, [json.loads(r) for r in unit.rows],
-                              self.spec.ladder_settings(), self.spec.config())
-        return [{"payload": json.dumps({"checks": [asdict(c) for c in found],
-                                        "input_size": self.model.input_size})}]
+        found = ladder_checks(self.model, x, labels, [json.loads(r) for r in unit.rows], self.defence,
+                              self.spec.ladder_settings())
+        return [{"payload": json.dumps({"checks": [asdict(c) for c in found], "input_size": self.model.input_size,
+                                        "defence": describe_defence(self.defence)})}]
