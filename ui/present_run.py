@@ -158,7 +158,8 @@ def compute_presentation(model, image: torch.Tensor, label: int | None, *, confi
     """
     import time
 
-    from pd_core.adaptive import adaptive_demo
+    from pd_core.adaptive import PgdSettings, RunHooks, adaptive_demo
+    from pd_core.defences import create_defence
     from pd_core.story import attack_and_defend
 
     report = progress or (lambda fraction, message: None)
@@ -169,10 +170,11 @@ def compute_presentation(model, image: torch.Tensor, label: int | None, *, confi
                               progress=lambda f, m: report(0.45 * f, m), should_stop=should_stop)
     seconds["story"] = time.perf_counter() - t
     t = time.perf_counter()
-    adaptive = adaptive_demo(model, image, story.label, eps=ADAPTIVE_EPS_255 / 255, steps=ADAPTIVE_STEPS,
-                             eot=ADAPTIVE_EOT, config=config, seed=seed, ensemble=n_ensemble,
-                             progress=lambda f, m: report(0.45 + 0.5 * f, "adaptive attack: " + m),
-                             should_stop=should_stop)
+    budget = PgdSettings(eps=ADAPTIVE_EPS_255 / 255, steps=ADAPTIVE_STEPS, eot=ADAPTIVE_EOT)
+    defence = create_defence("pixel_deflection", model, config=config)
+    adaptive = adaptive_demo(model, image, story.label, defence, budget, seed=seed, ensemble=n_ensemble,
+                             hooks=RunHooks(lambda f, m: report(0.45 + 0.5 * f, "adaptive attack: " + m),
+                                            should_stop))
     seconds["adaptive"] = time.perf_counter() - t
     t = time.perf_counter()
     report(0.96, "drawing the pictures")

@@ -31,7 +31,7 @@ from .attack import ProgressCallback, bpda_eot_attack
 from .exact import ExactEotGradient
 from .gradients import BpdaEotGradient, paper_defence
 from .report import write_csv
-from .settings import AdaptiveSettings, ImageSelection, PgdSettings, RunHooks
+from .settings import AdaptiveSettings, ImageSelection, PgdSettings, RunHooks, check_gradient
 
 __all__ = ["evaluate_adaptive", "AttackableImages", "ImageStepProgress", "attackable_images", "make_estimator",
            "attack_chunks", "classify_defended", "curve_rows", "reads_map"]
@@ -79,8 +79,7 @@ def attackable_images(model: Classifier, items, selection: ImageSelection, repor
 def make_estimator(gradient: str, eot: int, defence: Defence, loss: str):
     """The gradient estimator named ``gradient`` (``"bpda"`` or ``"exact"``) on ``defence``; the exact
     one only where the defence declares an exact gradient (:class:`EvaluationError` otherwise)."""
-    if gradient not in ("bpda", "exact"):
-        raise EvaluationError(f"gradient must be 'bpda' or 'exact', got {gradient!r}.")
+    check_gradient(gradient)
     if gradient == "exact" and defence.gradient != "exact":
         raise EvaluationError(f"{defence.title} has no exact gradient (its entry declares BPDA through "
                               f"{defence.info.surrogate}): use the bpda gradient.")

@@ -29,7 +29,7 @@ from ..defences.base import Defence, straight_through
 from ..defences.registry import create_defence
 from ..models import Classifier
 from ..randomness import make_generator
-from .settings import check_loss
+from .settings import check_at_least_one, check_loss
 
 __all__ = ["GradientEstimator", "BpdaEotGradient", "bpda", "bpda_eot_gradient", "attack_loss",
            "default_batch_size", "eot_chunks", "eot_inputs", "paper_defence"]
@@ -50,8 +50,7 @@ def eot_inputs(images: torch.Tensor, eot: int, loss: str, generator: torch.Gener
                seed: int | None) -> tuple[torch.Tensor, torch.Generator]:
     """What every EOT estimator checks and defaults first: n ≥ 1 samples, a known loss, the
     generator (``generator`` wins over ``seed``); returns the detached images and the generator."""
-    if eot < 1:
-        raise ValueError(f"eot must be at least 1, got {eot}")
+    check_at_least_one(eot=eot)
     check_loss(loss)
     if generator is None:
         generator = make_generator(seed, images.device)

@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 __all__ = ["NORMS", "LOSSES", "GRADIENTS", "RUNGS", "PgdSettings", "AdaptiveSettings", "LadderSettings",
-           "ImageSelection", "DefenceSpec", "RaySettings", "RunHooks", "SettingsError", "check_loss",
+           "ImageSelection", "DefenceSpec", "RaySettings", "RunHooks", "SettingsError", "check_loss", "check_gradient",
+           "check_at_least_one",
            "budget_title"]
 
 NORMS = ("linf", "l2")
@@ -50,6 +51,20 @@ def check_loss(loss: str) -> None:
     """Raise :class:`SettingsError` unless ``loss`` names one of :data:`LOSSES`."""
     if loss not in LOSSES:
         raise SettingsError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+
+
+def check_gradient(gradient: str) -> None:
+    """Raise :class:`SettingsError` unless ``gradient`` names one of :data:`GRADIENTS`."""
+    if gradient not in GRADIENTS:
+        raise SettingsError(f"gradient must be 'bpda' or 'exact', got {gradient!r}.")
+
+
+def check_at_least_one(**counts) -> None:
+    """Raise :class:`SettingsError` naming the counts (eot, steps, ensemble, ...) below 1."""
+    low = [name for name, value in counts.items() if int(value) < 1]
+    if low:
+        names = ", ".join(counts) + (" must each be" if len(counts) > 1 else " must be")
+        raise SettingsError(f"{names} at least 1 (got {low[0]} = {counts[low[0]]}).")
 
 
 def _check_norm(norm: str) -> None:
@@ -101,8 +116,9 @@ class PgdSettings:
         top = 1 if self.norm == "linf" else 10
         if not math.isfinite(eps) or not (0 <= eps <= top):
             raise SettingsError(f"eps must be between 0 and {top} (e.g. 4/255), got {self.eps}")
-        if steps < 0 or eot < 1:
-            raise SettingsError("steps must be ≥ 0 and eot ≥ 1")
+        if steps < 0:
+            raise SettingsError(f"steps must be ≥ 0, got {steps}")
+        check_at_least_one(eot=eot)
         check_loss(self.loss)
         step = 2.5 * eps / max(steps, 1) if self.step_size is None else float(self.step_size)
         if step < 0 or not math.isfinite(step):
@@ -136,11 +152,9 @@ class AdaptiveSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if min(int(self.eot), int(self.steps), int(self.ensemble), int(self.batch_images)) < 1:
-            raise SettingsError("eot, steps, ensemble and batch_images must each be at least 1.")
+        check_at_least_one(eot=self.eot, steps=self.steps, ensemble=self.ensemble, batch_images=self.batch_images)
         check_loss(self.loss)
-        if self.gradient not in GRADIENTS:
-            raise SettingsError(f"gradient must be 'bpda' or 'exact', got {self.gradient!r}.")
+        check_gradient(self.gradient)
         if self.step_size_fraction is not None and not (0 < float(self.step_size_fraction) <= 10):
             raise SettingsError("the step size fraction must be a number above 0 (a fraction of ε, e.g. 0.25).")
         eps = sorted(set(_check_budgets(self.eps_255, "linf")) | ({0.0} if self.include_clean else set()))
@@ -186,8 +200,7 @@ class LadderSettings:
         unknown = [r for r in self.rungs if r not in RUNGS]
         if unknown:
             raise SettingsError(f"rung must be one of {', '.join(RUNGS)}, got {unknown[0]!r}")
-        if int(self.steps) < 1 or int(self.eot) < 1 or int(self.ensemble) < 1:
-            raise SettingsError("steps, eot and ensemble must each be at least 1.")
+        check_at_least_one(steps=self.steps, eot=self.eot, ensemble=self.ensemble)
         for name in ("losses", "rungs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -266,8 +279,7 @@ class RaySettings:
         from ..evaluation.ray_cluster import parse_ray_target
 
         parse_ray_target(self.target)
-        if int(self.threads) < 1 or int(self.in_flight) < 1 or int(self.max_attempts) < 1:
-            raise SettingsError("threads, in_flight and max_attempts must each be at least 1.")
+        check_at_least_one(threads=self.threads, in_flight=self.in_flight, max_attempts=self.max_attempts)
 
 
 @dataclass(frozen=True)
