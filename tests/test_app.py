@@ -161,15 +161,23 @@ def test_explorer_on_the_attacked_photo(story_app):
     assert at.radio(key="explorer_which").value.startswith("Attacked")
     stages = [c for c in at.get_by_key("explorer_stages") if getattr(c, "type", None) == "column"]
     assert len(stages) == 5
-    # "No defence" on the attacked photo is the attacked prediction.
-    cache = at.session_state["explorer_cache"]
-    (stage_list,) = [v for k, v in cache.items() if k[0] == "stages"]
+    # "No defence" on the attacked photo is the attacked prediction (the stages of this photo, from the
+    # server's Explorer cache).
+    from ui.cache import explorer_cache
+    from ui.explorer import photo_digest
+
+    digest = photo_digest(result.images["adversarial"][None])
+
+    def stages_of_this_photo():
+        return [v for k, v in explorer_cache().snapshot().items() if k[0] == "stages" and k[3] == digest]
+
+    (stage_list,) = stages_of_this_photo()
     assert stage_list[0].prediction == result.predictions["adversarial"]
     assert "explorer_stage_chart" in _chart_keys(at)
     # Changing a defence parameter recomputes the stages at once.
     at.sidebar.slider(key="def_deflections").set_value(300).run()
     _assert_clean(at)
-    assert len([k for k in at.session_state["explorer_cache"] if k[0] == "stages"]) == 2
+    assert len(stages_of_this_photo()) == 2
     _button(at, "Draw the curve").click().run()
     _assert_clean(at)
     assert "explorer_curve" in _chart_keys(at)

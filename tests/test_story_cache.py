@@ -1,4 +1,4 @@
-"""The server's story cache (ui.cache.StoryCache) and the warm-up's default story.
+"""The server's story cache (ui.cache.ResultCache) and the warm-up's default story.
 
 The warm-up computes the one-click story before anyone asks; it only helps if it files it under
 the very key a fresh session's Run asks for, with the same numbers. The cache computes a key once
@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_cache_computes_each_key_once_and_forgets_the_oldest():
-    from ui.cache import StoryCache
+    from ui.cache import ResultCache
 
-    cache = StoryCache(size=2)
+    cache = ResultCache(size=2)
     calls: list[str] = []
 
     def slow(name: str):
@@ -43,9 +43,9 @@ def test_cache_computes_each_key_once_and_forgets_the_oldest():
 
 
 def test_a_failed_computation_is_not_cached():
-    from ui.cache import StoryCache
+    from ui.cache import ResultCache
 
-    cache = StoryCache()
+    cache = ResultCache()
 
     def fails():
         raise RuntimeError("no")
@@ -62,12 +62,12 @@ def test_a_failed_computation_is_not_cached():
 def test_warm_up_files_the_story_a_fresh_session_asks_for(model):
     from streamlit.testing.v1 import AppTest
 
-    from ui.cache import StoryCache
+    from ui.cache import ResultCache
     from ui.story import warm_default_story
 
-    warmed = StoryCache()
+    warmed = ResultCache()
     warm_default_story(model, str(model.device), warmed)
-    (key,) = list(warmed._items)
+    (key,) = list(warmed.snapshot())
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
     at.run()

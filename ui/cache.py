@@ -68,11 +68,11 @@ been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the wor
     return thread
 
 
-class StoryCache:
-    """Finished stories (``ui.state.StoredResult``: the result and its figures), shared by every
-    session of the server, at most ``size`` of them, least recently used first out.
+class ResultCache:
+    """Finished computations (a story with its figures, the Explorer's stages and curves), shared by
+    every session of the server, at most ``size`` of them, least recently used first out.
 
-    A story depends only on its inputs and seed, so the same settings on the same photo give the
+    Each depends only on its inputs and seed, so the same settings on the same photo give the
     same numbers for everyone: the second asker gets them at once. :meth:`get_or_compute` runs
     ``compute`` once per key even when two threads ask together (the warm-up and the first click):
     the second waits for the first's answer instead of computing it again beside it.
@@ -98,6 +98,11 @@ class StoryCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def snapshot(self) -> dict:
+        """The entries now held, as a plain dict (oldest first)."""
+        with self._lock:
+            return dict(self._items)
+
     def get_or_compute(self, key: tuple, compute):
         found = self.get(key)
         if found is not None:
@@ -117,9 +122,15 @@ class StoryCache:
 
 
 @st.cache_resource(show_spinner=False)
-def story_cache() -> StoryCache:
-    """The server's one :class:`StoryCache`."""
-    return StoryCache()
+def story_cache() -> ResultCache:
+    """The server's stories (``ui.state.StoredResult``, keyed by ``ui.story.settings_key``)."""
+    return ResultCache()
+
+
+@st.cache_resource(show_spinner=False)
+def explorer_cache() -> ResultCache:
+    """The server's Explorer results (stages and curves, keyed by ``ui.explorer``)."""
+    return ResultCache(size=32)
 
 
 @st.cache_resource(show_spinner=False)

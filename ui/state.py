@@ -37,7 +37,6 @@ IMAGE = "current_image"        # CurrentImage
 RESULT = "attack_result"       # StoredResult of the last Attack & Defend run
 UPLOAD_SEEN = "upload_seen"    # file_id of the last upload handled
 UPLOAD_ERROR = "upload_error"  # (file_id, message) of the last refused upload
-EXPLORER = "explorer_cache"    # dict: key -> computed stages / curves
 ATTACK_NAME = "attack_name"
 ATTACK_PRESET = "attack_preset"
 
@@ -78,7 +77,6 @@ def init_defaults() -> None:
     keep(DEFENCE, DEFAULT_DEFENCE)
     for key, value in defence_defaults().items():
         keep(key, value)
-    st.session_state.setdefault(EXPLORER, {})
 
 
 def reset_defence() -> None:

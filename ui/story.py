@@ -158,7 +158,7 @@ def settings_key(image, settings, attack: str, preset: str, overrides: dict) -> 
 
 def run_story(image, settings, attack: str, preset: str, overrides: dict, status) -> state.StoredResult:
     """Run :func:`pd_core.story.attack_and_defend` for the current settings, with progress in
-    ``status``, through the server's story cache (:class:`ui.cache.StoryCache`: the same settings on
+    ``status``, through the server's story cache (:class:`ui.cache.ResultCache`: the same settings on
     the same photo are computed once per server, the default story already by the warm-up).
 
     Raises :class:`ui.compute.Failed` after showing the error.
