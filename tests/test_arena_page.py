@@ -90,6 +90,8 @@ def test_every_defence_has_a_card_with_the_command_lines_prediction(monkeypatch,
                      "--seed", "0", "--json"]) == 0
         record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert record["defended_top5"][0]["index"] == prediction, name
+    times = [c.value for c in at.caption if "Defence time: " in c.value]
+    assert len(times) == len(names) and all(re.search(r"Defence time: \d+(\.\d)? ms", t) for t in times)
     # What each defence did: nothing for no defence, exactly half for the plugin.
     import torch
 

@@ -29,15 +29,20 @@ LEADERBOARD_ENV = "PD_LEADERBOARD_FILE"
 RESULT_KEY = "arena_result"  # (run key, {name: DefendedRun | error sentence}, reference class)
 CARDS_PER_ROW = 4
 
-#: How the leaderboard is made: one ladder report per defence, then the table (issue 20 item 5's budget).
-MAKE_LEADERBOARD = (
-    "for d in none pixel_deflection wavelet jpeg bit_depth median tvm random_resize_pad shield; do\n"
-    "  python -m pd_core adaptive --images ../shared/imagenet-dev --ladder --defence $d --eps 2,4,8 \\\n"
-    "    --limit 100 --steps 40 --eot 10 --ensemble 10 --seed 0 --out docs/results/zoo/$d.csv \\\n"
-    "    --report docs/results/zoo/$d.json\n"
-    "done\n"
-    "python -m pd_core leaderboard docs/results/zoo --json docs/results/zoo_leaderboard.json "
-    "--html docs/results/zoo_leaderboard.html")
+def leaderboard_commands() -> str:
+    """The commands that make the leaderboard: one ladder report per built-in arena defence (issue 20
+    item 5's budget: 100 photos, ε 2, 4, 8/255, Ens-10), then the table."""
+    from pd_core.arena import arena_defence_names
+    from pd_core.defences import defence_info
+
+    names = " ".join(n for n in arena_defence_names() if defence_info(n).group != "plugin")
+    return (f"for d in {names}; do\n"
+            "  python -m pd_core adaptive --images ../shared/imagenet-dev --ladder --defence $d --eps 2,4,8 \\\n"
+            "    --limit 100 --steps 40 --eot 10 --ensemble 10 --seed 0 --out docs/results/zoo/$d.csv \\\n"
+            "    --report docs/results/zoo/$d.json\n"
+            "done\n"
+            "python -m pd_core leaderboard docs/results/zoo --json docs/results/zoo_leaderboard.json "
+            "--html docs/results/zoo_leaderboard.html")
 
 
 @st.cache_resource(show_spinner=False)
@@ -104,7 +109,9 @@ def _card(name: str, run, reference: int, attacked: bool, board_entry) -> None:
     stage = ("adversarial" if name == "none" else "defended") if attacked else "clean"
     kind, sentence = verdict(stage, prediction, reference)
     verdict_badge(kind, f"{label_name(prediction)} ({float(run.probs[0, prediction]):.0%})")
-    st.caption(f"{sentence} Defence time: {run.seconds * 1000:.0f} ms"
+    ms = run.seconds * 1000
+    took = f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+    st.caption(f"{sentence} Defence time: {took}"
                + ("; randomised: another seed gives another picture." if info.randomised else "."))
     if board_entry is not None:
         head = board_entry["head"]
@@ -167,7 +174,7 @@ def leaderboard_section(board, problem: str | None) -> None:
             st.info(f"The leaderboard has not been computed yet (there is no {path.name} in docs/results/). "
                     "It takes a GPU server about an hour; the commands below make it, and this page shows it "
                     "as soon as the file exists.", icon=":material/hourglass_empty:")
-        command_line(MAKE_LEADERBOARD, "Run in the project's folder; each report is the ladder of one defence "
+        command_line(leaderboard_commands(), "Run in the project's folder; each report is the ladder of one defence "
                                        "(transfer, BPDA, BPDA+EOT, exact+EOT where it exists), with its checks.",
                      title="The commands that make the leaderboard")
         return
