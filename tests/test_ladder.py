@@ -133,6 +133,23 @@ def test_command_line_ladder_writes_a_valid_report(model, tmp_path, capsys):
     assert loaded["eps_255"] == [4.0] and loaded["settings"]["steps"] == 1
 
 
+def test_command_line_ladder_loss_restricts_the_ladder_to_that_loss(model, tmp_path):
+    import csv
+
+    from pd_core.cli import main
+
+    folder = labelled_folder(tmp_path)
+    out = tmp_path / "ladder.csv"
+    code = main(["adaptive", "--images", str(folder), "--eps", "4", "--eot", "1", "--steps", "1", "--ensemble", "2",
+                 "--tuning-fraction", "0", "--no-progress", "--ladder", "--defence", "bit_depth", "--loss", "margin",
+                 "--out", str(out)])
+    assert code == 0
+    rows = list(csv.DictReader(open(out)))
+    # bit depth is deterministic with a BPDA surrogate: no EOT rung, no exact rung
+    assert {(r["rung"], r["loss"]) for r in rows if r["rung"] != "clean"} == {("transfer", "margin"),
+                                                                              ("bpda", "margin")}
+
+
 def test_command_line_gradient_choice_and_report_needs_ladder(model, tmp_path, capsys):
     from pd_core.cli import main
 

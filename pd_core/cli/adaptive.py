@@ -55,9 +55,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="with --ladder: the threat model, L-inf (default) or the normalised L2 of Guo et al. 2018")
     p.add_argument("--eot", type=int, default=10, metavar="N", help="defence samples averaged per step (default 10)")
     p.add_argument("--steps", type=int, default=40, metavar="S", help="PGD steps (default 40)")
-    p.add_argument("--loss", choices=LOSSES, default="ce",
+    p.add_argument("--loss", choices=LOSSES, default=None,
                    help="what the attack ascends: cross-entropy of the true class (ce, default) or the "
-                        "Carlini-Wagner logit margin (margin, stronger where ce stalls on a flat prediction)")
+                        "Carlini-Wagner logit margin (margin, stronger where ce stalls on a flat prediction); "
+                        "with --ladder: only this loss (default: both)")
     p.add_argument("--gradient", choices=("bpda", "exact"), default="bpda",
                    help="gradient through the defence: BPDA's surrogate (bpda, default) or the exact gradient "
                         "with the draws fixed per sample (exact, for a defence that declares one); averaged over "
@@ -142,10 +143,11 @@ def _settings(args):
         if args.ladder:
             from ..adaptive.settings import LOSSES
 
-            settings = LadderSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, losses=LOSSES,
+            losses = (args.loss,) if args.loss else LOSSES
+            settings = LadderSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, losses=losses,
                                       ensemble=args.ensemble, seed=args.seed, norm=args.norm)
         else:
-            settings = AdaptiveSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, loss=args.loss,
+            settings = AdaptiveSettings(eps_255=tuple(eps_list), steps=args.steps, eot=args.eot, loss=args.loss or "ce",
                                         gradient=args.gradient, step_size_fraction=args.step_fraction,
                                         ensemble=args.ensemble, batch_images=args.batch_images, seed=args.seed)
     except (ValueError, SettingsError) as exc:
