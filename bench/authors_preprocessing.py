@@ -77,7 +77,7 @@ def paired_table(ours, theirs, attacks=("clean", "fgsm", "igsm", "deepfool")) ->
 
 
 def main(argv=None) -> int:
-    from pd_core.evaluation import evaluate, load_items, progress_bar
+    from pd_core.evaluation import ProtocolSettings, evaluate, load_items, progress_bar
     from pd_core.models import load_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -98,8 +98,9 @@ def main(argv=None) -> int:
     items = authors_copy(load_items(args.images), scratch, model.spec.input_size)
     update, close = progress_bar(sys.stderr.isatty())
     try:
-        result = evaluate(model, items, attacks=args.attacks.split(","), preset=args.preset, limit=args.limit,
-                          seed=args.seed, out_csv=args.out, progress=update)
+        settings = ProtocolSettings(attacks=tuple(args.attacks.split(",")), preset=args.preset, limit=args.limit,
+                                    seed=args.seed)
+        result = evaluate(model, items, settings, out_csv=args.out, progress=update)
     finally:
         close()
     print(result.format_table())

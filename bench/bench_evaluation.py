@@ -79,17 +79,17 @@ def naive(model, items, attacks, preset, overrides, ensemble, seed):
 
 def compare(model, items, attacks, args, overrides, title):
     """Time evaluate() (and optionally its whole-chunk NCHW variant) against the naive loop."""
+    settings = ev.ProtocolSettings(attacks=tuple(attacks), preset=args.preset, table=1, ensemble=args.ensemble,
+                                   seed=0, batch_size=len(items), tuning_fraction=0.0, attack_params=overrides)
     t0, c0 = time.perf_counter(), time.process_time()
-    result = ev.evaluate(model, items, attacks=attacks, preset=args.preset, table=1, ensemble=args.ensemble,
-                         seed=0, batch_size=len(items), tuning_fraction=0.0, attack_params=overrides)
+    result = ev.evaluate(model, items, settings)
     batched_s, batched_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     if args.nchw_too:
         saved_batch = ev.batching.CPU_MODEL_BATCH
         ev.batching.CHANNELS_LAST_ON_CPU, ev.batching.CPU_MODEL_BATCH = False, len(items)
         t0, c0 = time.perf_counter(), time.process_time()
-        ev.evaluate(model, items, attacks=attacks, preset=args.preset, table=1, ensemble=args.ensemble,
-                    seed=0, batch_size=len(items), tuning_fraction=0.0, attack_params=overrides)
+        ev.evaluate(model, items, settings)
         nchw_s, nchw_cpu = time.perf_counter() - t0, time.process_time() - c0
         ev.batching.CHANNELS_LAST_ON_CPU, ev.batching.CPU_MODEL_BATCH = True, saved_batch
 
@@ -139,8 +139,9 @@ def main() -> None:
     # Warm-up of both paths on one image (imports such as Foolbox's, oneDNN kernel set-up for the
     # batch shapes, allocator), so that neither side pays first-call costs inside its timing.
     warm = [a for a in ("fgsm",) if a in attacks] or []
-    ev.evaluate(model, items[:min(len(items), ev.batching.CPU_MODEL_BATCH + 1)], attacks=warm, preset=args.preset,
-                ensemble=args.ensemble, batch_size=len(items), tuning_fraction=0.0)
+    ev.evaluate(model, items[:min(len(items), ev.batching.CPU_MODEL_BATCH + 1)],
+                ev.ProtocolSettings(attacks=tuple(warm), preset=args.preset, ensemble=args.ensemble,
+                                    batch_size=len(items), tuning_fraction=0.0))
     naive(model, items[:1], warm, args.preset, overrides, args.ensemble, seed=0)
     print(f"images: {source}; model {model.name} on {model.device}, {torch.get_num_threads()} threads")
     print(f"rows: clean + {', '.join(attacks)} at preset '{args.preset}'"

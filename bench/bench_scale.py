@@ -35,12 +35,14 @@ def run_once(workers: int, store: Path, args) -> dict:
     import ray
 
     from pd_core.evaluation.distributed import evaluate_distributed
+    from pd_core.evaluation.settings import ClusterSettings, ProtocolSettings
 
     snaps = []
     started = time.monotonic()
-    result = evaluate_distributed("efficientnet_lite0", DEV, store=store, attacks=args.attacks.split(","),
-                                  ensemble=10, limit=args.images, batch_size=args.batch_size,
-                                  ray=f"local:{workers}", threads=1, on_progress=snaps.append)
+    settings = ProtocolSettings(attacks=tuple(args.attacks.split(",")), ensemble=10, limit=args.images,
+                                batch_size=args.batch_size)
+    result = evaluate_distributed("efficientnet_lite0", DEV, settings, store=store,
+                                  cluster=ClusterSettings(ray=f"local:{workers}", threads=1), on_progress=snaps.append)
     wall = time.monotonic() - started
     ray.shutdown()
     dispatch = snaps[-1].elapsed  # from the workers being ready (model loaded) to the last unit

@@ -7,6 +7,7 @@ engine; the test checks what the page shows of the snapshots.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,13 +25,14 @@ def fake_engine(monkeypatch):
 
     calls = []
 
-    def fake(model_name, images, *, store, ray, threads, on_progress, out_csv, **kw):
-        calls.append({"model": model_name, "ray": ray, "threads": threads, "store": store, **kw})
+    def fake(model_name, images, settings, *, store, cluster, on_progress, out_csv, labels=None):
+        calls.append({"model": model_name, "ray": cluster.ray, "threads": cluster.threads, "store": store,
+                      "attacks": list(settings.attacks)})
         on_progress(ProgressSnapshot(6, 0, 0, 2, 0, 0, 3, 0.0, 0.0, float("nan"), "started"))
         on_progress(ProgressSnapshot(6, 2, 0, 3, 1, 1, 3, 20.0, 0.1, 40.0, "FGSM chunk 0"))
         on_progress(ProgressSnapshot(6, 6, 0, 0, 1, 1, 3, 50.0, 0.12, 0.0, "finished"))
-        kw.pop("batch_size")
-        return ev.evaluate(load_model(model_name, device="cpu"), images, out_csv=out_csv, batch_size=2, **kw)
+        return ev.evaluate(load_model(model_name, device="cpu"), images, replace(settings, batch_size=2),
+                           out_csv=out_csv)
 
     monkeypatch.setattr(distributed, "evaluate_distributed", fake)
     return calls

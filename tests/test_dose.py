@@ -11,15 +11,17 @@ import pytest
 from pd_core import evaluation as ev
 from pd_core.evaluation import EvaluationError, read_results
 from pd_core.evaluation import dose as ds
+from pd_core.evaluation.settings import RunSettings
 from pd_core.evaluation.curve_figures import dose_figure
 
-RUN = dict(attacks=["fgsm"], preset="paper", ensemble=3, batch_size=2, seed=5, tuning_fraction=0.0)
+RUN = dict(ensemble=3, batch_size=2, seed=5, tuning_fraction=0.0)
+GRID = ds.DoseGrid(attacks=("fgsm",), preset="paper", deflections=(0, 100))
 
 
 @pytest.fixture(scope="module")
 def dose_run(model, correct_pair, tmp_path_factory):
     out = tmp_path_factory.mktemp("dose") / "dose.csv"
-    return ds.deflection_dose(model, correct_pair, deflections=[0, 100], out_csv=out, **RUN), out
+    return ds.deflection_dose(model, correct_pair, GRID, RunSettings(**RUN), out_csv=out), out
 
 
 def test_rows_per_image_attack_and_dose(dose_run):
@@ -50,7 +52,7 @@ def test_paper_dose_equals_the_protocol_s_defence(model, correct_pair, dose_run)
     """K = 100 with the denoiser is the paper's defence: same attack, same deflection seeds, so the
     rows equal :func:`evaluate`'s Table 1 (single run and Ens-3) for the same images."""
     result, _ = dose_run
-    table = ev.evaluate(model, correct_pair, table=1, **{k: v for k, v in RUN.items()})
+    table = ev.evaluate(model, correct_pair, ev.ProtocolSettings(attacks=("fgsm",), preset="paper", table=1, **RUN))
     t = table.rows
     d = result.rows[result.rows["defence"] == "k=100+wd"].set_index(["image", "attack"]).sort_index()
     ens = t[t["defence"] == "ens3"].set_index(["image", "attack"]).sort_index()
@@ -64,7 +66,7 @@ def test_paper_dose_equals_the_protocol_s_defence(model, correct_pair, dose_run)
 def test_resume_computes_nothing_twice(model, correct_pair, dose_run):
     _, out = dose_run
     before = read_results(out)
-    again = ds.deflection_dose(model, correct_pair, deflections=[0, 100], out_csv=out, **RUN)
+    again = ds.deflection_dose(model, correct_pair, GRID, RunSettings(**RUN), out_csv=out)
     assert again.computed_units == 0
     pd.testing.assert_frame_equal(read_results(out), before)
 

@@ -6,6 +6,7 @@ uninterrupted run is shared by the tests that read its results.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from pd_core import evaluation as ev
 from pd_core.defences.pixel_deflection import defended_copies
 from pd_core.evaluation import figures, units
 from pd_core.evaluation.data import load_labelled_images
+from pd_core.evaluation.settings import RunSettings
 from pd_core.evaluation.sidecar import sidecar_path
 from pd_core.defence import PAPER_DEFAULTS
 from pd_core.randomness import derive_seed
@@ -25,7 +27,8 @@ from pd_core.randomness import derive_seed
 # is given a wrong label so that the protocol must drop it.
 CORRECT = ("imagenet_05_853.jpg", "imagenet_16_251.jpg", "imagenet_17_22.jpg")
 MISLABELLED = "imagenet_04_949.jpg"  # a strawberry, labelled here as class 0 (tench)
-SETTINGS = dict(attacks=["fgsm"], preset="paper", table=1, ensemble=3, batch_size=2, seed=7, tuning_fraction=0.0)
+SETTINGS = ev.ProtocolSettings(attacks=("fgsm",), preset="paper", table=1, ensemble=3, batch_size=2, seed=7,
+                               tuning_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def items(model):
 @pytest.fixture(scope="module")
 def full_run(model, items, tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "results.csv"
-    result = ev.evaluate(model, items, out_csv=out, **SETTINGS)
+    result = ev.evaluate(model, items, SETTINGS, out_csv=out)
     return result, out
 
 
@@ -149,14 +152,14 @@ def test_interrupted_and_resumed_run_gives_the_same_rows(model, items, full_run,
             raise Stop
 
     with pytest.raises(Stop):
-        ev.evaluate(model, items, out_csv=out, progress=stop_after_first_unit, **SETTINGS)
+        ev.evaluate(model, items, SETTINGS, out_csv=out, progress=stop_after_first_unit)
     partial = ev.read_results(out)
     assert 0 < len(partial) < len(ev.read_results(full_path))
     # A kill in the middle of a write leaves a torn last line: it must be ignored and cut.
     with out.open("a") as fh:
         fh.write("imagenet_16_251.jpg,251,fgsm,paper,no")
     calls = []
-    resumed = ev.evaluate(model, items, out_csv=out, progress=lambda f, m: calls.append(m), **SETTINGS)
+    resumed = ev.evaluate(model, items, SETTINGS, out_csv=out, progress=lambda f, m: calls.append(m))
     assert any("already done" in m for m in calls) or len(partial) > 0
     pd.testing.assert_frame_equal(_sorted(ev.read_results(out)), _sorted(ev.read_results(full_path)))
     pd.testing.assert_frame_equal(resumed.summary.sort_values(["attack", "defence"]).reset_index(drop=True),
@@ -164,7 +167,7 @@ def test_interrupted_and_resumed_run_gives_the_same_rows(model, items, full_run,
     assert resumed.format_table() == result.format_table()
     # Running once more finds everything done and adds nothing.
     before = out.read_text()
-    ev.evaluate(model, items, out_csv=out, **SETTINGS)
+    ev.evaluate(model, items, SETTINGS, out_csv=out)
     assert out.read_text() == before
 
 
@@ -174,10 +177,10 @@ def test_resume_refuses_other_settings(model, items, full_run, tmp_path):
     out.write_text(full_path.read_text())
     sidecar_path(out).write_text(sidecar_path(full_path).read_text())
     with pytest.raises(ev.EvaluationError, match="other settings"):
-        ev.evaluate(model, items, out_csv=out, **{**SETTINGS, "seed": 8})
+        ev.evaluate(model, items, replace(SETTINGS, seed=8), out_csv=out)
     # An attack preset edited since the file was started must not mix two attacks in one row.
     with pytest.raises(ev.EvaluationError, match="fgsm 'paper' rows made with other parameters"):
-        ev.evaluate(model, items, out_csv=out, **SETTINGS, attack_params={"fgsm": {"eps": 8 / 255}})
+        ev.evaluate(model, items, replace(SETTINGS, attack_params={"fgsm": {"eps": 8 / 255}}), out_csv=out)
     assert out.read_text() == full_path.read_text()  # nothing was added by the refused runs
 
 
@@ -244,8 +247,9 @@ def test_figure5_search_uses_only_the_tuning_subset(model, monkeypatch):
         return real_load(chunk, model)
 
     monkeypatch.setattr(figures, "load_labelled_images", recording_load)  # where tuning_grid looks it up
-    grid = ev.tuning_grid(model, items, attacks=(), sigmas=(0.04,), windows=(10,), deflections=(100, 50),
-                          tuning_fraction=0.5, batch_size=8)
+    grid = ev.tuning_grid(model, items, figures.TuningGrid(attacks=(), sigmas=(0.04,), windows=(10,),
+                                                           deflections=(100, 50)),
+                          RunSettings(ensemble=1, tuning_fraction=0.5, batch_size=8))
     assert sorted(seen) == sorted(it.name for it in tuning)
     assert not set(seen) & {it.name for it in evaluation}
     assert list(grid["varied"]) == ["default", "deflections"] and (grid["attack"] == "clean").all()

@@ -26,10 +26,22 @@ from ray_namespace import INNER, REPO, inner, run_inner_tests
 KW = dict(attacks=("fgsm", "igsm"), ensemble=2, batch_size=2, limit=4, tuning_fraction=0.0, seed=3)
 
 
+def _settings(**changes):
+    from pd_core.evaluation.settings import ProtocolSettings
+
+    return ProtocolSettings(**{**KW, **changes})
+
+
+def _cluster(ray, **kw):
+    from pd_core.evaluation.settings import ClusterSettings
+
+    return ClusterSettings(ray=ray, **kw)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(INNER, reason="outer wrapper")
 def test_ray_scenarios_in_a_loopback_namespace():
-    run_inner_tests(__file__, expected_passed=4)
+    run_inner_tests(__file__, expected_passed=5)
 
 
 # ------------------------------------------------------------------ inner tests (in the namespace)
@@ -45,7 +57,7 @@ def reference(folder, tmp_path_factory):
     from pd_core.models import load_model
 
     out = tmp_path_factory.mktemp("ref") / "ref.csv"
-    evaluate(load_model("efficientnet_lite0", device="cpu"), folder, out_csv=out, **KW)
+    evaluate(load_model("efficientnet_lite0", device="cpu"), folder, _settings(), out_csv=out)
     return read_results(out)
 
 
@@ -83,8 +95,9 @@ def test_two_node_cluster_gives_the_single_process_table(folder, reference, tmp_
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         snaps = []
-        res = evaluate_distributed("efficientnet_lite0", folder, store=tmp_path / "shards", ray=cluster.address,
-                                   out_csv=tmp_path / "out.csv", on_progress=snaps.append, **KW)
+        res = evaluate_distributed("efficientnet_lite0", folder, _settings(), store=tmp_path / "shards",
+                                   cluster=_cluster(cluster.address), out_csv=tmp_path / "out.csv",
+                                   on_progress=snaps.append)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:
         ray.shutdown()
@@ -114,8 +127,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(folder, reference,
             killed.append(snap.worker_pids[0])
 
     try:
-        res = evaluate_distributed("efficientnet_lite0", folder, store=tmp_path / "shards", ray="local:2",
-                                   out_csv=tmp_path / "out.csv", on_progress=kill_one, **KW)
+        res = evaluate_distributed("efficientnet_lite0", folder, _settings(), store=tmp_path / "shards",
+                                   cluster=_cluster("local:2"), out_csv=tmp_path / "out.csv", on_progress=kill_one)
     finally:
         ray.shutdown()
     assert killed
@@ -147,8 +160,11 @@ def _descendants(pid: int) -> list[int]:
 DRIVER = """
 import sys, time
 from pd_core.evaluation.distributed import evaluate_distributed
-evaluate_distributed("efficientnet_lite0", sys.argv[1], store=sys.argv[2], ray="local:1", in_flight=1,
-                     attacks=("fgsm", "igsm"), ensemble=2, batch_size=2, limit=4, tuning_fraction=0.0, seed=3,
+from pd_core.evaluation.settings import ClusterSettings, ProtocolSettings
+evaluate_distributed("efficientnet_lite0", sys.argv[1],
+                     ProtocolSettings(attacks=("fgsm", "igsm"), ensemble=2, batch_size=2, limit=4, tuning_fraction=0.0,
+                                      seed=3),
+                     store=sys.argv[2], cluster=ClusterSettings(ray="local:1", in_flight=1),
                      out_csv=sys.argv[3] if len(sys.argv) > 3 else None)
 """
 
@@ -195,6 +211,35 @@ def test_driver_killed_and_rerun_continues_without_recomputing(folder, reference
     meta = json.loads((store / "meta.json").read_text())
     assert meta["distributed"]["resumed"] == len(before)
     assert meta["distributed"]["computed"] == 6 - len(before)
+
+
+@inner
+def test_a_failing_plugin_keeps_the_other_columns_and_is_retried(folder, tmp_path):
+    """As in the single process: a plugin that raises loses only its own rows, the units are
+    reported in ``failed_units`` and left unfinished, so the same run with the plugin fixed
+    computes them again (the rows computed the first time stay, once, after the merge)."""
+    from pd_core.defences.registry import unregister_defence
+    from pd_core.evaluation.distributed import evaluate_distributed
+
+    plugin = tmp_path / "mine.py"
+    plugin.write_text("def mine(x, *, generator):\n    raise ValueError('not today')\n\nmine.randomised = False\n")
+    settings = _settings(attacks=("fgsm",), defences=f"jpeg,{plugin}:mine")
+    try:
+        first = evaluate_distributed("efficientnet_lite0", folder, settings, store=tmp_path / "shards",
+                                     cluster=_cluster("local:1"), out_csv=tmp_path / "out.csv")
+        assert sorted((f["chunk"], f["attack"], f["defence"]) for f in first.failed_units) == [
+            (0, "clean", "mine"), (0, "fgsm", "mine"), (1, "clean", "mine"), (1, "fgsm", "mine")]
+        assert all("not today" in f["reason"] for f in first.failed_units)
+        assert set(first.rows["defence"]) == {"none", "jpeg"}
+        assert (first.rows["defence"] == "jpeg").sum() == 2 * first.kept > 0  # clean and FGSM rows kept
+        plugin.write_text("def mine(x, *, generator):\n    return x.flip(-1)\n\nmine.randomised = False\n")
+        second = evaluate_distributed("efficientnet_lite0", folder, settings, store=tmp_path / "shards",
+                                      cluster=_cluster("local:1"), out_csv=tmp_path / "out.csv")
+    finally:
+        unregister_defence("mine")
+    assert second.failed_units == [] and second.meta["distributed"]["computed"] == 4
+    counts = second.rows.groupby("defence").size()
+    assert counts["mine"] == counts["jpeg"] == 2 * second.kept and len(second.rows) == len(first.rows) + 2 * first.kept
 
 
 @inner

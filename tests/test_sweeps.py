@@ -13,16 +13,17 @@ import pytest
 from pd_core.evaluation import EvaluationError, read_results, wilson_interval
 from pd_core.evaluation import grid_engine
 from pd_core.evaluation import sweeps as sw
+from pd_core.evaluation.settings import RunSettings
 from pd_core.evaluation.curve_figures import paper_positions, sweep_figure
 
-RUN = dict(attacks=["fgsm"], ensemble=3, batch_size=2, seed=3, tuning_fraction=0.0)
+RUN = RunSettings(ensemble=3, batch_size=2, seed=3, tuning_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
 def minimal_run(model, correct_pair, tmp_path_factory):
     """FGSM's minimal (early-stopped) preset with caps 1, 2, 4 (/255), and its paper preset at 1 and 4."""
     out = tmp_path_factory.mktemp("sweep") / "sweep.csv"
-    result = sw.sweep(model, correct_pair, presets=["minimal", "paper"], values=[1, 2, 4], out_csv=out, **RUN)
+    result = sw.sweep(model, correct_pair, sw.SweepGrid(("fgsm",), ("minimal", "paper"), (1, 2, 4)), RUN, out_csv=out)
     return result, out
 
 
@@ -152,13 +153,13 @@ def test_resume_computes_only_the_missing_points(model, correct_pair, minimal_ru
         return real(model, chunk, attack, settings, **kw)
 
     monkeypatch.setattr(grid_engine, "run_unit", counting)
-    first = sw.sweep(model, correct_pair, presets=["paper"], values=[1], out_csv=out, **RUN)
+    first = sw.sweep(model, correct_pair, sw.SweepGrid(("fgsm",), ("paper",), (1,)), RUN, out_csv=out)
     assert calls == [("clean", "none"), ("fgsm", "paper@eps=1/255")] and first.computed_units == 2
     calls.clear()
-    again = sw.sweep(model, correct_pair, presets=["paper"], values=[1, 4], out_csv=out, **RUN)
+    again = sw.sweep(model, correct_pair, sw.SweepGrid(("fgsm",), ("paper",), (1, 4)), RUN, out_csv=out)
     assert calls == [("fgsm", "paper@eps=4/255")] and again.computed_units == 1
     calls.clear()
-    done = sw.sweep(model, correct_pair, presets=["paper"], values=[4, 1], out_csv=out, **RUN)
+    done = sw.sweep(model, correct_pair, sw.SweepGrid(("fgsm",), ("paper",), (4, 1)), RUN, out_csv=out)
     assert calls == [] and done.computed_units == 0
     # the resumed file holds the same rows as the uninterrupted run's for these points
     ours = read_results(out)

@@ -105,10 +105,13 @@ def ray_progress_text(snap) -> str:
               f"{snap.failed} failed, {snap.retried} retried")
 
 
-def run_on_ray(bar, workers: int, **kwargs):
-    """The benchmark on a local Ray cluster (:func:`pd_core.evaluation.distributed.evaluate_distributed`),
-    its progress drawn on ``bar``; returns the result and the last progress line."""
+def run_on_ray(bar, workers: int, model_name: str, images, settings, *, store, out_csv):
+    """The benchmark (``settings``: a :class:`~pd_core.evaluation.settings.ProtocolSettings`) on a
+    local Ray cluster of ``workers`` one-thread workers
+    (:func:`pd_core.evaluation.distributed.evaluate_distributed`), its progress drawn on ``bar``;
+    returns the result and the last progress line."""
     from pd_core.evaluation import distributed
+    from pd_core.evaluation.settings import ClusterSettings
 
     shown = {"text": ""}
 
@@ -116,7 +119,9 @@ def run_on_ray(bar, workers: int, **kwargs):
         shown["text"] = ray_progress_text(snap)
         bar.progress(min(max(snap.fraction, 0.0), 1.0), text=shown["text"])
 
-    result = distributed.evaluate_distributed(ray=f"local:{workers}", threads=1, on_progress=show, **kwargs)
+    result = distributed.evaluate_distributed(model_name, images, settings, store=store,
+                                              cluster=ClusterSettings(ray=f"local:{workers}", threads=1),
+                                              on_progress=show, out_csv=out_csv)
     return result, shown["text"]
 
 

@@ -122,20 +122,17 @@ def results_path(choice: BenchmarkChoice, model, cfg_settings) -> Path:
 def _evaluate(choice: BenchmarkChoice, model, cfg_settings, out: Path, bar):
     from pd_core import evaluation as ev
 
-    batch = 32 if choice.on_gpu else 8
+    settings = ev.ProtocolSettings(attacks=tuple(choice.attacks), preset=choice.preset, table=choice.table,
+                                   ensemble=choice.ensemble, limit=choice.limit, seed=cfg_settings.seed,
+                                   config=cfg_settings.config, tuning_fraction=choice.tuning,
+                                   batch_size=32 if choice.on_gpu else 8)
     if choice.use_ray:
         return run_heavy(
-            lambda: run_on_ray(bar, choice.ray_workers, model_name=model.name, images=ev.load_items(choice.images),
-                               store=out.with_suffix(".shards"), out_csv=out, attacks=choice.attacks,
-                               preset=choice.preset, table=choice.table, ensemble=choice.ensemble, limit=choice.limit,
-                               seed=cfg_settings.seed, config=cfg_settings.config, tuning_fraction=choice.tuning,
-                               batch_size=batch),
+            lambda: run_on_ray(bar, choice.ray_workers, model.name, ev.load_items(choice.images), settings,
+                               store=out.with_suffix(".shards"), out_csv=out),
             "the benchmark", cfg_settings.device)
-    result = run_heavy(lambda: ev.evaluate(model, choice.images, attacks=choice.attacks, preset=choice.preset,
-                                           table=choice.table, ensemble=choice.ensemble, limit=choice.limit,
-                                           seed=cfg_settings.seed, out_csv=out,
-                                           progress=eta_reporter(bar, time.monotonic()), config=cfg_settings.config,
-                                           tuning_fraction=choice.tuning, batch_size=batch),
+    result = run_heavy(lambda: ev.evaluate(model, choice.images, settings, out_csv=out,
+                                           progress=eta_reporter(bar, time.monotonic())),
                        "the benchmark", cfg_settings.device)
     return result, ""
 

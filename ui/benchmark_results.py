@@ -158,6 +158,8 @@ def figure2_section(choice: BenchmarkChoice, model, cfg_settings) -> None:
 def figure5_section(choice: BenchmarkChoice, model, cfg_settings) -> None:
     """Paper Figure 5: the parameter search, on the held-apart tuning photos only."""
     from pd_core import evaluation as ev
+    from pd_core.evaluation.figures import TuningGrid
+    from pd_core.evaluation.settings import RunSettings
     from pd_core.evaluation.table_figures import tuning_figure
 
     st.markdown("**Figure 5 — the parameter search (on the held-apart photos only)**")
@@ -167,11 +169,11 @@ def figure5_section(choice: BenchmarkChoice, model, cfg_settings) -> None:
         with st.status("Computing Figure 5…", expanded=True) as status:
             bar = status.progress(0.0)
             try:
-                grid = run_heavy(lambda: ev.tuning_grid(model, choice.images, attacks=choice.attacks[:1],
-                                                        preset=choice.preset, sigmas=(0.02, 0.04, 0.08),
-                                                        windows=(5, 10, 20), deflections=(50, 100, 200, 400),
-                                                        seed=cfg_settings.seed, tuning_fraction=choice.tuning,
-                                                        limit=16 if not choice.on_gpu else None,
+                search = TuningGrid(attacks=tuple(choice.attacks[:1]), preset=choice.preset,
+                                    sigmas=(0.02, 0.04, 0.08), windows=(5, 10, 20), deflections=(50, 100, 200, 400))
+                run = RunSettings(ensemble=1, seed=cfg_settings.seed, tuning_fraction=choice.tuning,
+                                  limit=16 if not choice.on_gpu else None)
+                grid = run_heavy(lambda: ev.tuning_grid(model, choice.images, search, run,
                                                         progress=eta_reporter(bar, time.monotonic())),
                                  "Figure 5", cfg_settings.device)
                 st.session_state["bench_fig5"] = grid

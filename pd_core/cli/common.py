@@ -13,7 +13,7 @@ import sys
 __all__ = ["EXIT_BAD_INPUT", "CliError", "fail", "print_json", "parse_value", "parse_param", "parse_number_list",
            "top5", "load_model", "load_image", "add_defence_options", "defence_config", "add_defence_choice",
            "build_defence", "add_folder_options",
-           "add_protocol_options", "add_progress_options", "wants_progress", "summary_of_folder_run",
+           "add_protocol_options", "add_defence_list", "run_settings", "add_progress_options", "wants_progress", "summary_of_folder_run",
            "write_figures"]
 
 EXIT_BAD_INPUT = 2
@@ -189,6 +189,31 @@ def add_protocol_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, metavar="B", help="images per chunk (keep it when resuming)")
     p.add_argument("--tuning-fraction", type=float, default=DEFAULT_TUNING_FRACTION, metavar="F",
                    help="share of the folder held apart for tuning, never evaluated (default 0.2)")
+
+
+def add_defence_list(p: argparse.ArgumentParser, instead_of: str) -> None:
+    """``--defence NAME[,NAME...]``: registry names or plugin specs judged in Table 1's transfer
+    setting instead of ``instead_of`` (checked by :func:`run_settings`)."""
+    p.add_argument("--defence", metavar="NAME[,NAME...]",
+                   help=f"instead of {instead_of}: these defences, each judged in Table 1's setting (the attack "
+                        "crafted on the undefended model; a randomised one by its Ens-N vote and its single run); "
+                        "registry names ('pdlab defences' lists them) or your own FILE.py:FUNCTION")
+
+
+def run_settings(args, kind=None, **fields):
+    """The run's settings from :func:`add_protocol_options` (and ``--defence`` where the subcommand
+    has it), as ``kind`` (default :class:`~pd_core.evaluation.settings.RunSettings`; ``fields``: its
+    other fields). What the settings refuse (an unknown attack or defence, a broken plugin, a bad
+    table or size) is a :class:`CliError`: every folder subcommand checks its options here."""
+    from ..evaluation import EvaluationError
+    from ..evaluation.settings import RunSettings
+
+    kind = kind or RunSettings
+    try:
+        return kind(ensemble=args.ensemble, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+                    tuning_fraction=args.tuning_fraction, defences=getattr(args, "defence", None) or (), **fields)
+    except EvaluationError as exc:
+        raise CliError(str(exc)) from None
 
 
 def add_progress_options(p: argparse.ArgumentParser) -> None:

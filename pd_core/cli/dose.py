@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_dataset_options, add_folder_options, add_progress_options, add_protocol_options,
-                     dataset_images, parse_number_list, summary_of_folder_run, write_figures)
+from .common import (CliError, add_dataset_options, add_folder_options, add_progress_options, add_protocol_options,
+                     dataset_images, parse_number_list, run_settings, summary_of_folder_run, write_figures)
 
 HELP = "the deflection dose: accuracy against the number of deflections K, with and without the denoiser"
 
@@ -46,17 +46,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Run the dose (or only draw with ``--plot``), print the summary and write the figure."""
     from ..defence import DefenceConfig
-    from ..evaluation.dose import deflection_dose, dose_summary
+    from ..evaluation import EvaluationError
+    from ..evaluation.dose import DoseGrid, deflection_dose, dose_summary
 
     ks = parse_number_list(args.deflections, "--deflections", int, "whole numbers")
     denoise = {"both": (False, True), "on": (True,), "off": (False,)}[args.denoiser]
 
+    if not args.plot:  # every check before the model loads
+        settings = run_settings(args, config=DefenceConfig(window=args.window, sigma=args.sigma,
+                                                           use_map=not args.no_map))
+        try:
+            grid = DoseGrid(tuple(args.attacks.split(",")), args.preset, tuple(ks), denoise)
+        except EvaluationError as exc:
+            raise CliError(str(exc)) from None
+
     def compute(model, progress):
-        config = DefenceConfig(window=args.window, sigma=args.sigma, use_map=not args.no_map)
-        return deflection_dose(model, dataset_images(args), attacks=args.attacks.split(","), preset=args.preset,
-                               deflections=ks, denoise=denoise, ensemble=args.ensemble, limit=args.limit,
-                               seed=args.seed, out_csv=args.out, progress=progress, batch_size=args.batch_size,
-                               labels_csv=args.labels, config=config, tuning_fraction=args.tuning_fraction)
+        return deflection_dose(model, dataset_images(args), grid, settings, out_csv=args.out,
+                               labels_csv=args.labels, progress=progress)
 
     summary = summary_of_folder_run(args, kind="dose", summarize=dose_summary, compute=compute,
                                     drawn=lambda s: s[s["defence"] != "none"])

@@ -8,9 +8,11 @@ module parses the options, prints the table and turns an
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .common import (CliError, add_dataset_options, add_folder_options, add_progress_options, add_protocol_options,
-                     dataset_images, load_model, wants_progress)
+from .common import (EXIT_BAD_INPUT, CliError, add_dataset_options, add_defence_list, add_folder_options,
+                     add_progress_options, add_protocol_options, dataset_images, load_model, run_settings,
+                     wants_progress)
 
 HELP = "reproduce the paper's Tables 1, 3, 4 on a folder of labelled images"
 
@@ -28,6 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="attack strength: paper (the paper's setting), large, interactive; budget (igsm: all "
                         "10 steps) and minimal (fgsm: smallest fooling eps) exist for one attack each")
     p.add_argument("--table", type=int, default=1, choices=[1, 3, 4])
+    add_defence_list(p, "the table's columns")
     add_protocol_options(p)
     p.add_argument("--out", required=True, metavar="results.csv")
     p.add_argument("--figure5", action="store_true",
@@ -44,30 +47,66 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    """Evaluate (or search Figure 5) and print the result; bad input raises :class:`CliError`."""
+    """Evaluate (or search Figure 5) and print the result; bad input raises :class:`CliError`.
+    Exit code 2 also when a defence failed on some units (their rows are missing; the rest is kept)."""
     from ..evaluation import EvaluationError, progress_bar
 
-    if getattr(args, "ray", None):
-        return _table_on_ray(args)
-    model = load_model(args.model)
     attacks = [a for a in args.attacks.split(",") if a.strip()] if args.attacks else []
+    if args.figure5 and args.defence:
+        raise CliError("--figure5 searches pixel deflection's parameters: leave out --defence.")
+    if args.figure5 and getattr(args, "ray", None):
+        raise CliError("--figure5 runs in this process: leave out --ray.")
+    settings = figure5_search(args, attacks) if args.figure5 else protocol_settings(args, attacks)
+    if getattr(args, "ray", None):
+        return _table_on_ray(args, settings)
+    model = load_model(args.model)
     update, close = progress_bar(wants_progress(args))
     try:
         if args.figure5:
-            return _figure5(model, args, attacks, update, close)
-        return _table(model, args, attacks, update, close)
+            return _figure5(model, args, settings, update, close)
+        return _table(model, args, settings, update, close)
     except EvaluationError as exc:
         raise CliError(str(exc)) from None
 
 
-def _figure5(model, args, attacks, update, close) -> int:
+def protocol_settings(args, attacks):
+    """The run's :class:`~pd_core.evaluation.settings.ProtocolSettings` (checked by :func:`run_settings`)."""
+    from ..evaluation.settings import ProtocolSettings
+
+    return run_settings(args, ProtocolSettings, attacks=tuple(attacks), preset=args.preset, table=args.table)
+
+
+def figure5_search(args, attacks):
+    """Figure 5's :class:`~pd_core.evaluation.figures.TuningGrid` (the paper's linear search) of the options."""
+    from ..evaluation import EvaluationError
+    from ..evaluation.figures import TuningGrid
+
+    run_settings(args)  # the protocol options are checked before any work, as for the tables
+    try:
+        return TuningGrid(attacks=tuple(attacks), preset=args.preset)
+    except EvaluationError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _failed_units_exit(result, where) -> int:
+    """0, or 2 after one line on stderr per failed defence when some units failed (sidecar: ``failed_units``)."""
+    failed = result.failed_units
+    if not failed:
+        return 0
+    reasons = {}
+    for f in failed:
+        reasons.setdefault((f["defence"], f["reason"]), []).append(f)
+    for (defence, reason), units in reasons.items():
+        print(f"error: {len(units)} unit(s) failed in defence {defence!r}: {reason} (see failed_units in {where}; "
+              "run the same command again to retry them)", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _figure5(model, args, search, update, close) -> int:
     from ..evaluation import tuning_grid
 
     try:
-        grid = tuning_grid(model, args.images, labels_csv=args.labels, attacks=attacks, preset=args.preset,
-                           ensemble=args.ensemble, limit=args.limit, seed=args.seed,
-                           batch_size=args.batch_size, tuning_fraction=args.tuning_fraction,
-                           progress=update)
+        grid = tuning_grid(model, args.images, search, run_settings(args), labels_csv=args.labels, progress=update)
     finally:
         close()
     grid.to_csv(args.out, index=False)
@@ -80,7 +119,7 @@ def _figure5(model, args, attacks, update, close) -> int:
     return 0
 
 
-def _table(model, args, attacks, update, close) -> int:
+def _table(model, args, settings, update, close) -> int:
     from pathlib import Path
 
     from ..evaluation import evaluate, rank_histogram
@@ -88,10 +127,7 @@ def _table(model, args, attacks, update, close) -> int:
 
     images = dataset_images(args)
     try:
-        result = evaluate(model, images, attacks=attacks, preset=args.preset, table=args.table,
-                          ensemble=args.ensemble, limit=args.limit, seed=args.seed, out_csv=args.out,
-                          progress=update, batch_size=args.batch_size, labels_csv=args.labels,
-                          tuning_fraction=args.tuning_fraction)
+        result = evaluate(model, images, settings, out_csv=args.out, labels_csv=args.labels, progress=update)
     finally:
         close()
     print(result.format_table())
@@ -105,28 +141,27 @@ def _table(model, args, attacks, update, close) -> int:
               ", ".join(f"{'not in top-5' if r.rank == 0 else f'#{r.rank}'} {100 * r.fraction:.0f}%"
                         for r in pooled.itertuples()))
     print(f"\nrows: {args.out}  (metadata: {sidecar_path(Path(args.out))}); {result.seconds:.0f} s")
-    return 0
+    return _failed_units_exit(result, sidecar_path(Path(args.out)))
 
 
-def _table_on_ray(args) -> int:
+def _table_on_ray(args, settings) -> int:
     """``--ray``: the same protocol on Ray workers (:mod:`pd_core.evaluation.distributed`)."""
     from pathlib import Path
 
     from ..evaluation import EvaluationError
     from ..evaluation.dispatch import progress_printer
+    from ..evaluation.shards import meta_path
     from ..evaluation.distributed import evaluate_distributed
+    from ..evaluation.settings import ClusterSettings
 
     out = Path(args.out)
     csv_out = out if out.suffix.lower() == ".csv" else None
     store = out.with_suffix(".shards") if csv_out is not None else out
     show = progress_printer() if wants_progress(args) else None
-    attacks = [a for a in args.attacks.split(",") if a.strip()] if args.attacks else []
     try:
-        result = evaluate_distributed(args.model, args.images, store=store, attacks=attacks, preset=args.preset,
-                                      table=args.table, ensemble=args.ensemble, limit=args.limit, seed=args.seed,
-                                      batch_size=args.batch_size, labels=args.labels, devkit_meta=args.devkit_meta,
-                                      subset=args.subset, tuning_fraction=args.tuning_fraction, ray=args.ray,
-                                      threads=args.threads_per_worker, on_progress=show, out_csv=csv_out)
+        cluster = ClusterSettings(ray=args.ray, threads=args.threads_per_worker)
+        result = evaluate_distributed(args.model, dataset_images(args), settings, store=store, cluster=cluster,
+                                      labels=args.labels, on_progress=show, out_csv=csv_out)
     except EvaluationError as exc:
         raise CliError(str(exc)) from None
     print(result.format_table())
@@ -134,4 +169,4 @@ def _table_on_ray(args) -> int:
     print(f"\nunits: {d['units']} ({d['resumed']} resumed, {d['computed']} computed, {d['failed']} failed, "
           f"{d['retried']} retried); shards: {store}" + (f"; rows: {csv_out}" if csv_out else "")
           + f"; {result.seconds:.0f} s")
-    return 0
+    return _failed_units_exit(result, meta_path(store))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_dataset_options, add_folder_options, add_progress_options, add_protocol_options,
-                     dataset_images, parse_number_list, summary_of_folder_run,
+from .common import (CliError, add_dataset_options, add_defence_list, add_folder_options, add_progress_options,
+                     add_protocol_options, dataset_images, parse_number_list, run_settings, summary_of_folder_run,
                      write_figures as _write_figures)
 
 HELP = "accuracy against perturbation size: each attack over a grid of strengths (eps, overshoot, gamma)"
@@ -34,6 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the grid (default: the attack's grid); eps in 1/255 units, other parameters in their own")
     p.add_argument("--param", metavar="NAME", help="the swept parameter (default: eps, overshoot or gamma per attack)")
     add_protocol_options(p)
+    add_defence_list(p, "the paper's defence (single run and Ens-N)")
     p.add_argument("--out", metavar="sweep.csv", help="results file (rows appended as they finish)")
     p.add_argument("--plot", metavar="FILE", help="only draw an existing results file (no --images, nothing computed)")
     p.add_argument("--measure", default="norm_l2", choices=["norm_l2", "norm_l2_model", "rmse"],
@@ -53,15 +54,21 @@ def parse_values(text: str | None) -> list[float] | None:
 
 def run(args) -> int:
     """Sweep (or only draw with ``--plot``), print the summary and write the figures."""
-    from ..evaluation.sweeps import sweep, sweep_summary
+    from ..evaluation import EvaluationError
+    from ..evaluation.sweeps import SweepGrid, sweep, sweep_summary
 
     values = parse_values(args.values)
+    if not args.plot:  # every check before the model loads
+        settings = run_settings(args)
+        try:
+            grid = SweepGrid(tuple(args.attacks.split(",")), tuple(args.preset.split(",")),
+                             None if values is None else tuple(values), args.param)
+        except EvaluationError as exc:
+            raise CliError(str(exc)) from None
 
     def compute(model, progress):
-        return sweep(model, dataset_images(args), attacks=args.attacks.split(","), presets=args.preset.split(","),
-                     values=values, param=args.param, ensemble=args.ensemble, limit=args.limit, seed=args.seed,
-                     out_csv=args.out, progress=progress, batch_size=args.batch_size, labels_csv=args.labels,
-                     tuning_fraction=args.tuning_fraction)
+        return sweep(model, dataset_images(args), grid, settings, out_csv=args.out, labels_csv=args.labels,
+                     progress=progress)
 
     summary = summary_of_folder_run(args, kind="sweep", summarize=sweep_summary, compute=compute,
                                     drawn=lambda s: s)

@@ -35,12 +35,13 @@ from .paper import PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4, format_table, table
 from .progress import Progress, progress_bar
 from .protocol import evaluate
 from .result import EvaluationResult
+from .settings import ClusterSettings, ProtocolSettings
 from .stats import summarize, wilson_interval
 from .store import read_results
 from .tables import ATTACK_ORDER, ATTACK_TITLES, PAPER_ATTACKS
 
 __all__ = [
-    "evaluate", "EvaluationResult", "EvaluationError", "format_table", "table_frame", "summarize",
+    "evaluate", "ProtocolSettings", "ClusterSettings", "EvaluationResult", "EvaluationError", "format_table", "table_frame", "summarize",
     "wilson_interval", "split_tuning", "evaluation_part", "read_results", "load_items", "Item", "Progress",
     "progress_bar", "deflection_curve", "probability_curve", "CurveResult", "tuning_grid", "rank_histogram",
     "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4", "ATTACK_ORDER", "ATTACK_TITLES",

@@ -22,10 +22,10 @@ import math
 import os
 
 from .paper import PAPER_TABLE1, PAPER_TABLE3
-from .tables import ATTACK_TITLES
+from .tables import ATTACK_TITLES, column_titles
 from .sweeps import MEASURES
 
-__all__ = ["MEASURE_TITLES", "DEFENCE_TITLES", "sweep_figure", "sweep_figures", "paper_positions", "dose_figure",
+__all__ = ["MEASURE_TITLES", "sweep_figure", "sweep_figures", "paper_positions", "dose_figure",
            "write_png", "SWEEP_CAPTION", "DOSE_CAPTION"]
 
 MEASURE_TITLES = {
@@ -33,7 +33,6 @@ MEASURE_TITLES = {
     "norm_l2_model": "mean ‖δ‖₂ / ‖x‖₂ in the model's normalised input",
     "rmse": "mean RMSE of δ ([0, 1] units; FGSM: ε)",
 }
-DEFENCE_TITLES = {"none": "No defence", "single": "Single run"}
 _COLOURS = {"none": "#d62728", "single": "#1f77b4", "ens": "#2ca02c"}
 _READING_SYMBOLS = {"norm_l2": "circle-open", "norm_l2_model": "square-open", "rmse": "diamond-open"}
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -53,7 +52,8 @@ DOSE_CAPTION = (
 
 
 def _defence_title(defence: str) -> str:
-    return f"Ens-{defence[3:]}" if defence.startswith("ens") else DEFENCE_TITLES.get(defence, defence)
+    """The series' legend: Table 1's titles (the single run spelt out), a registry entry's title."""
+    return "Single run" if defence == "single" else column_titles(1, [defence])[defence]
 
 
 def _colour(defence: str) -> str:

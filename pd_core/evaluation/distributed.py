@@ -56,14 +56,19 @@ from typing import Callable, Sequence
 
 import torch
 
-from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part
+from ..attacks import ATTACKS
+from ..defence import PAPER_DEFAULTS
+from ..defences.plugins import resolve_defences
+from .data import DEFAULT_TUNING_FRACTION, EvaluationError, Item, evaluation_part
 from .progress import COST_PRIOR
-from .ray_cluster import parse_ray_target, ray_running, start_ray
+from .ray_cluster import ray_running, start_ray
 from .sidecar import check_sidecar, library_versions, now_iso
 from .shards import ShardWriter, export_csv, finished_units, meta_path, read_shards
 from .dispatch import Dispatcher, ProgressSnapshot
 from .result import EvaluationResult
+from .settings import ClusterSettings, ProtocolSettings
 from .stats import summarize
+from .units import UnitSettings, failed_unit_records, load_chunk, run_unit
 
 __all__ = ["RunSpec", "WorkUnit", "plan_units", "unit_key", "compute_unit",
            "evaluate_distributed", "UnitWorker"]
@@ -81,10 +86,16 @@ class RunSpec:
     batch_size: int = 16
     defence: dict = field(default_factory=dict)
     attack_params: dict = field(default_factory=dict)
+    defences: tuple = ()  # registry names of Table 1's transfer columns (empty: the table's own)
+    plugins: tuple = ()  # the plugin specs among them, loaded again in each worker process
+
+    @classmethod
+    def of(cls, model_name: str, settings: ProtocolSettings) -> "RunSpec":
+        return cls(model_name, settings.preset, settings.table, settings.ensemble, settings.seed,
+                   settings.batch_size, settings.config.as_dict() if settings.config != PAPER_DEFAULTS else {},
+                   dict(settings.attack_params), tuple(settings.defences), tuple(settings.plugins))
 
     def config(self):
-        from ..defence import PAPER_DEFAULTS
-
         return replace(PAPER_DEFAULTS, **self.defence) if self.defence else PAPER_DEFAULTS
 
 
@@ -99,7 +110,8 @@ class WorkUnit:
 
 def unit_key(spec: RunSpec, attack: str, names: Sequence[str]) -> str:
     preset = "none" if attack == "clean" else spec.preset
-    text = "|".join([f"t{spec.table}", f"e{spec.ensemble}", attack, preset, *names])
+    columns = [f"d{','.join(spec.defences)}"] if spec.defences else []  # absent for the tables: old keys hold
+    text = "|".join([f"t{spec.table}", f"e{spec.ensemble}", *columns, attack, preset, *names])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -111,25 +123,25 @@ def plan_units(evaluation: Sequence[Item], attacks: Sequence[str], spec: RunSpec
     return sorted(units, key=lambda u: (-u.cost, u.chunk))
 
 
-def _settings(spec: RunSpec):
-    from .units import UnitSettings
-
+def _settings(spec: RunSpec) -> UnitSettings:
     return UnitSettings(preset=spec.preset, table=spec.table, ensemble=spec.ensemble, seed=spec.seed,
-                        batch_size=spec.batch_size, config=spec.config(), attack_params=spec.attack_params)
+                        batch_size=spec.batch_size, config=spec.config(), attack_params=spec.attack_params,
+                        defences=tuple(spec.defences))
 
 
 def compute_unit(model, unit: WorkUnit, spec: RunSpec, chunk=None) -> tuple[list[dict], dict]:
     """Rows of one unit, exactly as :func:`evaluate` computes them (:func:`pd_core.evaluation.units.run_unit`),
-    and ``{"unreadable", "attack_params"}``. ``chunk``: the unit's images and clean pass when the
+    and ``{"unreadable", "attack_params", "failures"}`` (``failures``: the sidecar's ``failed_units``
+    entries of a unit whose defence failed). ``chunk``: the unit's images and clean pass when the
     worker still has them from another unit of the same chunk (as the single process shares them
     between a chunk's attacks); else they are loaded and computed here."""
-    from .units import load_chunk, run_unit
-
     settings = _settings(spec)
     chunk = chunk if chunk is not None else load_chunk(model, list(unit.items), settings)
     result = run_unit(model, chunk, unit.attack, settings)
     params = {} if result.attack_params is None else {f"{unit.attack}/{spec.preset}": result.attack_params}
-    return result.rows, {"unreadable": chunk.unreadable, "attack_params": json.loads(json.dumps(params, default=str))}
+    failures = failed_unit_records(result, unit.chunk, unit.attack, settings, [it.name for it in unit.items])
+    return result.rows, {"unreadable": chunk.unreadable, "attack_params": json.loads(json.dumps(params, default=str)),
+                         "failures": failures}
 
 
 class UnitWorker:
@@ -139,6 +151,8 @@ class UnitWorker:
     def __init__(self, spec: RunSpec, store: str, name: str, threads: int = 1, device: str = "cpu"):
         from ..models import load_model
 
+        if spec.plugins:  # a plugin is registered per process: load it here as the driver did
+            resolve_defences(list(spec.plugins))
         if device == "cpu":
             torch.set_num_threads(max(1, int(threads)))
         self.spec = spec
@@ -152,8 +166,6 @@ class UnitWorker:
     def _chunk(self, unit: WorkUnit):
         """The unit's chunk (images and clean pass), kept for the worker's next units: the
         dispatcher hands a worker the other attacks of its last chunk first."""
-        from .units import load_chunk
-
         key = tuple(it.name for it in unit.items)
         if key not in self.chunks:
             chunk = load_chunk(self.model, list(unit.items), _settings(self.spec))
@@ -163,33 +175,30 @@ class UnitWorker:
     def run(self, unit: WorkUnit) -> dict:
         started, cpu = time.monotonic(), time.process_time()
         rows, info = compute_unit(self.model, unit, self.spec, self._chunk(unit))
-        self.writer.write(rows, [unit.key])
+        # A unit whose defence failed keeps its rows but is not marked finished: a rerun retries it
+        # (its rows then appear twice on disk and once after the merge).
+        self.writer.write(rows, [] if info["failures"] else [unit.key])
         return {"key": unit.key, "rows": len(rows), "seconds": time.monotonic() - started, "pid": os.getpid(),
                 "cpu_seconds": time.process_time() - cpu, **info}
 
 
-def _sidecar(store: Path, spec: RunSpec, model_name: str, attacks, extra: dict) -> dict:
-    from ..attacks import ATTACKS
-
-    settings = {"model": model_name, "seed": spec.seed, "ensemble": spec.ensemble,
-                "defence": spec.config().as_dict(), "tuning_fraction": extra["tuning_fraction"],
-                "tuning_salt": TUNING_SALT, "batch_size": spec.batch_size}
-    meta = check_sidecar(meta_path(store), settings)
+def _sidecar(store: Path, spec: RunSpec, settings: ProtocolSettings, extra: dict) -> dict:
+    identity = {**settings.identity(spec.model), "batch_size": spec.batch_size}
+    meta = check_sidecar(meta_path(store), identity)
     meta.setdefault("created", now_iso())
-    meta["settings"] = settings
+    meta["settings"] = identity
     meta["versions"] = library_versions()
     meta.setdefault("attack_params", {})
-    for name in attacks:
+    for name in settings.attacks:
         requested = json.loads(json.dumps({**ATTACKS[name].preset(spec.preset), **spec.attack_params.get(name, {})},
                                           default=str))
         stored = meta["attack_params"].get(f"{name}/{spec.preset}")
         if stored is not None and any(k in stored and stored[k] != v for k, v in requested.items()):
             raise EvaluationError(f"the results folder has {name} '{spec.preset}' rows made with other "
                                   "parameters; choose another output folder.")
-    meta.setdefault("runs", []).append({"date": meta["created"] if not meta.get("runs") else
-                                        now_iso(),
-                                        "table": spec.table, "preset": spec.preset, "attacks": list(attacks),
-                                        **extra})
+    meta.setdefault("runs", []).append({"date": meta["created"] if not meta.get("runs") else now_iso(),
+                                        "table": spec.table, "preset": spec.preset, "attacks": list(settings.attacks),
+                                        **({"defences": list(spec.defences)} if spec.defences else {}), **extra})
     return meta
 
 
@@ -224,8 +233,7 @@ def _seconds_per_image(units: Sequence[WorkUnit], results: Sequence[dict]) -> di
     return {a: round(sec / n, 4) for a, (sec, n) in totals.items() if n}
 
 
-def _compute_units(queue: deque, total: int, resumed: int, spec: RunSpec, store: Path, *, ray: str, threads: int,
-                   workers: int | None, in_flight: int, max_attempts: int,
+def _compute_units(queue: deque, total: int, resumed: int, spec: RunSpec, store: Path, cluster: ClusterSettings,
                    on_progress: Callable[[ProgressSnapshot], None] | None) -> tuple[list[dict], int, int]:
     """The queued units on Ray actors (one model each; one per GPU, else ``threads``-thread CPU
     workers), pulled by a :class:`Dispatcher`. Returns (unit results, failed, retried)."""
@@ -233,14 +241,16 @@ def _compute_units(queue: deque, total: int, resumed: int, spec: RunSpec, store:
         if on_progress is not None:
             on_progress(ProgressSnapshot(total, total, resumed, 0, 0, 0, 0, 0.0, 0.0, 0.0, "already done"))
         return [], 0, 0
+    threads = max(1, int(cluster.threads))
     started_here = not ray_running()
-    ray_mod, count, device = start_ray(ray, max(1, int(threads)), workers)
-    options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": max(1, int(threads))}
+    ray_mod, count, device = start_ray(cluster.ray, threads, cluster.workers)
+    options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": threads}
     actor_class = ray_mod.remote(**options, max_restarts=0, scheduling_strategy="SPREAD")(UnitWorker)
     try:
         scheduler = Dispatcher(ray_mod, actor_class,
                                lambda wid: (spec, str(store.resolve()), f"w{wid}", threads, device),
-                               min(count, len(queue)), in_flight, max_attempts, on_progress, total, resumed)
+                               min(count, len(queue)), cluster.in_flight, cluster.max_attempts, on_progress, total,
+                               resumed)
         results = scheduler.run(queue)
     finally:
         if started_here:  # our own connection or local instance: its workers go with it
@@ -256,54 +266,44 @@ def _worker_costs(units: Sequence[WorkUnit], results: Sequence[dict]) -> dict:
             "worker_cpu_share": round(cpu / busy, 3) if busy else None}
 
 
-def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[str] = ("fgsm", "igsm"),
-                         preset: str = "paper", table: int = 1, ensemble: int = 10, limit: int | None = None,
-                         seed: int = 0, batch_size: int = 16, labels=None, devkit_meta=None, subset=None,
-                         tuning_fraction: float = DEFAULT_TUNING_FRACTION, config=None,
-                         attack_params: dict | None = None, ray: str = "local:2", threads: int = 1,
-                         workers: int | None = None, in_flight: int = 2, max_attempts: int = 3,
-                         on_progress: Callable[[ProgressSnapshot], None] | None = None,
-                         out_csv=None):
-    """:func:`evaluate` on Ray; rows go to the shard folder ``store`` (and to ``out_csv`` at the end).
+def evaluate_distributed(model_name: str, images, settings: ProtocolSettings | None = None, *, store,
+                         cluster: ClusterSettings | None = None, labels=None,
+                         on_progress: Callable[[ProgressSnapshot], None] | None = None, out_csv=None):
+    """:func:`~pd_core.evaluation.protocol.evaluate` on Ray; rows go to the shard folder ``store``
+    (and to ``out_csv`` at the end).
 
-    ray : ``"local:N"``, ``"auto"`` or a cluster address (see :func:`parse_ray_target`).
-    threads : torch threads of each CPU worker. workers : override the number of actors.
-    in_flight : units queued per actor. on_progress : receives a :class:`ProgressSnapshot`.
+    images : a folder or a list of :class:`Item` (:func:`evaluation_items` reads the other layouts).
+    settings : the run (:class:`~pd_core.evaluation.settings.ProtocolSettings`, shared with the
+    sequential engine). cluster : where and how it runs (:class:`~pd_core.evaluation.settings.ClusterSettings`).
+    on_progress : receives a :class:`ProgressSnapshot`.
     Returns the :class:`EvaluationResult` of the merged store, with ``meta["distributed"]``
-    counting units (total, resumed, computed, failed, retried).
+    counting units (total, resumed, computed, failed, retried) and ``failed_units`` the units
+    whose defence failed (their rows are kept; the unit is retried by the next run).
     """
-    from ..attacks import ATTACKS
-
-    attacks = list(dict.fromkeys(a.strip().lower() for a in attacks if a and a.strip() and a.strip() != "clean"))
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        raise EvaluationError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}.")
-    if table not in (1, 3, 4) or int(ensemble) < 1 or int(batch_size) < 1:
-        raise EvaluationError("table must be 1, 3 or 4, and ensemble and batch size at least 1.")
-    parse_ray_target(ray)  # a mistyped target fails before any work
+    settings = settings or ProtocolSettings()
+    cluster = cluster or ClusterSettings()
     started = time.monotonic()
-    evaluation = evaluation_items(images, labels=labels, devkit_meta=devkit_meta, subset=subset,
-                                  tuning_fraction=tuning_fraction, limit=limit)
-    spec = RunSpec(model_name, preset, int(table), int(ensemble), int(seed), int(batch_size),
-                   config.as_dict() if config is not None else {}, dict(attack_params or {}))
+    evaluation = evaluation_items(images, labels=labels, tuning_fraction=settings.tuning_fraction,
+                                  limit=settings.limit)
+    spec = RunSpec.of(model_name, settings)
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise EvaluationError(f"{store} is a file; give a folder for the shards.")
     store.mkdir(parents=True, exist_ok=True)
-    meta = _sidecar(store, spec, model_name, attacks, {"tuning_fraction": tuning_fraction, "limit": limit,
-                                                       "images": len(evaluation), "ray": ray, "threads": threads})
+    meta = _sidecar(store, spec, settings, {"tuning_fraction": settings.tuning_fraction, "limit": settings.limit,
+                                            "images": len(evaluation), "ray": cluster.ray, "threads": cluster.threads})
     meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
-    units = plan_units(evaluation, attacks, spec)
+    units = plan_units(evaluation, settings.attacks, spec)
     finished = finished_units(store)
     queue = deque(u for u in units if u.key not in finished)
     resumed = len(units) - len(queue)
-    results, failed, retried = _compute_units(queue, len(units), resumed, spec, store, ray=ray, threads=threads,
-                                              workers=workers, in_flight=in_flight, max_attempts=max_attempts,
-                                              on_progress=on_progress)
+    results, failed, retried = _compute_units(queue, len(units), resumed, spec, store, cluster, on_progress)
     unreadable = {k: v for r in results for k, v in r.get("unreadable", {}).items()}
     for r in results:
         for k, v in r.get("attack_params", {}).items():
             meta["attack_params"].setdefault(k, v)
+    meta["failed_units"] = sorted((f for r in results for f in r.get("failures", [])),
+                                  key=lambda f: (f["chunk"], f["attack"], f["defence"]))
     rows = read_shards(store)
     rows = rows[rows["image"].astype(str).isin({it.name for it in evaluation})]
     clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
@@ -314,11 +314,13 @@ def evaluate_distributed(model_name: str, images, *, store, attacks: Sequence[st
                            "retried": retried}
     meta.update(_worker_costs(units, results))
     meta["runs"][-1].update({"seconds": round(seconds, 1), "kept": kept, "dropped": len(dropped),
-                             "unreadable": unreadable, **meta["distributed"]})
+                             "unreadable": unreadable, "failed_units": len(meta["failed_units"]),
+                             **meta["distributed"]})
     meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
     if out_csv is not None:
         export_csv(store, out_csv)
         Path(str(out_csv) + ".meta.json").write_text(json.dumps(meta, indent=2, default=str))
     return EvaluationResult(rows=rows, summary=summarize(rows), images=len(evaluation), kept=kept, dropped=dropped,
                             unreadable=unreadable, meta=meta, csv_path=Path(out_csv) if out_csv else None,
-                            table=table, preset=preset, ensemble=ensemble, seconds=seconds)
+                            table=settings.table, preset=settings.preset, ensemble=settings.ensemble,
+                            seconds=seconds, failed_units=list(meta["failed_units"]), columns=tuple(settings.defences))

@@ -21,17 +21,19 @@ import math
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Sequence
 
+from ..attacks.registry import AttackChoiceError, check_attacks
 from ..defence import PAPER_DEFAULTS, DefenceConfig
-from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, evaluation_part, load_items
+from .data import TUNING_SALT, EvaluationError, evaluation_part, load_items
 from .progress import Progress
+from .settings import RunSettings
 from .stats import counted_rows, wilson_interval
-from .grid_engine import GridResult, run_grid
+from .grid_engine import GridRecord, GridResult, run_grid
 from .sidecar import now_iso
 from .units import UnitSettings, describe_columns
 
-__all__ = ["DOSE_DEFLECTIONS", "DoseSettings", "DoseResult", "dose_defences", "deflection_dose", "dose_summary",
+__all__ = ["DOSE_DEFLECTIONS", "DoseGrid", "DoseSettings", "DoseResult", "dose_defences", "deflection_dose", "dose_summary",
            "parse_dose_defence"]
 
 #: The K grid of issue 13 (replaced values per image; the paper's default is 100).
@@ -93,53 +95,68 @@ class DoseSettings(UnitSettings):
         return ["none", *(name for name, _, _ in self.variants)]
 
 
+@dataclass(frozen=True)
+class DoseGrid:
+    """What a dose run varies, checked on construction: the ``attacks`` (at ``preset``), the numbers
+    of deflections K and whether the denoiser follows (``denoise``: False, True or both)."""
+
+    attacks: tuple[str, ...] = ("fgsm", "igsm")
+    preset: str = "paper"
+    deflections: tuple[int, ...] = DOSE_DEFLECTIONS
+    denoise: tuple[bool, ...] = (False, True)
+
+    def __post_init__(self):
+        attacks = self.attacks.split(",") if isinstance(self.attacks, str) else self.attacks
+        try:
+            object.__setattr__(self, "attacks", tuple(check_attacks(attacks, self.preset)))
+        except AttackChoiceError as exc:
+            raise EvaluationError(str(exc)) from None
+        object.__setattr__(self, "deflections", tuple(int(k) for k in self.deflections))
+        object.__setattr__(self, "denoise", tuple(bool(d) for d in self.denoise))
+        dose_defences(self.deflections, self.denoise)  # the K and denoiser checks
+
+
 @dataclass
 class DoseResult(GridResult):
     """What :func:`deflection_dose` returns: :class:`~.grid_engine.GridResult`'s fields, with
     ``summary`` from :func:`dose_summary`."""
 
 
-def deflection_dose(model, images, *, attacks: Iterable[str] = ("fgsm", "igsm"), preset: str = "paper",
-                    deflections: Sequence[int] = DOSE_DEFLECTIONS, denoise: Sequence[bool] = (False, True),
-                    ensemble: int = 10, limit: int | None = None, seed: int = 0,
-                    out_csv: str | os.PathLike | None = None, progress: Progress | None = None,
-                    batch_size: int = 16, labels_csv: str | os.PathLike | None = None,
-                    config: DefenceConfig | None = None,
-                    tuning_fraction: float = DEFAULT_TUNING_FRACTION) -> DoseResult:
+def deflection_dose(model, images, grid: DoseGrid | None = None, settings: RunSettings | None = None, *,
+                    out_csv: str | os.PathLike | None = None, labels_csv: str | os.PathLike | None = None,
+                    progress: Progress | None = None) -> DoseResult:
     """Clean accuracy and recovery of each attack against K deflections, with and without the denoiser.
 
-    The images, the dropping of misclassified ones and the store are the protocol's
-    (:func:`pd_core.evaluation.evaluate`); ``config`` gives the other defence parameters (window,
-    σ, map; paper defaults). Resumable: a restarted run skips the finished rows (keep
-    ``batch_size``). Returns a :class:`DoseResult`.
+    grid : attacks, preset, K values and denoiser (:class:`DoseGrid`; default FGSM and IGSM at the
+    paper preset over :data:`DOSE_DEFLECTIONS`, both ways). settings : ensemble, limit, seed, chunk
+    size, the other defence parameters (window, σ, map; paper defaults) and tuning fraction
+    (:class:`~pd_core.evaluation.settings.RunSettings`; its ``defences`` list does not apply: the
+    columns are the grid). The images, the dropping of misclassified ones and the store are the
+    protocol's (:func:`pd_core.evaluation.evaluate`). Resumable: a restarted run skips the finished
+    rows (keep the chunk size). Returns a :class:`DoseResult`.
     """
     from ..attacks import ATTACKS
 
     started = time.monotonic()
-    attacks = list(dict.fromkeys(a.strip().lower() for a in attacks if a and a.strip() and a.strip() != "clean"))
-    for a in attacks:
-        if a not in ATTACKS:
-            raise EvaluationError(f"unknown attack {a!r}; choose from: {', '.join(ATTACKS)}.")
-        if preset not in ATTACKS[a].presets:
-            raise EvaluationError(f"{ATTACKS[a].title} has no preset {preset!r}; it has: {', '.join(ATTACKS[a].presets)}.")
-    if int(ensemble) < 1 or int(batch_size) < 1:
-        raise EvaluationError("ensemble and batch_size must be at least 1.")
-    config = config or PAPER_DEFAULTS
-    variants = dose_defences(deflections, denoise, config, ensemble)
-    settings = DoseSettings(preset=preset, ensemble=int(ensemble), seed=int(seed), batch_size=int(batch_size),
-                            config=config, variants=variants)
-    evaluation = evaluation_part(load_items(images, labels_csv), tuning_fraction, limit)
+    grid, settings = grid or DoseGrid(), settings or RunSettings()
+    if settings.defences:
+        raise EvaluationError("the dose's columns are its (K, denoiser) grid: give no list of defences.")
+    attacks, preset, config = list(grid.attacks), grid.preset, settings.config
+    variants = dose_defences(grid.deflections, grid.denoise, config, settings.ensemble)
+    units = DoseSettings(preset=preset, ensemble=settings.ensemble, seed=settings.seed,
+                         batch_size=settings.batch_size, config=config, variants=variants)
+    evaluation = evaluation_part(load_items(images, labels_csv), settings.tuning_fraction, settings.limit)
     # The K and the denoiser vary per column, so the identity keeps the other defence parameters.
     fixed = {k: v for k, v in config.as_dict().items() if k not in ("deflections", "deflect", "denoise", "jpeg_quality")}
-    identity = {"model": model.name, "seed": int(seed), "ensemble": int(ensemble), "dose_defence": fixed,
-                "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
-    run = {"kind": "dose", "date": now_iso(), "attacks": attacks, "preset": preset, "limit": limit,
-           "deflections": [int(k) for k in dict.fromkeys(deflections)], "denoise": [bool(d) for d in denoise],
-           "batch_size": int(batch_size), "images": len(evaluation), "device": str(model.device)}
-    recorded = run_grid(model, evaluation, [(a, settings) for a in attacks], settings, out_csv=out_csv,
-                        identity=identity, run=run, params={f"{a}/{preset}": ATTACKS[a].preset(preset) for a in attacks},
-                        summarize=dose_summary, progress=progress, started=started,
-                        defences=describe_columns(model, settings))
+    identity = {"model": model.name, "seed": settings.seed, "ensemble": settings.ensemble, "dose_defence": fixed,
+                "tuning_fraction": settings.tuning_fraction, "tuning_salt": TUNING_SALT}
+    run = {"kind": "dose", "date": now_iso(), "attacks": attacks, "preset": preset, "limit": settings.limit,
+           "deflections": list(dict.fromkeys(grid.deflections)), "denoise": list(grid.denoise),
+           "batch_size": settings.batch_size, "images": len(evaluation), "device": str(model.device)}
+    record = GridRecord(identity, run, {f"{a}/{preset}": ATTACKS[a].preset(preset) for a in attacks}, started,
+                        defences=describe_columns(model, units))
+    recorded = run_grid(model, evaluation, [(a, units) for a in attacks], units, record, out_csv=out_csv,
+                        summarize=dose_summary, progress=progress)
     return DoseResult(**recorded)
 
 

@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
+from ..attacks.registry import AttackChoiceError, check_attacks
 from ..defence import PAPER_DEFAULTS, DefenceConfig, vote
 from .batching import FastLayoutModel, activation_maps, classify, model_batch
-from .data import DEFAULT_TUNING_FRACTION, EvaluationError, load_items, load_labelled_images, split_tuning
+from .data import EvaluationError, load_items, load_labelled_images, split_tuning
 from .paper import results_rows
 from .progress import Progress
+from .settings import RunSettings
 from .tables import ATTACK_TITLES
 from ..defences.pixel_deflection import defended_copies
 from ..randomness import derive_seed
 from .stats import counted_rows, wilson_interval
 
-__all__ = ["rank_histogram", "CurveResult", "probability_curve", "deflection_curve", "tuning_grid"]
+__all__ = ["rank_histogram", "CurveResult", "probability_curve", "deflection_curve", "TuningGrid", "tuning_grid"]
 
 
 def rank_histogram(results, preset: str | None = None, attacks: Sequence[str] | None = None):
@@ -205,20 +207,39 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
 # Figure 5: accuracy over (σ, window, K) on the held-apart tuning subset
 # --------------------------------------------------------------------------------------------
 
-def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fgsm",), preset: str = "paper",
-                sigmas: Sequence[float] = (0.01, 0.02, 0.04, 0.06, 0.08),
-                windows: Sequence[int] = (2, 5, 10, 15, 20),
-                deflections: Sequence[int] = (25, 50, 100, 200, 400),
-                search: str = "linear", ensemble: int = 1, limit: int | None = None, seed: int = 0,
-                batch_size: int = 16, tuning_fraction: float = DEFAULT_TUNING_FRACTION,
-                progress: Progress | None = None):
+@dataclass(frozen=True)
+class TuningGrid:
+    """Figure 5's search (§9.1), checked on construction: the ``attacks`` (at ``preset``; the clean
+    images are always included) and the values of σ, the window r and the deflections K.
+    ``search``: ``"linear"`` (the paper's: vary one parameter at a time, the others at the paper's
+    defaults σ = 0.04, r = 10, K = 100) or ``"grid"`` (every combination)."""
+
+    attacks: tuple[str, ...] = ("fgsm",)
+    preset: str = "paper"
+    sigmas: tuple[float, ...] = (0.01, 0.02, 0.04, 0.06, 0.08)
+    windows: tuple[int, ...] = (2, 5, 10, 15, 20)
+    deflections: tuple[int, ...] = (25, 50, 100, 200, 400)
+    search: str = "linear"
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "attacks", tuple(check_attacks(self.attacks, self.preset)))
+        except AttackChoiceError as exc:
+            raise EvaluationError(str(exc)) from None
+        self.points()
+
+    def points(self) -> list[tuple[str, float, int, int]]:
+        return _grid_points(self.search, self.sigmas, self.windows, self.deflections)
+
+
+def tuning_grid(model, images, grid: TuningGrid | None = None, settings: RunSettings | None = None, *,
+                labels_csv=None, progress: Progress | None = None):
     """Paper Figure 5 / §9.1: defended accuracy over a grid of (σ, window r, deflections K), on the
     **tuning subset only** (:func:`split_tuning`: disjoint from what :func:`evaluate` uses).
 
-    search : ``"linear"`` (the paper's "linear search": vary one parameter at a time, the others at
-        the paper's defaults σ = 0.04, r = 10, K = 100) or ``"grid"`` (every combination).
-    attacks : rows to measure; the clean images are always included (attack ``"clean"``).
-    ensemble : copies per image (1 = single run, the cheapest).
+    grid : the search (:class:`TuningGrid`). settings : ensemble (copies per image; default 1, the
+    single run, the cheapest), limit (of the tuning images), seed, chunk size, tuning fraction
+    (:class:`~pd_core.evaluation.settings.RunSettings`).
 
     Returns a DataFrame: ``attack``, ``varied`` (the parameter varied, "grid" or "default"),
     ``sigma``, ``window``, ``deflections``, ``n``, ``correct``, ``accuracy``, ``ci_low``,
@@ -226,19 +247,17 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
     """
     import pandas as pd
 
-    from ..attacks import ATTACKS, attack as run_attack
+    from ..attacks import attack as run_attack
 
-    attacks = [a for a in attacks if a != "clean"]
-    for a in attacks:
-        if a not in ATTACKS:
-            raise EvaluationError(f"unknown attack {a!r}; choose from: {', '.join(ATTACKS)}.")
-    _, tuning = split_tuning(load_items(images, labels_csv), tuning_fraction)
-    if limit is not None:
-        tuning = tuning[: int(limit)]
+    grid, settings = grid or TuningGrid(), settings or RunSettings(ensemble=1)
+    attacks, preset, seed, batch_size = list(grid.attacks), grid.preset, settings.seed, settings.batch_size
+    _, tuning = split_tuning(load_items(images, labels_csv), settings.tuning_fraction)
+    if settings.limit is not None:
+        tuning = tuning[: settings.limit]
     if not tuning:
         raise EvaluationError("the tuning subset is empty; raise tuning_fraction or add images.")
     base = PAPER_DEFAULTS
-    points = _grid_points(search, sigmas, windows, deflections)
+    points = grid.points()
     counts: dict[tuple, list[int]] = {}
     chunks = [tuning[i:i + batch_size] for i in range(0, len(tuning), batch_size)]
     total = len(chunks) * (1 + len(attacks)) * len(points)
@@ -264,7 +283,7 @@ def tuning_grid(model, images, *, labels_csv=None, attacks: Iterable[str] = ("fg
             seeds = [derive_seed(seed, it.name, a) for it in good]
             for varied, s, w, k in points:
                 cfg = replace(base, sigma=float(s), window=int(w), deflections=int(k))
-                copies = max(1, int(ensemble))
+                copies = settings.ensemble
                 defended = defended_copies(model, adv, rmap, cfg, copies, seeds)
                 probs = classify(model, defended, 4 * batch_size).view(len(good), copies, -1)
                 pred = vote(probs).prediction

@@ -23,7 +23,7 @@ from .sidecar import library_versions, now_iso
 from .store import open_store
 from .units import UnitSettings, load_chunk, run_unit
 
-__all__ = ["GridResult", "run_grid", "run_jobs", "start_meta"]
+__all__ = ["GridResult", "GridRecord", "run_grid", "run_jobs", "start_meta"]
 
 
 @dataclass
@@ -44,24 +44,36 @@ class GridResult:
     computed_units: int = 0
 
 
-def run_grid(model, evaluation: Sequence[Item], jobs: Sequence[tuple[str, UnitSettings]],
-             clean_settings: UnitSettings, *, out_csv: str | os.PathLike | None, identity: dict, run: dict,
-             params: dict[str, dict], summarize: Callable, progress: Progress | None, started: float,
-             defences: dict | None = None) -> dict:
-    """Run ``jobs`` on ``evaluation`` into the store at ``out_csv``, resuming, and record the run.
+@dataclass(frozen=True)
+class GridRecord:
+    """What a grid run records in the sidecar.
 
-    ``identity``: the settings a resumed file must share (the store refuses others); ``run``: this
-    run's record (``date`` included) appended to ``meta["runs"]`` and closed with its seconds,
-    counts and unreadable files; ``params``: :func:`start_meta`'s attack parameters; ``defences``:
-    recorded under ``meta["defences"]`` when given; ``started``: the ``time.monotonic()`` the
-    seconds count from. Returns the fields of a :class:`GridResult` as a dict (``summary`` is
+    identity : the settings a resumed file must share (the store refuses others). run : this run's
+    record (``date`` included), appended to ``meta["runs"]`` and closed with its seconds, counts and
+    unreadable files. params : :func:`start_meta`'s attack parameters. defences : recorded under
+    ``meta["defences"]`` when given. started : the ``time.monotonic()`` the seconds count from.
+    """
+
+    identity: dict
+    run: dict
+    params: dict
+    started: float
+    defences: dict | None = None
+
+
+def run_grid(model, evaluation: Sequence[Item], jobs: Sequence[tuple[str, UnitSettings]],
+             clean_settings: UnitSettings, record: GridRecord, *, out_csv: str | os.PathLike | None,
+             summarize: Callable, progress: Progress | None) -> dict:
+    """Run ``jobs`` on ``evaluation`` into the store at ``out_csv``, resuming, and record the run
+    (:class:`GridRecord`). Returns the fields of a :class:`GridResult` as a dict (``summary`` is
     ``summarize(rows)``), for the caller's result class.
     """
+    identity, run, started = record.identity, record.run, record.started
     store = open_store(out_csv)
     meta = store.read_meta(identity)
-    start_meta(meta, model, identity, run, params)
-    if defences is not None:
-        meta.setdefault("defences", {}).update(defences)
+    start_meta(meta, model, identity, run, record.params)
+    if record.defences is not None:
+        meta.setdefault("defences", {}).update(record.defences)
     store.write_meta(meta)
     resume = ResumeState.of(store.read_rows())
     unreadable, computed = run_jobs(model, evaluation, jobs, clean_settings, store, meta, resume, progress)

@@ -12,7 +12,8 @@ from .stats import counted_rows, summarize, wilson_interval
 from .store import read_results
 from .tables import ATTACK_ORDER, ATTACK_TITLES, column_titles, ens_name, table_columns
 
-__all__ = ["PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4", "results_rows", "table_frame", "format_table"]
+__all__ = ["PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4", "SINGLE_SUFFIX", "results_rows", "table_frame",
+           "format_table"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +107,47 @@ def _table_defences(summary, table: int, ensemble: int | None) -> list[str]:
     return table_columns(table)
 
 
+#: The ``defence`` value of a randomised defence's single-run column in Table 1's transfer setting
+#: (derived from its rows' ``single_correct``, never stored).
+SINGLE_SUFFIX = ":single"
+
+
+def _transfer_columns(rows, defences: Sequence[str]):
+    """A list of defences in Table 1's transfer setting: each defence's column (the Ens-n vote
+    when it is randomised) and, after a randomised one, its single-run column; titles from the
+    registry entries. Returns (rows with the single-run rows added, columns, titles)."""
+    import pandas as pd
+
+    short = column_titles(1, list(defences))
+    columns, titles, extra = ["none"], {"none": "No defence"}, []
+    for d in defences:
+        mine = rows[rows["defence"] == d]
+        copies = pd.to_numeric(mine["copies"], errors="coerce").max()
+        columns.append(d)
+        if copies == copies and copies > 1:  # not NaN: a randomised defence, judged by the vote
+            titles[d] = f"{short[d]} Ens-{int(copies)}"
+            single = f"{d}{SINGLE_SUFFIX}"
+            extra.append(mine.assign(defence=single, correct=mine["single_correct"]))
+            columns.append(single)
+            titles[single] = f"{short[d]} single"
+        else:
+            titles[d] = short[d]
+    return (pd.concat([rows, *extra], ignore_index=True) if extra else rows), columns, titles
+
+
+def _layout(results, table: int, ensemble: int | None, defences: Sequence[str] | None):
+    """(rows, columns, titles) of the table: the paper's layout, or ``defences`` (default: those of
+    an engine's result that was run with a list of defences) in Table 1's transfer setting."""
+    rows = results_rows(results)
+    if _is_result(results):
+        ensemble = results.ensemble if ensemble is None else ensemble
+        defences = defences if defences is not None else getattr(results, "columns", ())
+    if defences:
+        return _transfer_columns(rows, list(defences))
+    columns = _table_defences(summarize(rows), table, ensemble)
+    return rows, columns, column_titles(table, columns)
+
+
 def _table_attacks(summary, preset: str) -> list[str]:
     present = set(summary.loc[summary["preset"] == preset, "attack"])
     if (summary["attack"] == "clean").any():
@@ -114,21 +156,20 @@ def _table_attacks(summary, preset: str) -> list[str]:
     return order + sorted(present - set(order))
 
 
-def table_frame(results, table: int = 1, preset: str = "paper", ensemble: int | None = None):
+def table_frame(results, table: int = 1, preset: str = "paper", ensemble: int | None = None,
+                defences: Sequence[str] | None = None):
     """The measured table in the paper's layout as a DataFrame (one row per attack).
 
     Columns: ``attack``, ``n``, ``|L2|`` (mean normalised L2 achieved), ``paper |L2|``, and per
     defence column ``<title>`` (accuracy %), ``<title> CI`` (Wilson 95%, "lo–hi" in %),
     ``<title> n`` and ``paper <title>`` (the paper's ResNet-50 value, NaN where it has none).
+    ``defences``: registry names judged in Table 1's transfer setting instead of the table's
+    columns (a randomised one gets its Ens-n and its single-run column).
     """
     import pandas as pd
 
-    rows = results_rows(results)
+    rows, defences, titles = _layout(results, table, ensemble, defences)
     summary = summarize(rows)
-    if ensemble is None and _is_result(results):
-        ensemble = results.ensemble
-    defences = _table_defences(summary, table, ensemble)
-    titles = column_titles(table, defences)
     counted = counted_rows(rows)
     out = []
     for attack in _table_attacks(summary, preset):
@@ -161,25 +202,29 @@ def table_frame(results, table: int = 1, preset: str = "paper", ensemble: int | 
 
 
 def format_table(results, table: int = 1, preset: str = "paper", paper: bool = True,
-                 ensemble: int | None = None) -> str:
+                 ensemble: int | None = None, defences: Sequence[str] | None = None) -> str:
     """The measured table as text in the paper's layout (rows: attacks; columns: |L2|, then the
     defences), each accuracy in % with its Wilson 95% interval, the row's n, and below it the
-    paper's ResNet-50 numbers for the same cells."""
+    paper's ResNet-50 numbers for the same cells. ``defences``: as for :func:`table_frame`."""
+    if _is_result(results):
+        ensemble = results.ensemble if ensemble is None else ensemble
+        defences = defences if defences is not None else (getattr(results, "columns", ()) or None)
     rows = results_rows(results)
-    frame = table_frame(rows, table, preset, ensemble if ensemble is not None else
-                        (results.ensemble if _is_result(results) else None))
-    summary_defs = _table_defences(summarize(rows), table, ensemble if ensemble is not None else
-                                   (results.ensemble if _is_result(results) else None))
-    titles = list(column_titles(table, summary_defs).values())
+    frame = table_frame(rows, table, preset, ensemble, defences=defences)
+    _, _, title_of = _layout(rows, table, ensemble, defences)
+    custom = bool(defences)
+    titles = list(title_of.values())
     clean = rows[(rows["attack"] == "clean") & (rows["defence"] == "none")]
     kept = int((clean["correct"].astype(int) == 1).sum())
     dropped = len(clean) - kept
     model = ""
     if _is_result(results):
         model = results.meta.get("model", {}).get("name", "")
-    head = {1: "Table 1: no defence, single defended run, majority of the ensemble",
-            3: "Table 3: ablation (JPEG, wavelet denoising WD, pixel deflection PD)",
-            4: "Table 4: thresholding after pixel deflection"}[table]
+    head = ("Defences in Table 1's setting (attacks crafted on the undefended model): no defence, "
+            "each defence's Ens-n vote and single run" if custom else
+            {1: "Table 1: no defence, single defended run, majority of the ensemble",
+             3: "Table 3: ablation (JPEG, wavelet denoising WD, pixel deflection PD)",
+             4: "Table 4: thresholding after pixel deflection"}[table])
     lines = [f"{head}" + (f" · {model}" if model else "") + f" · attack preset '{preset}'",
              f"top-1 accuracy % [Wilson 95% interval]; {kept} images counted, {dropped} dropped "
              f"(misclassified without attack); every cell of a row uses the row's n images"]

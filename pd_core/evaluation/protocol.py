@@ -40,33 +40,27 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
-from ..defence import PAPER_DEFAULTS, DefenceConfig
-from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, Item, evaluation_part, load_items
+from .data import TUNING_SALT, EvaluationError, Item, evaluation_part, load_items
 from .progress import Progress, ProgressTracker
 from .result import EvaluationResult
 from .resume import ResumeState
 from .sidecar import library_versions, now_iso
 from .stats import summarize
 from .store import open_store
-from .tables import ATTACK_TITLES, PAPER_ATTACKS
-from .units import UnitSettings, describe_columns, load_chunk, run_unit
+from .settings import ProtocolSettings
+from .tables import ATTACK_TITLES
+from .units import UnitSettings, describe_columns, failed_unit_records, load_chunk, run_unit
 
 __all__ = ["evaluate"]
 
 
-def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: str = "paper",
-             table: int = 1, ensemble: int = 10, limit: int | None = None, seed: int = 0,
-             out_csv: str | os.PathLike | None = None, progress: Progress | None = None,
-             batch_size: int = 16, labels_csv: str | os.PathLike | None = None,
-             config: DefenceConfig | None = None,
-             tuning_fraction: float = DEFAULT_TUNING_FRACTION,
-             attack_params: dict[str, dict] | None = None) -> EvaluationResult:
+def evaluate(model, images, settings: ProtocolSettings | None = None, *,
+             out_csv: str | os.PathLike | None = None, labels_csv: str | os.PathLike | None = None,
+             progress: Progress | None = None) -> EvaluationResult:
     """Run the paper's protocol (§9–10) on labelled images and return accuracies with intervals.
 
     Parameters
@@ -74,68 +68,44 @@ def evaluate(model, images, *, attacks: Iterable[str] = PAPER_ATTACKS, preset: s
     model : a :class:`pd_core.models.Classifier`; everything runs on its device.
     images : a folder (labels from ``labels_csv``, its ``labels.csv``, or WordNet-id prefixes) or a
         list of ``(path, label)``. Only its evaluation part is used (:func:`split_tuning` with
-        ``tuning_fraction``; 0 uses every image).
-    attacks : names from :data:`pd_core.attacks.ATTACKS`; the clean row is always added.
-    preset : attack strength, ``"paper"``, ``"large"`` or ``"interactive"``.
-    table : 1 (no defence / single / Ens-n), 3 (JPEG, WD, PD, ... ablation) or 4 (thresholds).
-        Every table also records the undefended prediction (``defence = "none"``).
-    ensemble : copies in the majority vote (paper: 10). Table 1's single-run column is the first
-        of these copies; Tables 3/4 report the vote for randomised variants.
-    limit : use the first ``limit`` evaluation images (hash order) before dropping misclassified ones.
-    seed : base seed; per-image seeds are :func:`derive_seed` (seed, image name, attack).
+        ``settings.tuning_fraction``; 0 uses every image).
+    settings : what to run (:class:`~pd_core.evaluation.settings.ProtocolSettings`: attacks,
+        preset, table or defences, ensemble, limit, seed, chunk size, defence settings); the
+        paper's Table 1 with its six attacks when None. Every table also records the undefended
+        prediction (``defence = "none"``); Table 1's single-run column is the first of the
+        ensemble's copies, Tables 3/4 report the vote for randomised variants.
     out_csv : results file; rows are appended as each (chunk × attack) finishes and a restarted run
         skips the finished rows. ``None``: keep results in memory only.
     progress : ``callback(fraction, message)``; may raise to stop the run (finished rows stay).
-    batch_size : images per chunk (attacks run on one chunk at a time; copies are classified in
-        batches of ``4·batch_size``). Keep it when resuming.
-    config : the defence (paper defaults when None). Never retune it on evaluation images.
-    attack_params : per-attack overrides of the preset's parameters, ``{"cw": {"steps": 50}}``.
+
+    A defence that fails on a unit (a plugin that raises or returns a bad batch) loses only its
+    own rows of that unit; the run goes on and the result's (and the sidecar's) ``failed_units``
+    say which, with the reason. Run the same call again to retry them.
 
     Returns
     -------
-    :class:`EvaluationResult`.
+    :class:`~pd_core.evaluation.result.EvaluationResult`.
     """
     started = time.monotonic()
-    attacks = _checked_attacks(attacks, table, ensemble, batch_size, preset)
-    settings = UnitSettings(preset=preset, table=table, ensemble=int(ensemble), seed=int(seed),
-                            batch_size=int(batch_size), config=config or PAPER_DEFAULTS,
-                            attack_params=attack_params or {})
-    evaluation = evaluation_part(load_items(images, labels_csv), tuning_fraction, limit)
+    settings = settings or ProtocolSettings()
+    units = settings.unit_settings()
+    evaluation = evaluation_part(load_items(images, labels_csv), settings.tuning_fraction, settings.limit)
     store = open_store(out_csv)
-    identity = {"model": model.name, "seed": settings.seed, "ensemble": settings.ensemble,
-                "defence": settings.config.as_dict(), "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
+    identity = settings.identity(model.name)
     meta = store.read_meta(identity)
     resume = ResumeState.of(store.read_rows())
-    run = {"date": now_iso(), "table": table, "preset": preset, "attacks": attacks, "limit": limit,
-           "batch_size": settings.batch_size, "images": len(evaluation), "device": str(model.device),
-           "torch_threads": torch.get_num_threads()}
-    _start_meta(meta, model, identity, run, attacks, settings)
+    attacks = list(settings.attacks)
+    run = {"date": now_iso(), "table": settings.table, "preset": settings.preset, "attacks": attacks,
+           "limit": settings.limit, "batch_size": settings.batch_size, "images": len(evaluation),
+           "device": str(model.device), "torch_threads": torch.get_num_threads()}
+    if settings.defences:
+        run["defences"] = list(settings.defences)
+    _start_meta(meta, model, identity, run, attacks, units)
     store.write_meta(meta)
-    unreadable = _run_chunks(model, evaluation, attacks, settings, store, meta, resume, progress)
-    return _result(store, evaluation, meta, unreadable, settings, table, started)
-
-
-def _checked_attacks(attacks: Iterable[str], table: int, ensemble: int, batch_size: int,
-                     preset: str = "paper") -> list[str]:
-    """The attack names, lower case, without "clean" and duplicates; bad arguments raise."""
-    from ..attacks import ATTACKS
-
-    attacks = [a.strip().lower() for a in attacks if a and a.strip()]
-    attacks = [a for a in attacks if a != "clean"]
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        raise EvaluationError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}.")
-    lacking = [a for a in attacks if preset not in ATTACKS[a].presets]
-    if lacking:
-        raise EvaluationError(f"{lacking[0]} has no preset {preset!r} (it has: "
-                              f"{', '.join(ATTACKS[lacking[0]].presets)}); run it with another --preset.")
-    if table not in (1, 3, 4):
-        raise EvaluationError(f"table must be 1, 3 or 4, not {table!r}.")
-    if int(ensemble) < 1:
-        raise EvaluationError("ensemble must be at least 1.")
-    if int(batch_size) < 1:
-        raise EvaluationError("batch_size must be at least 1.")
-    return list(dict.fromkeys(attacks))
+    unreadable = _run_chunks(model, evaluation, attacks, units, store, meta, resume, progress)
+    result = _result(store, evaluation, meta, unreadable, units, settings.table, started)
+    result.columns = tuple(settings.defences)
+    return result
 
 
 def _start_meta(meta: dict, model, identity: dict, run: dict, attacks: Sequence[str],
@@ -150,7 +120,9 @@ def _start_meta(meta: dict, model, identity: dict, run: dict, attacks: Sequence[
     meta.setdefault("attack_params", {})
     _check_attack_params(meta["attack_params"], attacks, settings)
     meta.setdefault("runs", []).append(run)
-    meta.setdefault("defences", {})[f"table {settings.table}"] = describe_columns(model, settings)
+    meta["failed_units"] = []  # this run's: it retries those of earlier runs
+    key = f"defences {','.join(settings.defences)}" if settings.defences else f"table {settings.table}"
+    meta.setdefault("defences", {})[key] = describe_columns(model, settings)
     meta["protocol"] = ("images the undefended model misclassifies are dropped; per image and attack the "
                         "deflection seed is derive_seed(seed, image, attack) (SHA-256); tuning split: "
                         f"SHA-256('{TUNING_SALT}|name') < tuning_fraction")
@@ -201,6 +173,7 @@ def _run_chunks(model, evaluation: Sequence[Item], attacks: Sequence[str], setti
                             skip=resume.done, report=lambda f, m, ci=ci, a=a: tracker.report((ci, a, f), m))
             if unit.attack_params is not None:
                 meta["attack_params"].setdefault(f"{a}/{settings.preset}", unit.attack_params)
+            meta["failed_units"] += failed_unit_records(unit, ci, a, settings)
             if not unit.rows:
                 tracker.finish(ci, a, len(items), 0.0, skipped=True)
                 continue
@@ -222,9 +195,11 @@ def _result(store, evaluation: Sequence[Item], meta: dict, unreadable: dict[str,
     dropped = sorted(clean.loc[clean["correct"].astype(int) == 0, "image"])
     kept = int((clean["correct"].astype(int) == 1).sum())
     seconds = time.monotonic() - started
+    failed = meta.get("failed_units", [])
     meta["runs"][-1].update({"finished": now_iso(), "seconds": round(seconds, 1), "kept": kept,
-                             "dropped": len(dropped), "unreadable": unreadable})
+                             "dropped": len(dropped), "unreadable": unreadable, "failed_units": len(failed)})
     store.write_meta(meta)
     return EvaluationResult(rows=rows_eval, summary=summarize(rows_eval), images=len(evaluation), kept=kept,
                             dropped=dropped, unreadable=unreadable, meta=meta, csv_path=store.path, table=table,
-                            preset=settings.preset, ensemble=settings.ensemble, seconds=seconds)
+                            preset=settings.preset, ensemble=settings.ensemble, seconds=seconds,
+                            failed_units=list(failed))

@@ -11,7 +11,9 @@ defence names and plugin specs through the defence registry
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 from ..attacks.registry import AttackChoiceError, check_attacks
@@ -23,49 +25,37 @@ from .ray_cluster import parse_ray_target
 from .tables import PAPER_ATTACKS, check_table
 from .units import UnitSettings
 
-__all__ = ["ProtocolSettings", "ClusterSettings"]
+__all__ = ["RunSettings", "ProtocolSettings", "ClusterSettings"]
 
 
 @dataclass(frozen=True)
-class ProtocolSettings:
-    """What to evaluate (paper §9–10), validated on construction (:class:`EvaluationError`).
+class RunSettings:
+    """What every run on a folder shares (the tables, the sweeps, the dose), validated on
+    construction (:class:`EvaluationError`).
 
-    attacks : names from :data:`pd_core.attacks.ATTACKS`; the clean row is always added.
-    preset : attack strength, ``"paper"``, ``"large"`` or ``"interactive"`` (and ``budget`` / ``minimal``
-        for the one attack that has each). attack_params : per-attack overrides, ``{"cw": {"steps": 50}}``.
-    table : 1 (no defence / single / Ens-n), 3 (JPEG, WD, PD, ... ablation) or 4 (thresholds).
-    defences : instead of the table's columns, these defences in Table 1's transfer setting (the
-        attack crafted on the undefended model): registry names, aliases or plugin specs
-        (``FILE.py:FUNCTION``), comma-separated or a sequence; needs ``table = 1``. They are stored
-        as registry names; ``plugins`` keeps the specs so that a worker process can load them again.
     ensemble : copies in the majority vote (paper: 10). limit : the first ``limit`` evaluation images.
     seed : base seed (per-image seeds: ``derive_seed(seed, image name, attack)``).
     batch_size : images per chunk (keep it when resuming). config : the defence settings (paper
         defaults); never retune them on evaluation images. tuning_fraction : share of the folder held
         apart for tuning (0 uses every image).
+    defences : instead of the run's own columns, these defences in Table 1's transfer setting (the
+        attack crafted on the undefended model; a randomised one judged by its Ens-n vote and its
+        first copy): registry names, aliases or plugin specs (``FILE.py:FUNCTION``), comma-separated
+        or a sequence. They are stored as registry names; ``plugins`` keeps the specs (with absolute
+        paths) so that a worker process can load them again.
     """
 
-    attacks: tuple[str, ...] = PAPER_ATTACKS
-    preset: str = "paper"
-    table: int = 1
     ensemble: int = 10
     limit: int | None = None
     seed: int = 0
     batch_size: int = 16
     config: DefenceConfig = PAPER_DEFAULTS
     tuning_fraction: float = DEFAULT_TUNING_FRACTION
-    attack_params: Mapping[str, dict] = field(default_factory=dict)
     defences: tuple[str, ...] = ()
     plugins: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise once, here
-        attacks = [self.attacks] if isinstance(self.attacks, str) else list(self.attacks)
-        try:
-            set_(self, "attacks", tuple(check_attacks(attacks, self.preset)))
-        except AttackChoiceError as exc:
-            raise EvaluationError(str(exc)) from None
-        set_(self, "table", check_table(self.table))
         for name in ("ensemble", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise EvaluationError(f"{name} must be at least 1.")
@@ -76,11 +66,8 @@ class ProtocolSettings:
             raise EvaluationError("tuning_fraction must be between 0 and 1.")
         set_(self, "seed", int(self.seed))
         set_(self, "config", self.config or PAPER_DEFAULTS)
-        set_(self, "attack_params", dict(self.attack_params or {}))
         specs = self.defences.split(",") if isinstance(self.defences, str) else list(self.defences)
         specs = [s.strip() for s in specs if s and s.strip()]
-        if specs and self.table != 1:
-            raise EvaluationError("a list of defences is judged in Table 1's setting: leave the table at 1.")
         try:
             names = resolve_defences(specs) if specs else []
         except DefenceError as exc:
@@ -90,13 +77,8 @@ class ProtocolSettings:
         if "none" in names:
             raise EvaluationError("'none' (no defence) is always a column; list only defences.")
         set_(self, "defences", tuple(names))
-        set_(self, "plugins", tuple(dict.fromkeys((*self.plugins, *(s for s in specs if is_plugin_spec(s))))))
-
-    def unit_settings(self) -> UnitSettings:
-        """What every unit of the run shares (:mod:`.units`)."""
-        return UnitSettings(preset=self.preset, table=self.table, ensemble=self.ensemble, seed=self.seed,
-                            batch_size=self.batch_size, config=self.config, attack_params=self.attack_params,
-                            defences=self.defences)
+        plugins = (_absolute(s) for s in specs if is_plugin_spec(s))  # a worker may run in another folder
+        set_(self, "plugins", tuple(dict.fromkeys((*self.plugins, *plugins))))
 
     def identity(self, model_name: str) -> dict:
         """The settings a results file's rows depend on (its sidecar refuses a resume with others).
@@ -106,6 +88,50 @@ class ProtocolSettings:
         if self.defences:
             out["defences"] = list(self.defences)
         return out
+
+
+@dataclass(frozen=True)
+class ProtocolSettings(RunSettings):
+    """What to evaluate (paper §9–10): :class:`RunSettings` and the attacks and table.
+
+    attacks : names from :data:`pd_core.attacks.ATTACKS`; the clean row is always added.
+    preset : attack strength, ``"paper"``, ``"large"`` or ``"interactive"`` (and ``budget`` / ``minimal``
+        for the one attack that has each). attack_params : per-attack overrides, ``{"cw": {"steps": 50}}``.
+    table : 1 (no defence / single / Ens-n), 3 (JPEG, WD, PD, ... ablation) or 4 (thresholds); a
+        list of ``defences`` replaces Table 1's columns (it needs ``table = 1``).
+    """
+
+    attacks: tuple[str, ...] = PAPER_ATTACKS
+    preset: str = "paper"
+    table: int = 1
+    attack_params: Mapping[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        set_ = object.__setattr__
+        attacks = [self.attacks] if isinstance(self.attacks, str) else list(self.attacks)
+        try:
+            set_(self, "attacks", tuple(check_attacks(attacks, self.preset)))
+        except AttackChoiceError as exc:
+            raise EvaluationError(str(exc)) from None
+        set_(self, "table", check_table(self.table))
+        if self.defences and self.table != 1:
+            raise EvaluationError("a list of defences is judged in Table 1's setting: leave the table at 1.")
+        set_(self, "attack_params", dict(self.attack_params or {}))
+
+    def unit_settings(self) -> UnitSettings:
+        """What every unit of the run shares (:mod:`.units`)."""
+        return UnitSettings(preset=self.preset, table=self.table, ensemble=self.ensemble, seed=self.seed,
+                            batch_size=self.batch_size, config=self.config, attack_params=self.attack_params,
+                            defences=self.defences)
+
+
+def _absolute(spec: str) -> str:
+    """A ``FILE.py:FUNCTION`` spec with the file's absolute path (``module:FUNCTION`` unchanged)."""
+    where, _, attr = spec.rpartition(":")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        return f"{Path(where).expanduser().resolve()}:{attr}"
+    return spec
 
 
 @dataclass(frozen=True)

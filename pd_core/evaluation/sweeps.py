@@ -45,15 +45,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from ..defence import PAPER_DEFAULTS, DefenceConfig
-from .data import DEFAULT_TUNING_FRACTION, TUNING_SALT, EvaluationError, evaluation_part, load_items
-from .grid_engine import GridResult, run_grid
+from ..attacks.registry import AttackChoiceError, check_attacks
+from .data import EvaluationError, evaluation_part, load_items
+from .grid_engine import GridRecord, GridResult, run_grid
 from .progress import Progress
+from .settings import RunSettings
 from .sidecar import now_iso
 from .stats import counted_rows, wilson_interval
 from .units import UnitSettings
 
-__all__ = ["DEFAULT_GRIDS", "MEASURES", "SweepPoint", "SweepSettings", "SweepResult", "sweep", "sweep_points",
+__all__ = ["DEFAULT_GRIDS", "MEASURES", "SweepGrid", "SweepPoint", "SweepSettings", "SweepResult", "sweep", "sweep_points",
            "point_label", "parse_point_label", "sweep_summary"]
 
 #: The default grid of each attack: (parameter, values); ``eps`` values are in 1/255 units.
@@ -163,15 +164,16 @@ def sweep_points(attacks: Iterable[str], presets: Iterable[str] = ("paper",), va
     """
     from ..attacks import ATTACKS
 
-    attacks = list(dict.fromkeys(a.strip().lower() for a in attacks if a and a.strip()))
+    try:
+        attacks = check_attacks(attacks, clean=True)
+    except AttackChoiceError as exc:
+        raise EvaluationError(str(exc)) from None
     presets = list(dict.fromkeys(p.strip() for p in presets if p and p.strip()))
     if not attacks:
         raise EvaluationError("give at least one attack to sweep.")
     if not presets:
         raise EvaluationError("give at least one preset.")
     for a in attacks:
-        if a not in ATTACKS:
-            raise EvaluationError(f"unknown attack {a!r}; choose from: {', '.join(ATTACKS)}.")
         if not any(p in ATTACKS[a].presets for p in presets):
             raise EvaluationError(f"{ATTACKS[a].title} has none of the presets {', '.join(presets)}; "
                                   f"it has: {', '.join(ATTACKS[a].presets)}.")
@@ -197,6 +199,29 @@ def sweep_points(attacks: Iterable[str], presets: Iterable[str] = ("paper",), va
     return points
 
 
+@dataclass(frozen=True)
+class SweepGrid:
+    """The points of a sweep (:func:`sweep_points`, checked on construction): ``attacks`` ×
+    ``presets`` × ``values`` of ``param`` (default: each attack's grid of :data:`DEFAULT_GRIDS`;
+    ``eps`` in 1/255 units)."""
+
+    attacks: tuple[str, ...] = ("fgsm",)
+    presets: tuple[str, ...] = ("paper",)
+    values: tuple[float, ...] | None = None
+    param: str | None = None
+
+    def __post_init__(self):
+        for name in ("attacks", "presets"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, tuple(value.split(",") if isinstance(value, str) else value))
+        if self.values is not None:
+            object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+        self.points()  # every check, before any work
+
+    def points(self) -> list[SweepPoint]:
+        return sweep_points(self.attacks, self.presets, self.values, self.param)
+
+
 @dataclass
 class SweepResult(GridResult):
     """What :func:`sweep` returns: :class:`~.grid_engine.GridResult`'s fields (``summary`` is
@@ -205,35 +230,35 @@ class SweepResult(GridResult):
     points: list[SweepPoint] = field(default_factory=list)
 
 
-def sweep(model, images, *, attacks: Iterable[str] = ("fgsm",), presets: Iterable[str] = ("paper",),
-          values: Sequence[float] | None = None, param: str | None = None, ensemble: int = 10,
-          limit: int | None = None, seed: int = 0, out_csv: str | os.PathLike | None = None,
-          progress: Progress | None = None, batch_size: int = 16, labels_csv: str | os.PathLike | None = None,
-          config: DefenceConfig | None = None, tuning_fraction: float = DEFAULT_TUNING_FRACTION) -> SweepResult:
-    """Accuracy (no defence, single run, Ens-``ensemble``) of each attack at each point of a grid.
+def sweep(model, images, grid: SweepGrid | None = None, settings: RunSettings | None = None, *,
+          out_csv: str | os.PathLike | None = None, labels_csv: str | os.PathLike | None = None,
+          progress: Progress | None = None) -> SweepResult:
+    """Accuracy (no defence, single run, Ens-n) of each attack at each point of a grid.
 
+    grid : the points (:class:`SweepGrid`; default FGSM's ε grid at the ``paper`` preset).
+    settings : ensemble, limit, seed, chunk size, defence settings, tuning fraction
+        (:class:`~pd_core.evaluation.settings.RunSettings`); with ``settings.defences`` the columns
+        are those defences in Table 1's transfer setting instead of the paper's single run and Ens-n.
     The images, the dropping of misclassified ones, the defences and the store are the protocol's
-    (:func:`pd_core.evaluation.evaluate`, paper §9–10); ``attacks``, ``presets``, ``values`` and
-    ``param`` choose the points (:func:`sweep_points`). Rows are appended per (chunk × point) as
-    they finish, and a restarted run skips the finished ones (keep ``batch_size``). Returns a
+    (:func:`pd_core.evaluation.evaluate`, paper §9–10). Rows are appended per (chunk × point) as
+    they finish, and a restarted run skips the finished ones (keep the chunk size). Returns a
     :class:`SweepResult`; accuracies are fractions with Wilson 95% intervals.
     """
     started = time.monotonic()
-    points = sweep_points(attacks, presets, values, param)
-    if int(ensemble) < 1 or int(batch_size) < 1:
-        raise EvaluationError("ensemble and batch_size must be at least 1.")
-    base = dict(table=1, ensemble=int(ensemble), seed=int(seed), batch_size=int(batch_size),
-                config=config or PAPER_DEFAULTS)
+    grid, settings = grid or SweepGrid(), settings or RunSettings()
+    points = grid.points()
+    base = dict(table=1, ensemble=settings.ensemble, seed=settings.seed, batch_size=settings.batch_size,
+                config=settings.config, defences=settings.defences)
     jobs = [(pt.attack, SweepSettings(preset=pt.preset, point=pt.label, attack_params={pt.attack: pt.overrides()},
                                       **base)) for pt in points]
-    evaluation = evaluation_part(load_items(images, labels_csv), tuning_fraction, limit)
-    identity = {"model": model.name, "seed": int(seed), "ensemble": int(ensemble),
-                "defence": base["config"].as_dict(), "tuning_fraction": tuning_fraction, "tuning_salt": TUNING_SALT}
-    run = {"kind": "sweep", "date": now_iso(), "points": [f"{pt.attack}/{pt.label}" for pt in points], "limit": limit,
-           "batch_size": int(batch_size), "images": len(evaluation), "device": str(model.device)}
-    recorded = run_grid(model, evaluation, jobs, SweepSettings(point="", **base), out_csv=out_csv,
-                        identity=identity, run=run, params={f"{pt.attack}/{pt.label}": pt.params() for pt in points},
-                        summarize=sweep_summary, progress=progress, started=started)
+    evaluation = evaluation_part(load_items(images, labels_csv), settings.tuning_fraction, settings.limit)
+    identity = settings.identity(model.name)
+    run = {"kind": "sweep", "date": now_iso(), "points": [f"{pt.attack}/{pt.label}" for pt in points],
+           "limit": settings.limit, "batch_size": settings.batch_size, "images": len(evaluation),
+           "device": str(model.device)}
+    record = GridRecord(identity, run, {f"{pt.attack}/{pt.label}": pt.params() for pt in points}, started)
+    recorded = run_grid(model, evaluation, jobs, SweepSettings(point="", **base), record, out_csv=out_csv,
+                        summarize=sweep_summary, progress=progress)
     return SweepResult(points=points, **recorded)
 
 

@@ -35,7 +35,7 @@ from .batching import FastLayoutModel, activation_maps, classify, model_batch
 from .data import Item, load_labelled_images
 from .tables import ATTACK_TITLES, ens_name, table_columns, table_entries
 
-__all__ = ["UnitSettings", "Chunk", "UnitResult", "load_chunk", "run_unit", "unit_defences", "describe_columns"]
+__all__ = ["UnitSettings", "Chunk", "UnitResult", "load_chunk", "run_unit", "unit_defences", "describe_columns", "failed_unit_records"]
 
 #: The perturbation measures copied from the attack result into every row; the clean rows have none.
 CLEAN_MEASURES = {"norm_l2": 0.0, "linf_255": 0.0, "psnr": math.inf, "norm_l2_model": 0.0, "rmse": 0.0}
@@ -190,6 +190,14 @@ def unit_defences(model, settings: UnitSettings) -> dict[str, tuple[Defence, int
         paper_table1 = settings.table == 1 and not settings.defences
         out[key] = (defence, copies if (defence.randomised or paper_table1) else 1)
     return out
+
+
+def failed_unit_records(unit: UnitResult, chunk: int, attack: str, settings: UnitSettings,
+                        images: Sequence[str] = ()) -> list[dict]:
+    """The sidecar's ``failed_units`` entries of one unit: which unit (chunk, attack, preset), which
+    defence, and the one-sentence reason."""
+    return [{"chunk": chunk, "attack": attack, "preset": settings.row_preset(attack), **f,
+             **({"images": list(images)} if images else {})} for f in unit.failures]
 
 
 def describe_columns(model, settings: UnitSettings) -> dict[str, dict]:
