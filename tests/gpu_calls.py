@@ -58,6 +58,13 @@ def defence_config():
     return PAPER_DEFAULTS
 
 
+def defence(model):
+    """The paper's defence as a registry entry (what the adaptive attacks take)."""
+    from pd_core.defences.registry import create_defence
+
+    return create_defence("pixel_deflection", model)
+
+
 def defend(model, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The paper's defence, one run per image, seeded."""
     from pd_core.defence import defend as run
@@ -119,7 +126,7 @@ def exact_gradient(model, images: torch.Tensor, labels: torch.Tensor, *, eot: in
     """EOT of the exact gradient through the defence: ``(grad, loss, votes)``."""
     from pd_core.adaptive import exact_eot_gradient
 
-    return exact_eot_gradient(model, images, labels, eot=eot, config=defence_config(), seed=seed, loss="ce")
+    return exact_eot_gradient(model, images, labels, eot=eot, defence=defence(model), seed=seed, loss="ce")
 
 
 def fixed_draw_gradient(model, images: torch.Tensor, labels: torch.Tensor, record) -> torch.Tensor:
@@ -141,17 +148,19 @@ def fixed_draw_gradient(model, images: torch.Tensor, labels: torch.Tensor, recor
 def ladder_rung(model, images: torch.Tensor, labels: torch.Tensor, *, rung: str = "bpda_eot", eps_255: float = 8,
                 steps: int = 10, eot: int = 2, loss: str = "margin", seed: int = 0):
     """One rung of the ladder of adaptive attacks at one budget (``AdaptiveResult``)."""
+    from pd_core.adaptive import PgdSettings
     from pd_core.adaptive.ladder import attack_rung
 
-    return attack_rung(model, images, labels, rung, eps=eps_255 / 255, steps=steps, eot=eot, loss=loss,
-                       config=defence_config(), seed=seed)
+    budget = PgdSettings(eps=eps_255 / 255, steps=steps, eot=eot if rung.endswith("_eot") else 1, loss=loss)
+    return attack_rung(model, images, labels, rung, defence(model), budget, seed)
 
 
 def judge(model, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0) -> dict[str, int]:
     """Correct answers of one defended run and the Ens-10 vote on ``images`` (fresh randomness)."""
     from pd_core.adaptive.ladder import judge as run
 
-    return run(model, images, labels, defence_config(), ensemble=10, seed=seed)
+    with torch.no_grad():
+        return run(model, images, labels, defence(model), ensemble=10, seed=seed)
 
 
 # --- the evaluation: one unit, and one unit on a Ray actor -------------------------------------
