@@ -5,9 +5,14 @@ Sidebar settings are changed through ``at.session_state`` (see the AppTest quirk
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# No background warm-up thread in the test process: it could still be inside torch when the
+# interpreter exits (an abort, exit code 134, after every test passed).
+os.environ["PD_WARM_UP"] = "0"
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

@@ -115,3 +115,37 @@ def test_attack_command_parses_back():
 def test_a_value_outside_the_table_is_refused():
     with pytest.raises(KeyError):
         command("demo", DEMO_OPTIONS, {"no_such_option": 1})
+
+
+@pytest.mark.parametrize("config", [DefenceConfig(), DefenceConfig(deflections=40, window=6, sigma=0.05, use_map=False),
+                                    DefenceConfig(method="visu")])
+def test_ladder_commands_parse_back(config):
+    from pd_core.cli.options import ladder_commands
+
+    defences = ("pixel_deflection", "jpeg", "none")
+    commands, missing = ladder_commands(images="../shared/imagenet-dev", photos=3, eps=(2, 4.5), steps=5, eot=2,
+                                        ensemble=4, seed=9, model="efficientnet_lite0", config=config,
+                                        defences=defences)
+    assert missing == (["method"] if config.method != "bayes" else [])
+    for line, name in zip(commands, defences):
+        args = _parse(line)
+        assert args.ladder and args.images == "../shared/imagenet-dev"
+        assert (args.limit, args.eps, args.steps, args.eot, args.ensemble, args.seed) == (3, "2,4.5", 5, 2, 4, 9)
+        paper = name == "pixel_deflection"
+        assert args.defence == (None if paper else name)
+        assert (args.report, args.out) == (("report.json", "ladder.csv") if paper else
+                                           (f"report_{name}.json", f"ladder_{name}.csv"))
+        if paper:  # the sidebar's K, r, σ and map reach the paper's defence
+            shown = defence_config_of(args)
+            assert (shown.deflections, shown.window, shown.sigma, shown.use_map) == \
+                (config.deflections, config.window, config.sigma, config.use_map)
+
+
+def test_adaptive_command_parses_back():
+    from pd_core.cli.options import adaptive_command
+
+    args = _parse(adaptive_command(images=ShellWord("FOLDER"), eps=(1, 2, 4, 8), eot=10, steps=40, seed=0,
+                                   out="adaptive.csv"))
+    assert (args.images, args.eps, args.eot, args.steps, args.seed, args.out) == \
+        ("FOLDER", "1,2,4,8", 10, 40, 0, "adaptive.csv")
+    assert not args.ladder and args.defence is None

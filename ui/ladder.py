@@ -21,30 +21,6 @@ from .compute import Failed, run_heavy
 
 LADDER_KEY = "adaptive_ladder"  # {"key", "rows", "reports", "figures", "commands", "missing"}, per defence name
 LADDER_DEFENCES = ("pixel_deflection", "jpeg", "none")  # registry names: the paper's, then the two baselines
-_CLI_DEFENCE_FIELDS = {"deflections": "--deflections", "window": "--window", "sigma": "--sigma"}
-
-
-def _ladder_commands(folder: str, model: str, photos: int, eps: tuple, steps: int, eot: int, ensemble: int,
-                     seed: int, config, defences) -> tuple[list[str], list[str]]:
-    """The ``python -m pd_core adaptive ... --ladder`` command of each defence, and the sidebar
-    settings the command line has no option for (they keep the paper's values there)."""
-    from pd_core.defence import PAPER_DEFAULTS
-
-    base = (f"python -m pd_core adaptive --images {folder} --limit {photos} --eps {','.join(f'{e:g}' for e in eps)} "
-            f"--steps {steps} --eot {eot} --ensemble {ensemble} --seed {seed} --model {model}")
-    own = " ".join(f"{flag} {getattr(config, name)!r}" for name, flag in _CLI_DEFENCE_FIELDS.items())
-    own += "" if config.use_map else " --no-map"
-    commands = []
-    for name in defences:
-        if name == "pixel_deflection":
-            commands.append(f"{base} {own} --ladder --report report.json --out ladder.csv")
-        else:
-            commands.append(f"{base} --defence {name} --ladder --report report_{name}.json --out ladder_{name}.csv")
-    missing = [name for name in ("method", "mode", "wavelet", "ycbcr", "top_k")
-               if getattr(config, name) != getattr(PAPER_DEFAULTS, name)]
-    return commands, missing
-
-
 def _ladder_controls(folder_ok: bool):
     st.caption("Every attacker of the ladder, (a) to (d), with both losses, on the same few photos, against the "
                "paper's defence and two baselines; then the sanity checks and a verdict. Photos: the first of the "
@@ -152,8 +128,12 @@ def ladder_section(settings, folder: Path | None, folder_arg: str | None) -> Non
     elif run:
         result = _run_ladder(settings, folder, photos, eps, steps, eot, ensemble, defences)
         if result is not None:
-            commands, missing = _ladder_commands(folder_arg or "FOLDER", settings.model_name, photos, eps, steps,
-                                                 eot, ensemble, settings.seed, settings.config, defences)
+            from pd_core.cli.options import ShellWord, ladder_commands
+
+            commands, missing = ladder_commands(images=ShellWord(folder_arg) if folder_arg else "FOLDER",
+                                                photos=photos, eps=eps, steps=steps, eot=eot, ensemble=ensemble,
+                                                seed=settings.seed, model=settings.model_name,
+                                                config=settings.config, defences=defences)
             st.session_state[LADDER_KEY] = {**result, "key": run_key, "commands": commands, "missing": missing}
     stored = st.session_state.get(LADDER_KEY)
     if stored is None:

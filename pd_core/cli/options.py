@@ -18,7 +18,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["Option", "ShellWord", "PROGRAM", "attack_options", "evaluate_options", "evaluate_command", "add_options", "command", "DEFENCE_OPTIONS", "DEMO_OPTIONS", "demo_values",
+__all__ = ["Option", "ShellWord", "PROGRAM", "attack_options", "evaluate_options", "evaluate_command",
+           "ADAPTIVE_OPTIONS", "adaptive_values", "adaptive_command", "ladder_commands", "add_options", "command", "DEFENCE_OPTIONS", "DEMO_OPTIONS", "demo_values",
            "demo_command", "defence_config_of"]
 
 #: How a reproduce-command starts.
@@ -271,3 +272,65 @@ def evaluate_command(*, images: str, model: str, attacks: Sequence[str], preset:
               "ensemble": int(ensemble), "limit": limit, "seed": int(seed), "tuning_fraction": float(tuning_fraction),
               "out": out}
     return command("evaluate", evaluate_options(), values)
+
+
+# --- pdlab adaptive (the Adaptive page's commands; the parser is pd_core.cli.adaptive's) ---------
+
+def _eps_text(values) -> str:
+    return ",".join(f"{float(e):g}" for e in values)
+
+
+ADAPTIVE_OPTIONS: tuple[Option, ...] = (
+    Option("--images", "images", "folder of labelled images", required=True, metavar="DIR"),
+    Option("--limit", "limit", "use only the first N images", int, None, metavar="N"),
+    Option("--eps", "eps", "budgets in /255, comma separated", None, None, always=True),
+    Option("--steps", "steps", "PGD steps", int, 40, always=True),
+    Option("--eot", "eot", "defence samples averaged per step", int, 10, always=True),
+    Option("--ensemble", "ensemble", "copies in the ensemble vote", int, 10),
+    SEED,
+    MODEL,
+    DEFENCE_CHOICE,
+    *DEFENCE_OPTIONS,
+    Option("--ladder", "ladder", "run the whole ladder", action="store_true"),
+    Option("--report", "report", "the ladder's JSON report", None, None, metavar="JSON"),
+    Option("--out", "out", "result table", required=True, metavar="CSV"),
+)
+
+
+def adaptive_values(*, images: str, eps, steps: int, eot: int, seed: int, out: str, limit: int | None = None,
+                    ensemble: int = 10, model: str = "efficientnet_lite0", defence: str | None = None,
+                    config=None, ladder: bool = False, report: str | None = None) -> dict:
+    """``dest -> value`` of ``pdlab adaptive`` (``config``: the pixel-deflection settings K, r, σ and
+    the map, written only for the paper's defence; ``eps`` in /255)."""
+    values = {"images": images, "limit": limit, "eps": _eps_text(eps), "steps": int(steps), "eot": int(eot),
+              "ensemble": int(ensemble), "seed": int(seed), "model": model,
+              "defence": None if defence in (None, "pixel_deflection") else defence, "ladder": ladder,
+              "report": report, "out": out}
+    if config is not None and values["defence"] is None:
+        values.update({"deflections": config.deflections, "window": config.window, "sigma": config.sigma,
+                       "no_map": not config.use_map})
+    return values
+
+
+def adaptive_command(**settings) -> str:
+    """The ``python -m pd_core adaptive ...`` line for :func:`adaptive_values`' settings."""
+    return command("adaptive", ADAPTIVE_OPTIONS, adaptive_values(**settings))
+
+
+def ladder_commands(*, images: str, photos: int, eps, steps: int, eot: int, ensemble: int, seed: int, model: str,
+                    config, defences: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The ``python -m pd_core adaptive ... --ladder`` line of each defence (its report and CSV named
+    after it), and the names of the pixel-deflection settings the command line has no option for
+    (they keep the paper's values there)."""
+    from ..defence import PAPER_DEFAULTS
+
+    commands = []
+    for name in defences:
+        paper = name == "pixel_deflection"
+        commands.append(adaptive_command(images=images, limit=photos, eps=eps, steps=steps, eot=eot,
+                                         ensemble=ensemble, seed=seed, model=model, defence=name, config=config,
+                                         ladder=True, report="report.json" if paper else f"report_{name}.json",
+                                         out="ladder.csv" if paper else f"ladder_{name}.csv"))
+    missing = [name for name in ("method", "mode", "wavelet", "ycbcr", "top_k")
+               if getattr(config, name) != getattr(PAPER_DEFAULTS, name)]
+    return commands, missing
