@@ -31,7 +31,7 @@ trap 'rm -rf "$work"' EXIT
 tests_limit=240; timings_limit=230; budget=180
 if [ -n "$dry" ]; then
   export PD_GPU_TESTS_ON_CPU=1
-  tests_limit=1800; timings_limit=600; budget=500
+  tests_limit=3000; timings_limit=900; budget=700
 fi
 export RAY_USAGE_STATS_ENABLED=0
 
