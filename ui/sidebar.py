@@ -83,43 +83,49 @@ def render_sidebar(defence_expanded: bool = False) -> Settings:
                         help="Fixes every random choice (which pixels are deflected, PGD's start): the "
                              "same seed gives the same numbers, here and on the command line.")
 
-        from pd_core.defences import defence_info
-
-        choices = defence_choices()
-        if ss.get(state.DEFENCE) not in choices:
-            ss[state.DEFENCE] = state.DEFAULT_DEFENCE if state.DEFAULT_DEFENCE in choices else choices[0]
-        st.selectbox("Defence", choices, format_func=lambda n: defence_info(n).title, key=state.DEFENCE,
-                     help="What stands between the photo and the classifier on Attack & Defend: the paper's "
-                          "pixel deflection, or another defence of the lab's registry, to compare.")
-        st.caption(defence_info(ss[state.DEFENCE]).summary)
-        with st.expander("Defence parameters", expanded=defence_expanded):
-            st.caption("The paper's values are the defaults. Every page uses these.")
-            st.slider("Deflections K", 0, 2000, step=10, key="def_deflections",
-                      help="How many pixel values are replaced by a random neighbour's (paper: 100).")
-            st.slider("Window r (pixels)", 0, 40, step=1, key="def_window",
-                      help="The neighbour is picked within r pixels in each direction (paper: 10).")
-            st.toggle("Guide with the activation map (R-CAM)", key="def_use_map",
-                      help="On: pixels on the object are deflected less often (paper). Off: uniformly.")
-            st.slider("Denoising strength σ", 0.0, 0.2, step=0.005, format="%.3f", key="def_sigma",
-                      help="Noise level the wavelet denoiser removes; 0 turns denoising almost off "
-                           "(paper: 0.04).")
-            st.selectbox("Threshold rule", list(METHOD_TITLES), format_func=METHOD_TITLES.get,
-                         key="def_method",
-                         help="How the wavelet threshold is chosen per band (paper: BayesShrink).")
-            st.radio("Thresholding", ["soft", "hard"], horizontal=True, key="def_mode",
-                     help="Soft shrinks every coefficient, hard only zeroes the small ones (paper: soft).")
-            st.selectbox("Wavelet", list(WAVELET_TITLES), format_func=WAVELET_TITLES.get, key="def_wavelet",
-                         help="The wavelet family of the transform (paper: db1).")
-            st.toggle("Denoise in YCbCr", key="def_ycbcr",
-                      help="Denoise brightness and colour separately, as the paper does; off: in RGB.")
-            st.button("Reset to the paper's values", on_click=state.reset_defence,
-                      help="Back to K = 100, r = 10, σ = 0.04, BayesShrink, soft, db1, YCbCr, R-CAM on.")
+        _defence_controls(defence_expanded)
 
     config = DefenceConfig(**{field: ss[key] for key, field in state.DEFENCE_KEYS.items()})
     result = Settings(model_name=ss[state.MODEL], model_title=titles[ss[state.MODEL]], device=device,
                       seed=int(ss[state.SEED]), config=config, defence=ss[state.DEFENCE])
     ss[_SETTINGS] = result
     return result
+
+
+def _defence_controls(defence_expanded: bool) -> None:
+    """The defence picker (from the registry) and the defence's parameters (paper defaults)."""
+    from pd_core.defences import defence_info
+
+    ss = st.session_state
+    choices = defence_choices()
+    if ss.get(state.DEFENCE) not in choices:
+        ss[state.DEFENCE] = state.DEFAULT_DEFENCE if state.DEFAULT_DEFENCE in choices else choices[0]
+    st.selectbox("Defence", choices, format_func=lambda n: defence_info(n).title, key=state.DEFENCE,
+                 help="What stands between the photo and the classifier on Attack & Defend: the paper's "
+                      "pixel deflection, or another defence of the lab's registry, to compare.")
+    st.caption(defence_info(ss[state.DEFENCE]).summary)
+    with st.expander("Defence parameters", expanded=defence_expanded):
+        st.caption("The paper's values are the defaults. Every page uses these.")
+        st.slider("Deflections K", 0, 2000, step=10, key="def_deflections",
+                  help="How many pixel values are replaced by a random neighbour's (paper: 100).")
+        st.slider("Window r (pixels)", 0, 40, step=1, key="def_window",
+                  help="The neighbour is picked within r pixels in each direction (paper: 10).")
+        st.toggle("Guide with the activation map (R-CAM)", key="def_use_map",
+                  help="On: pixels on the object are deflected less often (paper). Off: uniformly.")
+        st.slider("Denoising strength σ", 0.0, 0.2, step=0.005, format="%.3f", key="def_sigma",
+                  help="Noise level the wavelet denoiser removes; 0 turns denoising almost off "
+                       "(paper: 0.04).")
+        st.selectbox("Threshold rule", list(METHOD_TITLES), format_func=METHOD_TITLES.get,
+                     key="def_method",
+                     help="How the wavelet threshold is chosen per band (paper: BayesShrink).")
+        st.radio("Thresholding", ["soft", "hard"], horizontal=True, key="def_mode",
+                 help="Soft shrinks every coefficient, hard only zeroes the small ones (paper: soft).")
+        st.selectbox("Wavelet", list(WAVELET_TITLES), format_func=WAVELET_TITLES.get, key="def_wavelet",
+                     help="The wavelet family of the transform (paper: db1).")
+        st.toggle("Denoise in YCbCr", key="def_ycbcr",
+                  help="Denoise brightness and colour separately, as the paper does; off: in RGB.")
+        st.button("Reset to the paper's values", on_click=state.reset_defence,
+                  help="Back to K = 100, r = 10, σ = 0.04, BayesShrink, soft, db1, YCbCr, R-CAM on.")
 
 
 def settings(defence_expanded: bool = False) -> Settings:
