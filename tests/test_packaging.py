@@ -188,3 +188,32 @@ def test_build_outputs_are_ignored_by_git(tmp_path):
     kept = subprocess.run(["git", "check-ignore", "--no-index", "pd_core/__init__.py", "README.md"], cwd=REPO,
                           capture_output=True, text=True)
     assert kept.stdout == ""
+
+
+def test_skips_for_want_of_hardware_are_counted_by_their_reason():
+    from types import SimpleNamespace
+
+    from conftest import hardware_skips
+
+    def skipped(nodeid, reason, **keywords):
+        return SimpleNamespace(nodeid=nodeid, keywords=keywords, longrepr=("file.py", 1, f"Skipped: {reason}"))
+
+    found = hardware_skips([
+        skipped("a", "needs a CUDA GPU (run bench/gpu_check.sh on a GPU machine)", gpu=1),
+        skipped("b", "needs Playwright and /usr/bin/chromium", browser=1),
+        skipped("c", "needs Chromium at /usr/bin/chromium"),
+        skipped("d", "runs inside the loopback namespace started by the outer test", gpu=1),  # not hardware
+        skipped("e", "needs the project's shared folder beside the checkout (../shared)"),
+    ])
+    assert found == {"gpu": ["a"], "browser": ["b", "c"]}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="on a GPU machine the GPU tests run")
+def test_pytest_says_loudly_that_gpu_tests_were_skipped():
+    """The README's test command on a machine without CUDA ends with the notice (checked on one GPU file)."""
+    env = {k: v for k, v in os.environ.items() if k != "PD_GPU_TESTS_ON_CPU"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider",
+                           "tests/test_gpu_story.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "skipped for want of hardware" in done.stdout
+    assert re.search(r"\d+ GPU TEST\(S\) SKIPPED: no CUDA GPU here", done.stdout), done.stdout[-3000:]
