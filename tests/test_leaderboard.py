@@ -70,7 +70,8 @@ def test_every_number_is_the_reports(reports):
         assert all(a.attack.startswith("transfer/") for a in entry.looks_robust.values())
         assert [c["name"] for c in entry.checks] == [c["name"] for c in report["checks"]]
         assert entry.checks_passed == sum(c["status"] == "pass" for c in report["checks"])
-        assert entry.seconds_per_image == (report.get("timings") or {}).get("defence_seconds_per_image")
+        # The ladder times one defended run per image; the board shows exactly that.
+        assert entry.seconds_per_image == report["timings"]["defence_seconds_per_image"] > 0
     # Best first: by the worst-rung accuracy at the headline budget.
     robust = [e.is_robust[4.0].accuracy for e in board.entries]
     assert robust == sorted(robust, reverse=True)

@@ -23,6 +23,7 @@ Budgets (``steps``, ``eot``) are settings: small on a CPU, larger on a GPU (issu
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -199,14 +200,24 @@ def evaluate_ladder(model: Classifier, items, defence: Defence | None = None,
     """The ladder and its checks on a labelled folder (the evaluation protocol's part, images the
     undefended model gets right), as ``(rows, checks, report)``; the report (:mod:`.report_json`) is
     also written to ``report_path`` when given."""
+    from ..arena import timed_defence
+    from .report_json import TIMING_BATCH
+
     defence = paper_defence(model, defence)
     say = progress or (lambda msg: None)
     data = attackable_images(model, items, selection, lambda frac, msg: say(msg))
+    started = time.perf_counter()
     rows = run_ladder(model, data.images, data.labels, defence, settings, progress=say)
     say("sanity checks")
     found = ladder_checks(model, data.images, data.labels, rows, defence, settings)
+    ladder_seconds = time.perf_counter() - started
+    # The cost per image the leaderboard shows: one defended run, on a generator of its own (no row changes).
+    batch = data.images[:TIMING_BATCH]
+    _, seconds = timed_defence(defence, batch, make_generator(settings.seed, batch.device))
+    timings = {"defence_seconds_per_image": seconds / batch.shape[0], "ladder_seconds": ladder_seconds,
+               "device": str(batch.device)}
     report = build_report(rows, found, model_name=model.name, input_size=model.input_size,
-                          defence=describe_defence(defence), settings=settings)
+                          defence=describe_defence(defence), settings=settings, timings=timings)
     if report_path is not None:
         write_report(report, report_path)
     return rows, found, report

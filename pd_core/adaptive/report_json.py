@@ -21,8 +21,14 @@ Schema ``pd-lab/adaptive-report/1`` (:data:`REPORT_SCHEMA`, a JSON Schema, draft
       "settings": {LadderSettings fields},
       "checks": [{"name", "status": "pass" | "warn", "message", "numbers"}],
       "verdict": one plain-language sentence (:func:`robustness_verdict`),
-      "software": {"python", "torch", "numpy", "pd_core", "git_commit"}
+      "software": {"python", "torch", "numpy", "pd_core", "git_commit"},
+      "timings": {"defence_seconds_per_image": s, "ladder_seconds": s, "device": str}   # optional
     }
+
+``timings`` (optional; the leaderboard's cost per image, :mod:`pd_core.leaderboard`): the wall-clock
+seconds one defended run takes per image (forward only, a batch of up to :data:`TIMING_BATCH` of the
+evaluated images, after the ladder so that one-off start-up costs are paid) and of the whole ladder
+with its checks, on ``device``. A run that cannot measure one leaves it out.
 
 where ACC is ``{"accuracy", "ci_low", "ci_high", "correct", "n"}``: fractions in [0, 1] with the
 Wilson 95% interval. Robust accuracy is the minimum over every rung and loss at that ε, since an
@@ -47,6 +53,8 @@ __all__ = ["REPORT_SCHEMA", "SCHEMA_ID", "build_report", "validate_report", "wri
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
 
 SCHEMA_ID = "pd-lab/adaptive-report/1"
+#: At most this many of the evaluated images time the defence (``timings.defence_seconds_per_image``).
+TIMING_BATCH = 32
 
 _ACC = {"type": "object", "required": ["accuracy", "ci_low", "ci_high", "correct", "n"],
         "properties": {"accuracy": {"type": "number", "minimum": 0, "maximum": 1},
@@ -90,6 +98,9 @@ REPORT_SCHEMA = {
                            "numbers": {"type": "object"}}}},
         "verdict": {"type": "string", "minLength": 1},
         "software": {"type": "object", "required": ["python", "torch", "pd_core"]},
+        "timings": {"type": "object", "properties": {
+            "defence_seconds_per_image": {"type": "number", "minimum": 0},
+            "ladder_seconds": {"type": "number", "minimum": 0}, "device": {"type": "string"}}},
     },
 }
 
@@ -166,10 +177,10 @@ def _software() -> dict:
 
 
 def build_report(rows: list[dict], checks: Sequence[Check], *, model_name: str, input_size: int | None,
-                 defence: dict, settings: LadderSettings) -> dict:
+                 defence: dict, settings: LadderSettings, timings: dict | None = None) -> dict:
     """The report (schema :data:`REPORT_SCHEMA`) of a ladder's ``rows``
     (:func:`pd_core.adaptive.ladder.run_ladder`) and its checks; ``defence`` is
-    :func:`describe_defence` of the defence judged."""
+    :func:`describe_defence` of the defence judged; ``timings`` the optional measured costs."""
     ens = f"ens{settings.ensemble}"
     clean = {r["defence"]: _acc(r) for r in rows if r["rung"] == "clean"}
     singles, votes = worst_case(rows, "single"), worst_case(rows, ens)
@@ -198,6 +209,7 @@ def build_report(rows: list[dict], checks: Sequence[Check], *, model_name: str, 
         "verdict": robustness_verdict(robust, clean_accuracy, transfer, title=defence.get("title", "The defence"),
                                       norm=settings.norm),
         "software": _software(),
+        **({"timings": dict(timings)} if timings else {}),
     }
 
 
