@@ -43,7 +43,9 @@ _KEYS_SCRIPT = """
     const t = event.target;
     if (!key || event.altKey || event.ctrlKey || event.metaKey) return;
     if (t && (t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName) && t.type !== 'range')) return;
-    const button = document.querySelector('.st-key-' + key + ' button');
+    // The button shown (Streamlit 1.67 also keeps a hidden copy of a button that has a tooltip).
+    const button = Array.from(document.querySelectorAll('.st-key-' + key + ' button'))
+      .find(b => b.getClientRects().length > 0);
     if (!button || button.disabled) return;
     event.preventDefault();
     button.click();
@@ -67,6 +69,7 @@ body { margin: 0; font-family: system-ui, sans-serif; }
 .wrap { position: relative; width: min(100%%, %(size)spx); aspect-ratio: 1; margin: 0 auto; user-select: none;
         touch-action: none; cursor: ew-resize; }
 .wrap img { position: absolute; inset: 0; width: 100%%; height: 100%%; }
+.wrap img, #line, .tag { pointer-events: none; }  /* no native image drag: the area takes the pointer */
 #clean { clip-path: inset(0 50%% 0 0); }
 #line { position: absolute; top: 0; bottom: 0; left: 50%%; width: 4px; margin-left: -2px; background: #fff;
         box-shadow: 0 0 6px #000; }
@@ -75,8 +78,8 @@ body { margin: 0; font-family: system-ui, sans-serif; }
 #slider { display: block; width: min(100%%, %(size)spx); margin: 12px auto 0; height: 28px; }
 </style></head><body>
 <div class="wrap" id="wrap">
-  <img id="attacked" src="%(attacked)s" alt="attacked photo">
-  <img id="clean" src="%(clean)s" alt="clean photo">
+  <img id="attacked" src="%(attacked)s" alt="attacked photo" draggable="false">
+  <img id="clean" src="%(clean)s" alt="clean photo" draggable="false">
   <div id="line"></div>
   <span class="tag" style="left:10px">Clean</span><span class="tag" style="right:10px">Attacked</span>
 </div>
@@ -92,10 +95,12 @@ const show = (v) => {
 };
 slider.addEventListener('input', () => { sweeping = false; show(parseFloat(slider.value)); });
 const follow = (e) => { const r = wrap.getBoundingClientRect(); sweeping = false; show((e.clientX - r.left) / r.width * 100); };
-let dragging = false;
-wrap.addEventListener('pointerdown', (e) => { dragging = true; follow(e); });
-window.addEventListener('pointermove', (e) => { if (dragging) follow(e); });
-window.addEventListener('pointerup', () => { dragging = false; });
+let dragging = false;  // the pointer is captured by the photo area, so a drag may leave it
+wrap.addEventListener('pointerdown', (e) => { e.preventDefault(); dragging = true; wrap.setPointerCapture(e.pointerId);
+                                              follow(e); });
+wrap.addEventListener('pointermove', (e) => { if (dragging) follow(e); });
+wrap.addEventListener('pointerup', () => { dragging = false; });
+wrap.addEventListener('pointercancel', () => { dragging = false; });
 // Arrow keys and PageUp/PageDown move between steps, as on the rest of the page.
 document.addEventListener('keydown', (e) => {
   const f = window.parent.__pdPresentKey;
@@ -104,12 +109,14 @@ document.addEventListener('keydown', (e) => {
 });
 // One sweep when the step opens, clean -> attacked -> middle, so the audience sees the line move.
 let sweeping = true;
-const t0 = performance.now(), duration = 2400;
+window.sweepPositions = []; window.sweepDone = false;
+const t0 = performance.now(), duration = 3000;
 const frame = (now) => {
   if (!sweeping) return;
   const u = Math.min(1, (now - t0) / duration);
   show(u < 0.4 ? 100 * (1 - u / 0.4) : u < 0.8 ? 100 * (u - 0.4) / 0.4 : 100 - 50 * (u - 0.8) / 0.2);
-  if (u < 1) requestAnimationFrame(frame);
+  window.sweepPositions.push(parseFloat(slider.value));  // what the audience saw (read by the browser test)
+  if (u < 1) requestAnimationFrame(frame); else window.sweepDone = true;
 };
 requestAnimationFrame(frame);
 </script></body></html>"""

@@ -61,9 +61,11 @@ def _device_busy(device: str) -> bool:
     return queue.running > 0 or queue.waiting > 0
 
 
-def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll: float = IDLE_POLL_S) -> int:
-    """Compute every gallery photo's run with the default settings into the store; returns how
-    many were computed. Blocks (call it from a thread); ``stop`` ends it between photos."""
+def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll: float = IDLE_POLL_S,
+                 limit: int | None = None) -> int:
+    """Compute every gallery photo's run (the first ``limit`` only, in :func:`gallery_order`) with
+    the default settings into the store; returns how many were computed. Blocks (call it from a
+    thread); ``stop`` ends it between photos."""
     from pd_core.defence import DefenceConfig
     from pd_core.images import gallery, open_image, to_model_tensor
     from pd_core.models import DEFAULT_MODEL, load_model
@@ -75,7 +77,7 @@ def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll:
     model = load_model(DEFAULT_MODEL, device=device)
     config = DefenceConfig()
     queue = queue_for(device)
-    entries = gallery_order(gallery(), DEFAULT_GALLERY_STEM)
+    entries = gallery_order(gallery(), DEFAULT_GALLERY_STEM)[:limit]
     with _lock:
         _status["total"] = len(entries)
     computed = 0
@@ -119,16 +121,19 @@ def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll:
 
 
 def start_presentation_warm_up(device: str) -> threading.Thread | None:
-    """Start :func:`warm_gallery` once per process in a daemon thread (``PD_WARM_UP=0`` or
-    ``PD_PRESENT_WARM_UP=0``: not at all). Returns the thread (the same one on later calls)."""
+    """Start :func:`warm_gallery` once per process in a daemon thread. ``PD_PRESENT_WARM_UP=N``
+    warms only the first N photos (the story's photo first; tests and benchmarks use 1), ``0`` or
+    ``PD_WARM_UP=0`` none. Returns the thread (the same one on later calls)."""
     global _thread
-    if os.environ.get("PD_WARM_UP", "1") == "0" or os.environ.get("PD_PRESENT_WARM_UP", "1") == "0":
+    limit = os.environ.get("PD_PRESENT_WARM_UP", "").strip()
+    limit = int(limit) if limit.isdigit() else None
+    if os.environ.get("PD_WARM_UP", "1") == "0" or limit == 0:
         return None
     with _lock:
         if _thread is None:
             def work() -> None:
                 try:
-                    warm_gallery(device)
+                    warm_gallery(device, limit=limit)
                 except Exception:  # noqa: BLE001 - the page computes on demand instead
                     log.exception("presentation warm-up failed")
 
