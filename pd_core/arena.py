@@ -16,7 +16,7 @@ import torch
 
 from .randomness import make_generator
 
-__all__ = ["DefendedRun", "timed_defence", "defend_and_classify", "arena_defence_names", "ARENA_GROUPS"]
+__all__ = ["DefendedRun", "timed_defence", "defend_and_classify", "predicted_class", "arena_defence_names", "ARENA_GROUPS"]
 
 #: The registry groups the arena shows: the paper's defence, the zoo, the baseline (no defence) and
 #: the operator's plugins; the paper's ablation variants (Tables 3-4) stay on their own pages.
@@ -71,6 +71,12 @@ def defend_and_classify(model, name: str, x: torch.Tensor, *, seed: int, config=
     with torch.no_grad():
         probs = model(defended).softmax(-1)
     return DefendedRun(name=name, defended=defended.detach().cpu(), probs=probs.cpu(), seconds=seconds)
+
+
+def predicted_class(model, x: torch.Tensor) -> int:
+    """The bare model's class for the first image of ``x`` (the reference of a photo without a label)."""
+    with torch.no_grad():
+        return int(model(x[:1]).argmax(-1)[0])
 
 
 def arena_defence_names() -> list[str]:

@@ -132,3 +132,21 @@ def test_a_damaged_leaderboard_is_one_message_and_the_page_goes_on(monkeypatch, 
     errors = " ".join(e.value for e in at.error)
     assert "cannot be read" in errors and "not a leaderboard" in errors
     assert [b for b in at.button if b.label == RUN]
+
+
+def test_an_upload_is_judged_against_the_models_answer(monkeypatch, tmp_path):
+    """A photo without a known class: the reference is the bare model's answer (computed through
+    run_heavy), the same as the card of no defence."""
+    from pd_core.images import gallery
+
+    photo = next(g for g in gallery() if g.path.name.startswith("imagenet_"))
+    at = _page(monkeypatch, tmp_path / "no_leaderboard.json")
+    at.radio(key="image_source").set_value("Upload your own").run()
+    at.file_uploader(key="uploader").set_value((photo.path.name, photo.path.read_bytes(), "image/jpeg")).run()
+    [run] = [b for b in at.button if b.label == RUN]
+    run.click().run()
+    _clean(at)
+    _, results, reference = at.session_state["arena_result"]
+    assert at.session_state["current_image"].source == "upload"
+    assert reference == results["none"].predictions[0]
+    assert "the model's answer on the clean photo" in " ".join(c.value for c in at.caption)

@@ -4,6 +4,8 @@ then the leaderboard of the ladder's reports.
 - :func:`arena_defences`: the registry's arena entries (:func:`pd_core.arena.arena_defence_names`),
   after the operator's plugins (``PD_DEFENCE_PLUGINS``, read once per server and value) are loaded.
   A visitor can never name code to load: the page has no such control.
+- :func:`arena_controls`, :func:`defend_everything`, :func:`arena_results`: the page's three parts
+  (the photo and the Run button; the run with its progress; the cards of the last run).
 - :func:`run_arena`: one batch per defence through :func:`ui.compute.run_heavy` (the device queue,
   plain-language errors), with progress; a defence that fails gets its sentence on its card and the
   others go on.
@@ -16,12 +18,16 @@ then the leaderboard of the ladder's reports.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from .components import command_line, verdict_badge
+from . import state
+from .cache import get_model, model_tensor
+from .components import command_line, settings_changed_notice, verdict_badge
 from .compute import Failed, run_heavy
+from .images import image_panel
 
 ROOT = Path(__file__).resolve().parent.parent
 LEADERBOARD_FILE = ROOT / "docs" / "results" / "zoo_leaderboard.json"
@@ -92,6 +98,94 @@ def run_arena(settings, model, x, names: list[str], status) -> dict:
             results[name] = str(exc)
     bar.progress(1.0, text=f"{len(names)} defences done")
     return results
+
+
+@dataclass(frozen=True)
+class ArenaChoice:
+    """What the visitor chose: the photo, whether its attacked version is defended, and whether Run was pressed."""
+
+    image: object
+    attacked: bool
+    run: bool
+    stored: object = None
+
+    def key(self, settings, names) -> tuple:
+        return (self.image.key, self.attacked, settings.key, tuple(names))
+
+
+def arena_controls(settings, names: list[str]) -> ArenaChoice | None:
+    """The photo (gallery or upload), which version of it, and the Run button; None without a photo."""
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        image_panel()
+        image = state.current_image()
+    with right:
+        stored = state.stored_result()
+        attacked_available = (image is not None and stored is not None and stored.image_key == image.key
+                              and stored.result.model == settings.model_name)
+        options = ["The photo as it is"] + (["The attacked photo (last Attack & Defend run)"] if attacked_available
+                                            else [])
+        which = st.radio("Photo to defend", options, index=len(options) - 1, key="arena_which",
+                         help="The photo itself, or the attacked version made on the Attack & Defend page (run an "
+                              "attack there first to see whether each defence undoes it).")
+        st.markdown(f"**{len(names)} defences**: the sidebar's seed and defence parameters apply to all of them.")
+        run = st.button("Defend the photo with every defence", type="primary", icon=":material/play_arrow:",
+                        disabled=image is None,
+                        help="Runs each defence once on the photo and classifies the result; progress is shown "
+                             "below.")
+    if image is None:
+        return None
+    return ArenaChoice(image=image, attacked=which.startswith("The attacked"), run=run,
+                       stored=stored if attacked_available else None)
+
+
+def defend_everything(settings, choice: ArenaChoice, names: list[str]) -> None:
+    """Run every defence on the chosen photo (progress in an ``st.status``) and keep the result in the session."""
+    from pd_core.arena import predicted_class
+
+    with st.status(f"Defending the photo with {len(names)} defences…", expanded=True) as status:
+        model = get_model(settings.model_name, settings.device)
+        if choice.attacked:
+            x, reference = choice.stored.result.images["adversarial"][None].to(model.device), choice.stored.result.label
+        else:
+            x, reference = model_tensor(choice.image, model), choice.image.label_index
+        results = run_arena(settings, model, x, names, status)
+        if reference is None:  # an upload: the bare model's answer on the clean photo is the reference
+            try:
+                reference = run_heavy(lambda: predicted_class(model, x), "the clean prediction", settings.device)
+            except Failed:
+                status.update(label="That did not work", state="error")
+                return
+        st.session_state[RESULT_KEY] = (choice.key(settings, names), results, reference)
+        failed = sum(isinstance(r, str) for r in results.values())
+        status.update(label=f"{len(names) - failed} of {len(names)} defences done"
+                      + (f", {failed} failed" if failed else ""),
+                      state="error" if failed else "complete", expanded=False)
+
+
+def arena_results(settings, choice: ArenaChoice, names: list[str], board) -> None:
+    """The cards of the last run on this photo (with a notice when the settings changed since), and their command."""
+    from pd_core.labels import label_name
+
+    result = st.session_state.get(RESULT_KEY)
+    image = choice.image
+    if result is None or result[0][0] != image.key:
+        st.info("Press **Defend the photo with every defence** to see them side by side.",
+                icon=":material/touch_app:")
+        return
+    key, results, reference = result
+    settings_changed_notice(key != choice.key(settings, names))
+    st.subheader("Every defence on this photo")
+    st.caption(f"Reference class: **{label_name(reference)}**"
+               + (" (the photo's true class)." if image.label_index is not None else " (the model's answer on "
+                  "the clean photo).") + " Times are for one run of the defence on this server.")
+    defence_cards(results, reference, key[1], board)
+    photo = "ATTACKED.png" if key[1] else (image.path if image.source == "gallery" else image.name)
+    command_line(f"python -m pd_core classify {photo} --defence NAME --seed {settings.seed} "
+                 f"--model {settings.model_name}",
+                 "Gives each card's prediction, with NAME from `python -m pd_core defences` (the command uses "
+                 "the paper's defence parameters unless you add --deflections, --window, --sigma). "
+                 + ("ATTACKED.png: the attacked photo downloaded from the Attack & Defend page." if key[1] else ""))
 
 
 def _card(name: str, run, reference: int, attacked: bool, board_entry) -> None:
