@@ -150,3 +150,24 @@ def test_an_upload_is_judged_against_the_models_answer(monkeypatch, tmp_path):
     assert at.session_state["current_image"].source == "upload"
     assert reference == results["none"].predictions[0]
     assert "the model's answer on the clean photo" in " ".join(c.value for c in at.caption)
+
+
+def test_the_commands_that_make_the_leaderboard_parse():
+    """The page's commands are real: each line parses with the real parsers, one ladder per built-in
+    arena defence, and the leaderboard reads the folder the ladders write."""
+    import shlex
+
+    from pd_core.arena import arena_defence_names
+    from pd_core.cli import build_parser
+    from ui.arena import leaderboard_commands
+
+    text = leaderboard_commands().replace("\\\n", " ")
+    loop, ladder, _, board = [line.strip() for line in text.splitlines()]
+    names = loop.removeprefix("for d in ").removesuffix("; do").split()
+    assert names == arena_defence_names()
+    for name in names:
+        argv = shlex.split(ladder.replace("$d", name))[3:]
+        args = build_parser("adaptive").parse_args(argv)
+        assert args.ladder and args.defence == name and args.report == f"docs/results/zoo/{name}.json"
+    args = build_parser("leaderboard").parse_args(shlex.split(board)[3:])
+    assert args.results == ["docs/results/zoo"] and args.json == "docs/results/zoo_leaderboard.json"
