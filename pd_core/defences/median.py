@@ -17,7 +17,7 @@ mode='reflect')``) and ART's ``SpatialSmoothing`` use:
 kornia's ``median_blur`` does not fit: it pads with zeros and takes odd windows only. Resolution:
 applied at the model's input (224²) unchanged; the window is in pixels of that input.
 Deterministic. Gradient: exact — the output is one element of the window, so the gradient flows to
-that element (``torch.kthvalue`` under autograd); the function is piecewise linear and
+that element (a network of elementwise minima and maxima under autograd); the function is piecewise linear and
 differentiable wherever the window has no ties.
 """
 from __future__ import annotations
@@ -42,9 +42,17 @@ def median_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     after = size - 1 - before
     # one-pixel 'reflect' (half-sample symmetric) padding is edge replication
     padded = F.pad(x, (before, after, before, after), mode="replicate")
-    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # (N, C, H, W, size, size)
-    windows = windows.reshape(*x.shape, size * size)
-    return windows.kthvalue(size * size // 2 + 1, dim=-1).values
+    h, w = x.shape[2:]
+    p = [padded[:, :, i:i + h, j:j + w] for i in range(size) for j in range(size)]
+    if size == 2:  # the upper median of four: the second largest
+        high = torch.maximum(torch.minimum(torch.maximum(p[0], p[1]), torch.maximum(p[2], p[3])),
+                             torch.maximum(torch.minimum(p[0], p[1]), torch.minimum(p[2], p[3])))
+        return high
+    # the median of nine by the 19 compare-exchange network of Paeth (Graphics Gems, 1990)
+    for a, b in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8),
+                 (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)):
+        p[a], p[b] = torch.minimum(p[a], p[b]), torch.maximum(p[a], p[b])
+    return p[4]
 
 
 class MedianSmoothing(Defence):

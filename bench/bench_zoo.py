@@ -1,0 +1,95 @@
+"""Benchmark: each zoo defence against its counterpart in the Adversarial Robustness Toolbox 1.20,
+on the same batch of 224² ImageNet-dev photos, one thread, in one run.
+
+Counterparts (ART, NumPy, one image at a time where ART loops): FeatureSqueezing (bit depth),
+SpatialSmoothing (median), JpegCompression (JPEG), TotalVarMin (TVM: ``prob = 0.5``,
+``lamb = 0.03``, ``norm = 2``, ``max_iter = 10``, its default solver L-BFGS-B). Random resizing
+and padding and SHIELD have no ART counterpart; their time is printed alone. Prints ms per image
+for both sides and the ratio ART / ours (targets: ≥ 5×, ≥ 20× for TVM). ART's TotalVarMin runs on
+the first ``--tvm-n`` photos only (it takes most of a second per image); the per-image times are
+comparable because both sides loop or vectorise over the same images.
+
+    PD_THREADS=1 OMP_NUM_THREADS=1 python bench/bench_zoo.py [--n 16] [--tvm-n 4]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pd_core.defences import create_defence  # noqa: E402
+from pd_core.images import load_batch  # noqa: E402
+from pd_core.randomness import make_generator  # noqa: E402
+
+DEV_DIR = ROOT.parent / "shared" / "imagenet-dev"
+
+
+def timed(fn, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls, in seconds (after one warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def art_counterparts():
+    from art.defences.preprocessor import FeatureSqueezing, JpegCompression, SpatialSmoothing, TotalVarMin
+
+    clip = (0.0, 1.0)
+    return {
+        "bit_depth": FeatureSqueezing(clip_values=clip, bit_depth=5),
+        "bit_depth_3": FeatureSqueezing(clip_values=clip, bit_depth=3),
+        "median": SpatialSmoothing(window_size=2, channels_first=True, clip_values=clip),
+        "median_3x3": SpatialSmoothing(window_size=3, channels_first=True, clip_values=clip),
+        "jpeg": JpegCompression(clip_values=clip, quality=75, channels_first=True),
+        "tvm": TotalVarMin(prob=0.5, norm=2, lamb=0.03, max_iter=10, clip_values=clip),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=16, help="photos in the batch")
+    parser.add_argument("--tvm-n", type=int, default=4, help="photos for ART's TotalVarMin (slow)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    import art
+
+    paths = sorted(glob.glob(str(DEV_DIR / "*.JPEG")))[:args.n]
+    x = load_batch(paths, size=224)
+    x_np = x.numpy()
+    x_hwc = np.ascontiguousarray(x_np.transpose(0, 2, 3, 1))  # TotalVarMin wants channels last
+    peers = art_counterparts()
+    print(f"bench_zoo: {len(x)} photos at 224², torch {torch.__version__}, ART {art.__version__}, "
+          f"1 thread, best of {args.repeats}")
+    print(f"{'defence':<18} {'ours ms/img':>12} {'ART ms/img':>11} {'ART/ours':>9}")
+    for name in ["bit_depth", "bit_depth_3", "median", "median_3x3", "jpeg", "tvm", "random_resize_pad", "shield"]:
+        defence = create_defence(name)
+        ours = timed(lambda: defence.apply(x, make_generator(0)), args.repeats) / len(x) * 1000
+        peer = peers.get(name)
+        if peer is None:
+            print(f"{name:<18} {ours:>12.2f} {'-':>11} {'-':>9}  (no ART counterpart)")
+            continue
+        if name == "tvm":
+            batch = x_hwc[:args.tvm_n]
+            theirs = timed(lambda: peer(batch), 1) / len(batch) * 1000
+        else:
+            theirs = timed(lambda: peer(x_np), args.repeats) / len(x) * 1000
+        print(f"{name:<18} {ours:>12.2f} {theirs:>11.2f} {theirs / ours:>8.1f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
