@@ -187,6 +187,9 @@ def main() -> int:
         seen = ", ".join(r["file_names_seen"]) or "none"
         print(f"  {name:28s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>11s} {shown[3]:>10s}  {seen}  {verdict}"
               + ("" if not r["file_names_seen"] else "  (FAIL: file names shown)"))
+    from present_timing import report as present_steps_report  # each step of the Present page, after warm-up
+
+    present_steps_report()
     return 0
 
 

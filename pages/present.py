@@ -8,6 +8,7 @@ from ui.present import (SHOWN_IMAGE, STEP, draw_step, current_step, handout_butt
                         navigation, page_style, presentation_for)
 from ui.sidebar import settings as sidebar_settings
 
+st.set_page_config(layout="wide")  # every pixel of the projector for the steps
 settings = sidebar_settings()
 page_style()
 keyboard_shortcuts()

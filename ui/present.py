@@ -28,6 +28,7 @@ _CSS = """<style>
 .pd-present-sentence { font-size: 1.75rem; line-height: 1.35; margin: .3rem 0 1rem; }
 .pd-present-caption { font-size: 1.25rem; text-align: center; margin-top: .2rem; }
 .pd-answer { font-size: 2.6rem; font-weight: 700; line-height: 1.2; margin: .2rem 0; }
+.pd-present-label { font-size: 1.35rem; margin-top: .6rem; }
 .pd-answer small { display: block; font-size: 1.3rem; font-weight: 400; }
 .pd-ok { color: #2e7d32; } .pd-bad { color: #c62828; } .pd-neutral { color: inherit; }
 [class*="st-key-present_step_"] [data-testid="stImage"] img { max-height: 62vh; object-fit: contain; }
@@ -178,6 +179,10 @@ def _answer(index: int, label: int, probs=None, note: str = "", judged: bool = T
                 "</div>", unsafe_allow_html=True)
 
 
+def _label(text: str) -> None:
+    st.markdown(f'<div class="pd-present-label">{html.escape(text)}</div>', unsafe_allow_html=True)
+
+
 def _picture(png: bytes, caption: str) -> None:
     st.image(png, width="stretch")
     st.markdown(f'<div class="pd-present-caption">{html.escape(caption)}</div>', unsafe_allow_html=True)
@@ -199,21 +204,22 @@ def draw_step(run, index: int) -> None:
     s, a, pics = run.story, run.adaptive, run.pictures
     judged = s.label_source == "dataset"
     with st.container(key=f"present_step_{index + 1}"):
-        st.markdown(f'<p class="pd-present-title">{html.escape(step.title)}</p>'
-                    f'<p class="pd-present-sentence">{html.escape(step.sentence(run))}</p>', unsafe_allow_html=True)
+        # <div>, not <p>: Streamlit's own paragraph style would override the projector sizes.
+        st.markdown(f'<div class="pd-present-title">{html.escape(step.title)}</div>'
+                    f'<div class="pd-present-sentence">{html.escape(step.sentence(run))}</div>', unsafe_allow_html=True)
         if step.key == "clean":
             left, right = st.columns([3, 2], vertical_alignment="center")
             with left:
                 _picture(pics["clean"], "The photo")
             with right:
-                st.markdown("The model says")
+                _label("The model says")
                 _answer(s.predictions["clean"], s.label, s.probs["clean"], judged=judged)
         elif step.key == "attacked":
             left, right = st.columns([3, 2], vertical_alignment="center")
             with left:
                 _picture(pics["adversarial"], "The attacked photo")
             with right:
-                st.markdown("The model now says")
+                _label("The model now says")
                 _answer(s.predictions["adversarial"], s.label, s.probs["adversarial"])
         elif step.key == "perturbation":
             left, right = st.columns(2)
@@ -235,18 +241,18 @@ def draw_step(run, index: int) -> None:
             with left:
                 _picture(pics["defended"], "The attacked photo after the defence")
             with right:
-                st.markdown("One run of the defence")
+                _label("One run of the defence")
                 _answer(s.predictions["defended"], s.label, s.probs["defended"])
-                st.markdown(f"The vote of {s.n_ensemble} runs (Ens-{s.n_ensemble})")
+                _label(f"The vote of {s.n_ensemble} runs (Ens-{s.n_ensemble})")
                 _answer(s.predictions["ensemble"], s.label, note=f"{s.ensemble_agreement * 100:.0f}% of the votes")
         elif step.key == "adaptive":
             left, right = st.columns([3, 2], vertical_alignment="center")
             with left:
                 _picture(pics["adaptive"], "Made by an attacker who knows the defence")
             with right:
-                st.markdown("Through one run of the defence")
+                _label("Through one run of the defence")
                 _answer(a.predictions["adversarial_single"], a.label, a.probs["adversarial_single"])
-                st.markdown(f"Through the vote of {a.ensemble} runs")
+                _label(f"Through the vote of {a.ensemble} runs")
                 _answer(a.predictions["adversarial_ensemble"], a.label,
                         note=f"{a.agreement['adversarial_ensemble'] * 100:.0f}% of the votes")
         elif step.key == "leaderboard":
