@@ -162,6 +162,10 @@ def test_bad_inputs_are_one_sentence_and_exit_2(reports, tmp_path, capsys):
     other["model"]["name"] = "resnet50"
     (tmp_path / "other.json").write_text(json.dumps(other))
     assert "one model" in _fails(capsys, str(pd_path), str(tmp_path / "other.json"))
+    damaged = copy.deepcopy(pd_report)
+    damaged["eps_255"] = 3  # not a list
+    (tmp_path / "damaged.json").write_text(json.dumps(damaged))
+    assert "is damaged" in _fails(capsys, str(tmp_path / "damaged.json"))
     assert "none of the leaderboard's" in _fails(capsys, str(pd_path), "--eps", "16")
     assert "--eps" in _fails(capsys, str(pd_path), "--eps", "two")
     assert "does not exist" in _fails(capsys, str(pd_path), "--json", str(tmp_path / "no" / "b.json"))

@@ -133,15 +133,32 @@ def entry_from_report(report: dict, source: str = "", judge: str = "auto") -> En
                  notes=notes)
 
 
-def _same(reports: Sequence[tuple[str, dict]], what: str, read) -> object:
-    values = {}
-    for source, report in reports:
-        values.setdefault(read(report), source)
+def _same(facts: Sequence[tuple[str, object]], what: str, show=str) -> object:
+    """The one value every report has for ``what`` (``facts``: ``(source, value)`` pairs; ``show``
+    writes a value in the message when two differ)."""
+    values: dict = {}
+    for source, value in facts:
+        values.setdefault(value, source)
     if len(values) > 1:
         (a, first), (b, second) = list(values.items())[:2]
-        raise LeaderboardError(f"The reports do not share one {what}: {first} has {a}, {second} has {b}; "
+        raise LeaderboardError(f"The reports do not share one {what}: {first} has {show(a)}, {second} has {show(b)}; "
                                f"judge every defence with the same command.")
     return next(iter(values))
+
+
+def _read_one(source: str, report: dict, judge: str) -> tuple[Entry, str, str, tuple[float, ...]]:
+    """The row of one report and what must be the same in all of them (model, threat model, budgets);
+    a report whose fields have the wrong types is one :class:`LeaderboardError`, never a traceback."""
+    try:
+        entry = entry_from_report(report, source, judge)
+        model = str((report.get("model") or {}).get("name"))
+        eps = tuple(sorted(float(e) for e in report.get("eps_255") or []))
+        return entry, model, str(report.get("threat_model", "Linf")), eps
+    except LeaderboardError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise LeaderboardError(f"{source or 'A report'} is damaged ({type(exc).__name__}: {exc}); make it again "
+                               f"with `{MAKE_REPORT}`.") from None
 
 
 def _eps_text(eps: Iterable[float], threat_model: str = "Linf") -> str:
@@ -158,11 +175,12 @@ def build_leaderboard(reports: Sequence[tuple[str, dict]], eps_255: Sequence[flo
     :data:`DEFAULT_EPS_255` for L∞, every budget evaluated for another threat model."""
     if not reports:
         raise LeaderboardError("No report was given: name report files or folders.")
-    model = _same(reports, "model", lambda r: str((r.get("model") or {}).get("name")))
-    threat = _same(reports, "threat model", lambda r: str(r.get("threat_model", "Linf")))
-    evaluated = _same(reports, "set of budgets ε",
-                      lambda r: _eps_text(sorted(float(e) for e in r.get("eps_255") or []), threat))
-    available = sorted({float(e) for e in reports[0][1].get("eps_255") or []})
+    read = [(source, _read_one(source, report, judge)) for source, report in reports]
+    model = _same([(source, facts[1]) for source, facts in read], "model")
+    threat = _same([(source, facts[2]) for source, facts in read], "threat model")
+    evaluated_eps = _same([(source, facts[3]) for source, facts in read], "set of budgets ε",
+                          lambda eps: _eps_text(eps, threat))
+    evaluated, available = _eps_text(evaluated_eps, threat), list(evaluated_eps)
     if eps_255 is None:
         eps_255 = DEFAULT_EPS_255 if threat == "Linf" else available
     columns = tuple(float(e) for e in eps_255 if float(e) in available)
@@ -170,8 +188,7 @@ def build_leaderboard(reports: Sequence[tuple[str, dict]], eps_255: Sequence[flo
         raise LeaderboardError(f"The reports evaluate ε = {evaluated}, none of the leaderboard's "
                                f"{_eps_text(eps_255, threat)}; choose budgets with --eps.")
     entries, seen = [], {}
-    for source, report in reports:
-        entry = entry_from_report(report, source, judge)
+    for source, (entry, *_) in read:
         if entry.defence in seen:
             raise LeaderboardError(f"Two reports judge {entry.defence}: {seen[entry.defence]} and {source}; "
                                    "give one.")
