@@ -75,21 +75,26 @@ def minimise_total_variation(x: torch.Tensor, keep: torch.Tensor, lambda_tv: flo
     z_bar = z
     dual_rows = torch.zeros_like(x[:, :, 1:])
     dual_cols = torch.zeros_like(x[..., 1:])
+    negative_kept_x = -kept_x
+    adjoint = torch.empty_like(x)
     for _ in range(int(iterations)):
         # dual ascent, then projection of each row (column) group onto the ball of radius λ
-        dual_rows = dual_rows + sigma * (z_bar[:, :, 1:] - z_bar[:, :, :-1])
-        dual_rows = dual_rows / (dual_rows.norm(dim=3, keepdim=True) / lambda_tv).clamp_min(1.0)
-        dual_cols = dual_cols + sigma * (z_bar[..., 1:] - z_bar[..., :-1])
-        dual_cols = dual_cols / (dual_cols.norm(dim=2, keepdim=True) / lambda_tv).clamp_min(1.0)
+        dual_rows.add_(z_bar[:, :, 1:] - z_bar[:, :, :-1], alpha=sigma)
+        dual_rows.div_((dual_rows.norm(dim=3, keepdim=True) / lambda_tv).clamp_min_(1.0))
+        dual_cols.add_(z_bar[..., 1:] - z_bar[..., :-1], alpha=sigma)
+        dual_cols.div_((dual_cols.norm(dim=2, keepdim=True) / lambda_tv).clamp_min_(1.0))
         # K^T y: the adjoint of the forward differences is a backward difference (zero outside)
-        adjoint = (F.pad(dual_rows, (0, 0, 1, 0)) - F.pad(dual_rows, (0, 0, 0, 1))
-                   + F.pad(dual_cols, (1, 0)) - F.pad(dual_cols, (0, 1)))
-        v = z - tau * adjoint
+        adjoint.zero_()
+        adjoint[:, :, 1:] += dual_rows
+        adjoint[:, :, :-1] -= dual_rows
+        adjoint[..., 1:] += dual_cols
+        adjoint[..., :-1] -= dual_cols
+        v = torch.add(z, adjoint, alpha=-tau)
         # prox of tau·‖m ⊙ (z − x)‖₂: shrink the kept residual as one vector per image and channel
-        residual = keep * v - kept_x
+        residual = torch.addcmul(negative_kept_x, keep, v)
         length = residual.flatten(2).norm(dim=2)[..., None, None]
-        z_next = v - residual * (tau / length.clamp_min(1e-12)).clamp(max=1.0)
-        z_bar = 2 * z_next - z
+        z_next = torch.addcmul(v, residual, (tau / length.clamp_min(1e-12)).clamp_max(1.0), value=-1.0)
+        z_bar = torch.lerp(z, z_next, 2.0)  # z_next + (z_next − z), θ = 1
         z = z_next
     return z
 
