@@ -5,7 +5,7 @@ Both sides do the same work per image: classify the clean photo (drop it if wron
 clean row and each attack: the adversarial image (``pd_core.attacks.attack``), the undefended
 prediction, one defended run and the Ens-10 vote.
 
-* batched: ``evaluate(model, items, attacks=..., table=1, ensemble=10, batch_size=N)``: one chunk of
+* batched: ``evaluate(model, items, ProtocolSettings(table=1, ensemble=10, batch_size=N, ...))``: one chunk of
   N images per attack; one forward pass gives the undefended prediction and the R-CAM; the single
   run is the first of the ten copies; copies are denoised in batches and classified, on the CPU, in
   channels-last mini-batches of ``evaluation.CPU_MODEL_BATCH`` (4) images (``--nchw-too`` also times

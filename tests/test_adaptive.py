@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from gallery_cases import labelled_folder
 from pd_core.adaptive import ADAPTIVE_CSV_COLUMNS, PgdSettings, RunHooks, bpda, bpda_eot_attack, bpda_eot_gradient
-from pd_core.attacks.core import quantize_to_grid
+from pd_core.attacks.measures import quantize_to_grid
 from pd_core.defence import DefenceConfig, defend, defend_batch
 from pd_core.randomness import make_generator
 

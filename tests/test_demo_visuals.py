@@ -20,6 +20,7 @@ from pd_core.defence import DefenceConfig, defend, ensemble_predict, predict_pro
 from pd_core.cli.options import demo_command
 from pd_core.story import attack_and_defend, defence_stages
 from pd_core.evaluation import probability_curve  # paper Fig. 2: one implementation for the app and the evaluation
+from pd_core.evaluation.figures import CurveSettings
 
 STORY_IMAGE = "imagenet_04_949"  # the app's default photo (strawberry)
 
@@ -136,7 +137,7 @@ def test_stages_are_the_transforms_one_by_one(model, story_image):
 def test_deflection_curve(model, story_image):
     x, entry = story_image
     ks = [0, 100, 3000]
-    curve = probability_curve(model, x, [entry.label_index, 0], ks, copies=3, seed=1)
+    curve = probability_curve(model, x, [entry.label_index, 0], CurveSettings(tuple(ks), copies=3, seed=1))
     clean = float(predict_probs(model, x)[0, entry.label_index])
     # K = 0 changes nothing: every draw is the clean image.
     assert float(curve.mean[entry.label_index][0]) == pytest.approx(clean, abs=1e-5)

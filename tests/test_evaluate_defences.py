@@ -134,3 +134,26 @@ def test_bad_output_is_a_failed_unit_with_the_contract_s_sentence(model, folder,
     assert all("must stay in [0, 1]" in f["reason"] for f in result.failed_units)
     assert set(result.rows["defence"]) == {"none"} and len(result.rows) == 4
     assert replace(settings, seed=5).plugins == settings.plugins  # the specs travel with the settings
+
+
+def test_sweep_takes_the_same_defence_list_and_failures(model, folder, tmp_path, monkeypatch, capsys, plugins):
+    """``sweep --defence``: the registry's JPEG and a plugin that always raises, at one FGSM point:
+    the plugin's units are reported (exit 2, ``failed_units``), JPEG's and the undefended rows are kept."""
+    from pd_core.cli import main
+
+    plugin = _plugin(tmp_path, """
+        def broken(x, *, generator):
+            raise ValueError("not my day")
+        """)
+    out = tmp_path / "s.csv"
+    monkeypatch.setattr("pd_core.cli.common.load_model", lambda name: model)
+    code = main(["sweep", "--images", str(folder), "--values", "2", "--defence", f"jpeg,{plugin}:broken",
+                 "--out", str(out), *[a for a in RUN if a != "--attacks" and a != "fgsm"]])
+    assert code == 2
+    assert "'broken'" in capsys.readouterr().err
+    rows = read_results(out)
+    assert set(rows["defence"]) == {"none", "jpeg"}
+    assert set(rows.loc[rows["attack"] == "fgsm", "preset"]) == {"paper@eps=2/255"}
+    meta = json.loads((tmp_path / "s.csv.meta.json").read_text())
+    assert sorted(f["attack"] for f in meta["failed_units"]) == ["clean", "fgsm"]
+    assert meta["settings"]["defences"] == ["jpeg", "broken"]

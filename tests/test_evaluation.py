@@ -264,7 +264,8 @@ def test_figure2_at_zero_deflections_is_the_plain_model(model, items):
     x = load_batch([p for p, _ in items[:2]], spec=model.spec, device=model.device)
     y = torch.tensor([lbl for _, lbl in items[:2]])
     adversarial = x.flip(0)
-    curve = ev.deflection_curve(model, x, y, adversarial=adversarial, deflections=(0, 100), copies=2)
+    curve = ev.deflection_curve(model, x, y, replace(figures.FIGURE2, deflections=(0, 100), copies=2),
+                                adversarial=adversarial)
     with torch.no_grad():
         p_adv, p_clean = model(adversarial).softmax(1), model(x).softmax(1)
     at0 = curve[curve["deflections"] == 0].set_index(["image", "class"])["mean_prob"]

@@ -117,8 +117,12 @@ def _figure2_job(choice: BenchmarkChoice, model, cfg_settings, chosen, bar):
 
     x = load_batch([it.path for it in chosen], spec=model.spec, device=model.device)
     y = torch.tensor([it.label for it in chosen], device=model.device)
-    return ev.deflection_curve(model, x, y, attack=choice.attacks[0], preset=choice.preset, seed=cfg_settings.seed,
-                               progress=eta_reporter(bar, time.monotonic()))
+    from dataclasses import replace
+
+    from pd_core.evaluation.figures import FIGURE2
+
+    return ev.deflection_curve(model, x, y, replace(FIGURE2, seed=cfg_settings.seed), attack=choice.attacks[0],
+                               preset=choice.preset, progress=eta_reporter(bar, time.monotonic()))
 
 
 def figure2_section(choice: BenchmarkChoice, model, cfg_settings) -> None:

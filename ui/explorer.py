@@ -123,13 +123,14 @@ def python_command(photo: ExplorerPhoto, image, settings, follow: dict) -> None:
     command_line(
         "from pd_core import load_model\nfrom pd_core.defence import DefenceConfig\n"
         "from pd_core.story import defence_stages\nfrom pd_core.evaluation import probability_curve\n"
+        "from pd_core.evaluation.figures import CurveSettings\n"
         "from pd_core.images import gallery_image, load_image\n\n"
         f"model = load_model({settings.model_name!r})\nx = {source}\n"
         f"config = DefenceConfig({', '.join(f'{k}={v!r}' for k, v in changed.items())})\n"
         f"stages = defence_stages(model, x, config, seed={settings.seed})\n"
-        f"curve = probability_curve(model, x, {list(follow.values())}, {curve_ks(ss.get('curve_max_k', 2000))}, "
-        f"copies={ss.get('curve_samples', 4)}, config=config, denoise={ss.get('curve_denoise', False)}, "
-        f"seed={settings.seed})",
+        f"curve = probability_curve(model, x, {list(follow.values())}, CurveSettings("
+        f"deflections={tuple(curve_ks(ss.get('curve_max_k', 2000)))}, copies={ss.get('curve_samples', 4)}, "
+        f"config=config, denoise={ss.get('curve_denoise', False)}, seed={settings.seed}))",
         "The same computations in Python, with this page's settings and seed.", language="python",
         title="Reproduce these numbers in Python")
 
@@ -139,6 +140,7 @@ def curve_section(photo: ExplorerPhoto, settings, follow: dict, colours: dict) -
     """Paper Fig. 2 on demand: class probabilities against the number of deflections."""
     from pd_core import visuals
     from pd_core.evaluation import probability_curve
+    from pd_core.evaluation.figures import CurveSettings
 
     st.subheader("Probability against the number of deflections (paper Fig. 2)")
     st.caption("How the class probabilities move as more and more pixels are deflected: a clean photo keeps "
@@ -166,8 +168,8 @@ def curve_section(photo: ExplorerPhoto, settings, follow: dict, colours: dict) -
         model = get_model(settings.model_name, settings.device)
         with st.spinner(f"Classifying {len(ks) * samples} deflected copies…"):
             curve = cache.get_or_compute(key, lambda: run_heavy(
-                lambda: probability_curve(model, photo.x, list(follow.values()), ks, copies=samples,
-                                          config=settings.config, denoise=denoise, seed=settings.seed),
+                lambda: probability_curve(model, photo.x, list(follow.values()),
+                                          CurveSettings(tuple(ks), samples, settings.config, denoise, settings.seed)),
                 "the deflection curve", settings.device))
     series = {name: (curve.mean[c], curve.std[c]) for name, c in follow.items()}
     st.plotly_chart(visuals.probability_curve_figure(curve.deflections, series, colours=colours),

@@ -8,8 +8,9 @@ See :mod:`pd_core.attacks.core` for the quantisation to 1/255 and how success is
 :mod:`pd_core.attacks.measures` for the three perturbation measures, and
 :mod:`pd_core.attacks.registry` for the presets and the norms they achieve on the dev set.
 """
-from .core import REPAIR_SCALES, AttackCancelled, AttackResult, attack
+from .core import REPAIR_SCALES, AttackResult, attack
 from .measures import normalization_of, perturbation_norms, quantize_to_grid
+from .monitor import AttackCancelled
 from .registry import ALL_PRESETS, ATTACKS, PAPER_NORMS, PRESETS, AttackInfo
 
 

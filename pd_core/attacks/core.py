@@ -52,8 +52,7 @@ from .measures import perturbation_norms, quantize_to_grid
 from .monitor import AttackCancelled, ForwardMonitor, Progress
 from .registry import AttackInfo, attack_info
 
-__all__ = ["AttackResult", "AttackCancelled", "attack", "perturbation_norms", "quantize_to_grid",
-           "REPAIR_SCALES"]  # the two measures live in .measures and stay importable from here
+__all__ = ["AttackResult", "attack", "REPAIR_SCALES"]
 
 #: Factors tried on a minimal perturbation that rounding to 1/255 made non-adversarial.
 REPAIR_SCALES = (1.1, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)

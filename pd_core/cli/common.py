@@ -12,9 +12,8 @@ import sys
 
 __all__ = ["EXIT_BAD_INPUT", "CliError", "fail", "print_json", "parse_value", "parse_param", "parse_number_list",
            "top5", "load_model", "load_image", "add_defence_options", "defence_config", "add_defence_choice",
-           "build_defence", "add_folder_options",
-           "add_protocol_options", "add_defence_list", "run_settings", "add_progress_options", "wants_progress", "summary_of_folder_run",
-           "write_figures"]
+           "build_defence", "add_folder_options", "add_protocol_options", "add_defence_list", "run_settings",
+           "failed_units_exit", "add_progress_options", "wants_progress", "summary_of_folder_run", "write_figures"]
 
 EXIT_BAD_INPUT = 2
 
@@ -227,8 +226,23 @@ def wants_progress(args) -> bool:
     return not args.no_progress and sys.stderr.isatty() or args.progress
 
 
+def failed_units_exit(failed: list[dict], where) -> int:
+    """0, or :data:`EXIT_BAD_INPUT` after one line on stderr per failed defence when some units of a
+    run failed (a defence that raised or broke its contract; the sidecar ``where`` lists them)."""
+    if not failed:
+        return 0
+    reasons: dict[tuple, int] = {}
+    for f in failed:
+        reasons[(f["defence"], f["reason"])] = reasons.get((f["defence"], f["reason"]), 0) + 1
+    for (defence, reason), count in reasons.items():
+        print(f"error: {count} unit(s) failed in defence {defence!r}: {reason} (see failed_units in {where}; "
+              "run the same command again to retry them)", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def summary_of_folder_run(args, *, kind: str, summarize, drawn, compute):
-    """The summary of a resumable folder run (``sweep``, ``dose``).
+    """The summary of a resumable folder run (``sweep``, ``dose``), and the run's failed units
+    (``[]`` with ``--plot``; see :func:`failed_units_exit`).
 
     With ``--plot FILE``: ``summarize(rows of FILE)``, computing nothing; a file whose ``drawn(summary)``
     part is empty has no ``kind`` rows (:class:`CliError`). Otherwise ``compute(model, progress)`` on
@@ -244,7 +258,7 @@ def summary_of_folder_run(args, *, kind: str, summarize, drawn, compute):
             summary = summarize(read_results(args.plot))
             if drawn(summary).empty:
                 raise CliError(f"{args.plot} has no {kind} rows.")
-            return summary
+            return summary, []
         if not args.images or not args.out:
             raise CliError("give --images DIR and --out FILE (or --plot FILE to draw an existing file).")
         model = load_model(args.model)
@@ -255,7 +269,7 @@ def summary_of_folder_run(args, *, kind: str, summarize, drawn, compute):
             close()
         print(f"{result.kept} images counted of {result.images}; {result.computed_units} units computed, "
               f"{result.seconds:.0f} s; rows: {args.out}")
-        return result.summary
+        return result.summary, result.failed_units
     except EvaluationError as exc:
         raise CliError(str(exc)) from None
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from .common import (CliError, add_dataset_options, add_folder_options, add_progress_options, add_protocol_options,
-                     dataset_images, parse_number_list, run_settings, summary_of_folder_run, write_figures)
+                     dataset_images, failed_units_exit, parse_number_list, run_settings, summary_of_folder_run,
+                     write_figures)
 
 HELP = "the deflection dose: accuracy against the number of deflections K, with and without the denoiser"
 
@@ -64,14 +65,14 @@ def run(args) -> int:
         return deflection_dose(model, dataset_images(args), grid, settings, out_csv=args.out,
                                labels_csv=args.labels, progress=progress)
 
-    summary = summary_of_folder_run(args, kind="dose", summarize=dose_summary, compute=compute,
-                                    drawn=lambda s: s[s["defence"] != "none"])
+    summary, failed = summary_of_folder_run(args, kind="dose", summarize=dose_summary, compute=compute,
+                                            drawn=lambda s: s[s["defence"] != "none"])
     print(format_summary(summary))
     if args.png or args.html:
         from ..evaluation.curve_figures import dose_figure
 
         write_figures({("dose",): dose_figure(summary, vote=not args.single)}, png=args.png, html=args.html)
-    return 0
+    return failed_units_exit(failed, f"{args.out}.meta.json")
 
 
 def format_summary(summary) -> str:

@@ -8,10 +8,9 @@ module parses the options, prints the table and turns an
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .common import (EXIT_BAD_INPUT, CliError, add_dataset_options, add_defence_list, add_folder_options,
-                     add_progress_options, add_protocol_options, dataset_images, load_model, run_settings,
+from .common import (CliError, add_dataset_options, add_defence_list, add_folder_options, add_progress_options,
+                     add_protocol_options, dataset_images, failed_units_exit, load_model, run_settings,
                      wants_progress)
 
 HELP = "reproduce the paper's Tables 1, 3, 4 on a folder of labelled images"
@@ -88,20 +87,6 @@ def figure5_search(args, attacks):
         raise CliError(str(exc)) from None
 
 
-def _failed_units_exit(result, where) -> int:
-    """0, or 2 after one line on stderr per failed defence when some units failed (sidecar: ``failed_units``)."""
-    failed = result.failed_units
-    if not failed:
-        return 0
-    reasons = {}
-    for f in failed:
-        reasons.setdefault((f["defence"], f["reason"]), []).append(f)
-    for (defence, reason), units in reasons.items():
-        print(f"error: {len(units)} unit(s) failed in defence {defence!r}: {reason} (see failed_units in {where}; "
-              "run the same command again to retry them)", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
 def _figure5(model, args, search, update, close) -> int:
     from ..evaluation import tuning_grid
 
@@ -141,7 +126,7 @@ def _table(model, args, settings, update, close) -> int:
               ", ".join(f"{'not in top-5' if r.rank == 0 else f'#{r.rank}'} {100 * r.fraction:.0f}%"
                         for r in pooled.itertuples()))
     print(f"\nrows: {args.out}  (metadata: {sidecar_path(Path(args.out))}); {result.seconds:.0f} s")
-    return _failed_units_exit(result, sidecar_path(Path(args.out)))
+    return failed_units_exit(result.failed_units, sidecar_path(Path(args.out)))
 
 
 def _table_on_ray(args, settings) -> int:
@@ -169,4 +154,4 @@ def _table_on_ray(args, settings) -> int:
     print(f"\nunits: {d['units']} ({d['resumed']} resumed, {d['computed']} computed, {d['failed']} failed, "
           f"{d['retried']} retried); shards: {store}" + (f"; rows: {csv_out}" if csv_out else "")
           + f"; {result.seconds:.0f} s")
-    return _failed_units_exit(result, meta_path(store))
+    return failed_units_exit(result.failed_units, meta_path(store))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from .common import (CliError, add_dataset_options, add_defence_list, add_folder_options, add_progress_options,
-                     add_protocol_options, dataset_images, parse_number_list, run_settings, summary_of_folder_run,
-                     write_figures as _write_figures)
+                     add_protocol_options, dataset_images, failed_units_exit, parse_number_list, run_settings,
+                     summary_of_folder_run, write_figures as _write_figures)
 
 HELP = "accuracy against perturbation size: each attack over a grid of strengths (eps, overshoot, gamma)"
 
@@ -70,11 +70,11 @@ def run(args) -> int:
         return sweep(model, dataset_images(args), grid, settings, out_csv=args.out, labels_csv=args.labels,
                      progress=progress)
 
-    summary = summary_of_folder_run(args, kind="sweep", summarize=sweep_summary, compute=compute,
-                                    drawn=lambda s: s)
+    summary, failed = summary_of_folder_run(args, kind="sweep", summarize=sweep_summary, compute=compute,
+                                            drawn=lambda s: s)
     print(format_summary(summary))
     write_figures(summary, args.measure, png=args.png, html=args.html)
-    return 0
+    return failed_units_exit(failed, f"{args.out}.meta.json")
 
 
 def format_summary(summary) -> str:

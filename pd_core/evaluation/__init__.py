@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from .csv_rows import CSV_COLUMNS
 from .data import DEFAULT_TUNING_FRACTION, EvaluationError, Item, evaluation_part, load_items, split_tuning
-from .figures import CurveResult, deflection_curve, probability_curve, rank_histogram, tuning_grid
+from .figures import (CurveResult, CurveSettings, deflection_curve, probability_curve, rank_histogram,
+                      tuning_grid)
 from .paper import PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4, format_table, table_frame
 from .progress import Progress, progress_bar
 from .protocol import evaluate
@@ -41,9 +42,9 @@ from .store import read_results
 from .tables import ATTACK_ORDER, ATTACK_TITLES, PAPER_ATTACKS
 
 __all__ = [
-    "evaluate", "ProtocolSettings", "ClusterSettings", "EvaluationResult", "EvaluationError", "format_table", "table_frame", "summarize",
-    "wilson_interval", "split_tuning", "evaluation_part", "read_results", "load_items", "Item", "Progress",
-    "progress_bar", "deflection_curve", "probability_curve", "CurveResult", "tuning_grid", "rank_histogram",
-    "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4", "ATTACK_ORDER", "ATTACK_TITLES",
-    "CSV_COLUMNS", "DEFAULT_TUNING_FRACTION",
+    "evaluate", "ProtocolSettings", "ClusterSettings", "EvaluationResult", "EvaluationError", "format_table",
+    "table_frame", "summarize", "wilson_interval", "split_tuning", "evaluation_part", "read_results", "load_items",
+    "Item", "Progress", "progress_bar", "deflection_curve", "probability_curve", "CurveSettings", "CurveResult",
+    "tuning_grid", "rank_histogram", "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4", "ATTACK_ORDER",
+    "ATTACK_TITLES", "CSV_COLUMNS", "DEFAULT_TUNING_FRACTION",
 ]

@@ -33,8 +33,8 @@ from .grid_engine import GridRecord, GridResult, run_grid
 from .sidecar import now_iso
 from .units import UnitSettings, describe_columns
 
-__all__ = ["DOSE_DEFLECTIONS", "DoseGrid", "DoseSettings", "DoseResult", "dose_defences", "deflection_dose", "dose_summary",
-           "parse_dose_defence"]
+__all__ = ["DOSE_DEFLECTIONS", "DoseGrid", "DoseSettings", "DoseResult", "dose_defences", "deflection_dose",
+           "dose_summary", "parse_dose_defence"]
 
 #: The K grid of issue 13 (replaced values per image; the paper's default is 100).
 DOSE_DEFLECTIONS = (0, 100, 300, 1000, 3000, 10000, 30000)
@@ -147,7 +147,8 @@ def deflection_dose(model, images, grid: DoseGrid | None = None, settings: RunSe
                          batch_size=settings.batch_size, config=config, variants=variants)
     evaluation = evaluation_part(load_items(images, labels_csv), settings.tuning_fraction, settings.limit)
     # The K and the denoiser vary per column, so the identity keeps the other defence parameters.
-    fixed = {k: v for k, v in config.as_dict().items() if k not in ("deflections", "deflect", "denoise", "jpeg_quality")}
+    varied = ("deflections", "deflect", "denoise", "jpeg_quality")
+    fixed = {k: v for k, v in config.as_dict().items() if k not in varied}
     identity = {"model": model.name, "seed": settings.seed, "ensemble": settings.ensemble, "dose_defence": fixed,
                 "tuning_fraction": settings.tuning_fraction, "tuning_salt": TUNING_SALT}
     run = {"kind": "dose", "date": now_iso(), "attacks": attacks, "preset": preset, "limit": settings.limit,

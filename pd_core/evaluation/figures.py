@@ -22,7 +22,8 @@ from ..defences.pixel_deflection import defended_copies
 from ..randomness import derive_seed
 from .stats import counted_rows, wilson_interval
 
-__all__ = ["rank_histogram", "CurveResult", "probability_curve", "deflection_curve", "TuningGrid", "tuning_grid"]
+__all__ = ["rank_histogram", "CurveResult", "CurveSettings", "FIGURE2", "probability_curve", "deflection_curve",
+           "TuningGrid", "tuning_grid"]
 
 
 def rank_histogram(results, preset: str | None = None, attacks: Sequence[str] | None = None):
@@ -107,11 +108,38 @@ class CurveResult:
                 for key, j in self._columns().items()}
 
 
-def probability_curve(model, images: torch.Tensor, classes,
-                      deflections: Sequence[int] = (0, 50, 100, 200, 400, 800, 1600), *, copies: int = 8,
-                      config: DefenceConfig | None = None, denoise: bool = False,
-                      seed: int = 0, seed_parts: Sequence = (), batch_size: int = 64,
-                      progress: Progress | None = None) -> CurveResult:
+@dataclass(frozen=True)
+class CurveSettings:
+    """What Figure 2's curves vary and how (:func:`probability_curve`, :func:`deflection_curve`).
+
+    deflections : the K values. copies : random deflections per image and K (one at K = 0).
+    config : map (``use_map``, ``top_k``) and window of the deflection (paper defaults when None).
+    denoise : False is deflection alone, as in the paper's figure; True adds the configured wavelet
+    denoising (and JPEG, if configured). seed : base seed of the deflections (and of
+    :func:`deflection_curve`'s attack). batch_size : copies classified per forward pass.
+    """
+
+    deflections: tuple[int, ...] = (0, 50, 100, 200, 400, 800, 1600)
+    copies: int = 8
+    config: DefenceConfig | None = None
+    denoise: bool = False
+    seed: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self):
+        ks = tuple(int(k) for k in self.deflections)
+        if not ks or min(ks) < 0 or int(self.copies) < 1 or int(self.batch_size) < 1:
+            raise EvaluationError("give K values of 0 or more, and at least one copy and one image per batch.")
+        object.__setattr__(self, "deflections", ks)
+
+
+#: Figure 2 of the paper as :func:`deflection_curve` draws it by default: deflection alone, uniform.
+FIGURE2 = CurveSettings(deflections=(0, 100, 300, 1000, 3000, 10000), copies=4,
+                        config=replace(PAPER_DEFAULTS, use_map=False), batch_size=32)
+
+
+def probability_curve(model, images: torch.Tensor, classes, curve: CurveSettings | None = None, *,
+                      seed_parts: Sequence = (), progress: Progress | None = None) -> CurveResult:
     """Class probabilities of images after K deflections, for every K (paper Fig. 2, §5).
 
     The one implementation of the figure: the app's Defence Explorer draws it for one photo and
@@ -119,15 +147,15 @@ def probability_curve(model, images: torch.Tensor, classes,
 
     images : (N, 3, S, S) or (3, S, S) in [0, 1] at the model's resolution (moved to its device).
     classes : the classes to follow, a list (every image) or an (N, C) tensor (per image).
-    copies : random deflections per image and K (one at K = 0, where nothing is random).
-    config : map (``use_map``, ``top_k``) and window of the deflection (paper defaults when None);
-        ``denoise=False`` is deflection alone as in the paper's figure, ``True`` adds the
-        configured wavelet denoising (and JPEG, if configured).
-    seed, seed_parts : the copies of image i at K come from ``derive_seed(seed, *seed_parts, i, K)``,
+    curve : K values, copies, deflection settings, denoiser, seed (:class:`CurveSettings`).
+    seed_parts : the copies of image i at K come from ``derive_seed(curve.seed, *seed_parts, i, K)``,
         so they do not depend on the other images or K values.
     progress : ``callback(fraction, message)`` after each K.
     """
-    config = replace(config or DefenceConfig(), deflect=True, denoise=denoise)
+    curve = curve or CurveSettings()
+    deflections, copies, denoise, seed, batch_size = (curve.deflections, curve.copies, curve.denoise, curve.seed,
+                                                      curve.batch_size)
+    config = replace(curve.config or DefenceConfig(), deflect=True, denoise=denoise)
     if not denoise:
         config = replace(config, jpeg_quality=None)
     x = (images if images.ndim == 4 else images[None]).to(model.device, torch.float32).contiguous()
@@ -151,11 +179,9 @@ def probability_curve(model, images: torch.Tensor, classes,
                        probs=probs, top1=top1, copies=copies, denoise=denoise)
 
 
-def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adversarial: torch.Tensor | None = None,
-                     attack: str = "fgsm", preset: str = "paper",
-                     deflections: Sequence[int] = (0, 100, 300, 1000, 3000, 10000),
-                     copies: int = 4, window: int = 10, use_map: bool = False, denoise: bool = False,
-                     seed: int = 0, batch_size: int = 32, progress: Progress | None = None):
+def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, curve: CurveSettings = FIGURE2, *,
+                     adversarial: torch.Tensor | None = None, attack: str = "fgsm", preset: str = "paper",
+                     progress: Progress | None = None):
     """Paper Figure 2: mean probability of the true class and of the adversarial class against the
     number of deflections, for the adversarial images and for their clean originals.
 
@@ -163,14 +189,16 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
     adversarial : their adversarial versions; computed with ``attack`` / ``preset`` when None.
     Only images that are correctly classified and whose attack succeeded are used (the
     "adversarial class" is then the undefended prediction on the adversarial image).
-    The paper's figure shows deflection alone (§5, uniform: ``use_map=False``, ``denoise=False``);
-    ``copies`` random deflections per image and K are averaged (:func:`probability_curve`).
+    curve : the K values, copies, deflection settings and seed (:class:`CurveSettings`; default
+    :data:`FIGURE2`, the paper's: deflection alone, uniform, window 10); ``curve.copies`` random
+    deflections per image and K are averaged (:func:`probability_curve`).
 
     Returns a DataFrame: ``image`` ("adversarial" / "clean"), ``deflections``, ``class``
     ("true" / "adversarial"), ``mean_prob``, ``sem`` (standard error over images), ``n``.
     """
     import pandas as pd
 
+    seed, batch_size = curve.seed, curve.batch_size
     labels = labels.to(images.device).long()
     if adversarial is None:
         from ..attacks import attack as run_attack
@@ -187,13 +215,11 @@ def deflection_curve(model, images: torch.Tensor, labels: torch.Tensor, *, adver
         return pd.DataFrame(out, columns=["image", "deflections", "class", "mean_prob", "sem", "n"])
     followed = torch.stack([labels[keep], adv_pred[keep]], 1)  # columns: true, adversarial
     n = int(keep.sum())
-    config = replace(PAPER_DEFAULTS, window=int(window), use_map=use_map)
     for si, (kind, x) in enumerate((("adversarial", adversarial[keep]), ("clean", images[keep]))):
         report = None if progress is None else (
             lambda f, m, si=si, kind=kind: progress((si + f) / 2, f"{kind} images, {m}"))
-        curve = probability_curve(model, x, followed, deflections, copies=copies, config=config, denoise=denoise,
-                                  seed=seed, seed_parts=("figure2", kind), batch_size=batch_size, progress=report)
-        for k, probs in zip(curve.deflections, curve.probs):
+        result = probability_curve(model, x, followed, curve, seed_parts=("figure2", kind), progress=report)
+        for k, probs in zip(result.deflections, result.probs):
             per_image = probs.mean(1).double()  # (n, 2): mean over the random copies
             for j, cls_name in enumerate(("true", "adversarial")):
                 p = per_image[:, j]

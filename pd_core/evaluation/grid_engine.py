@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,7 +21,7 @@ from .progress import Progress, ProgressTracker
 from .resume import ResumeState
 from .sidecar import library_versions, now_iso
 from .store import open_store
-from .units import UnitSettings, load_chunk, run_unit
+from .units import UnitSettings, failed_unit_records, load_chunk, run_unit
 
 __all__ = ["GridResult", "GridRecord", "run_grid", "run_jobs", "start_meta"]
 
@@ -31,7 +31,8 @@ class GridResult:
     """What a grid run returns: ``rows`` (every stored row, this run's and earlier ones, of the
     evaluation images), their ``summary``, the image counts (``images`` evaluated, ``kept``
     correctly classified), the ``unreadable`` files, the sidecar ``meta``, ``csv_path``, the run's
-    ``seconds`` and the number of units computed by this call."""
+    ``seconds``, the number of units computed by this call and the units whose defence failed
+    (``failed_units``: their rows are missing; the next run retries them)."""
 
     rows: object
     summary: object
@@ -42,6 +43,7 @@ class GridResult:
     csv_path: Path | None
     seconds: float = 0.0
     computed_units: int = 0
+    failed_units: list = field(default_factory=list)  # as :attr:`EvaluationResult.failed_units`
 
 
 @dataclass(frozen=True)
@@ -74,17 +76,19 @@ def run_grid(model, evaluation: Sequence[Item], jobs: Sequence[tuple[str, UnitSe
     start_meta(meta, model, identity, run, record.params)
     if record.defences is not None:
         meta.setdefault("defences", {}).update(record.defences)
+    meta["failed_units"] = []  # this run's: it retries those of earlier runs
     store.write_meta(meta)
     resume = ResumeState.of(store.read_rows())
     unreadable, computed = run_jobs(model, evaluation, jobs, clean_settings, store, meta, resume, progress)
     rows = _evaluation_rows(store.read_rows(), evaluation)
     kept = _kept(rows)
     seconds = time.monotonic() - started
+    failed = meta["failed_units"]
     meta["runs"][-1].update({"finished": now_iso(), "seconds": round(seconds, 1), "kept": kept,
-                             "unreadable": unreadable, "computed_units": computed})
+                             "unreadable": unreadable, "computed_units": computed, "failed_units": len(failed)})
     store.write_meta(meta)
     return dict(rows=rows, summary=summarize(rows), images=len(evaluation), kept=kept, unreadable=unreadable,
-                meta=meta, csv_path=store.path, seconds=seconds, computed_units=computed)
+                meta=meta, csv_path=store.path, seconds=seconds, computed_units=computed, failed_units=list(failed))
 
 
 def start_meta(meta: dict, model, identity: dict, run: dict, params: dict[str, dict]) -> None:
@@ -141,6 +145,7 @@ def run_jobs(model, evaluation: Sequence[Item], jobs: Sequence[tuple[str, UnitSe
             t0 = time.monotonic()
             unit = run_unit(model, chunk, attack, settings, items=todo, skip=resume.done,
                             report=lambda f, m, ci=ci, key=key: tracker.report((ci, key, f), m))
+            meta.setdefault("failed_units", []).extend(failed_unit_records(unit, ci, attack, settings))
             if unit.rows:
                 store.append_rows(unit.rows)
                 store.write_meta(meta)

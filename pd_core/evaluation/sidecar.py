@@ -70,7 +70,8 @@ def check_sidecar(meta_path: Path, settings: dict) -> dict:
     try:
         old = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError):
-        raise EvaluationError(f"{meta_path} is unreadable; delete it (and its CSV) or choose another output file.") from None
+        raise EvaluationError(f"{meta_path} is unreadable; delete it (and its CSV) or choose another output "
+                              "file.") from None
     old_settings = old.get("settings", {})
     diff = [k for k in settings if k in old_settings and old_settings[k] != settings[k]]
     if diff:

@@ -54,8 +54,8 @@ from .sidecar import now_iso
 from .stats import counted_rows, wilson_interval
 from .units import UnitSettings
 
-__all__ = ["DEFAULT_GRIDS", "MEASURES", "SweepGrid", "SweepPoint", "SweepSettings", "SweepResult", "sweep", "sweep_points",
-           "point_label", "parse_point_label", "sweep_summary"]
+__all__ = ["DEFAULT_GRIDS", "MEASURES", "SweepGrid", "SweepPoint", "SweepSettings", "SweepResult", "sweep",
+           "sweep_points", "point_label", "parse_point_label", "sweep_summary"]
 
 #: The default grid of each attack: (parameter, values); ``eps`` values are in 1/255 units.
 DEFAULT_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {

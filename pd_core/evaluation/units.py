@@ -35,7 +35,8 @@ from .batching import FastLayoutModel, activation_maps, classify, model_batch
 from .data import Item, load_labelled_images
 from .tables import ATTACK_TITLES, ens_name, table_columns, table_entries
 
-__all__ = ["UnitSettings", "Chunk", "UnitResult", "load_chunk", "run_unit", "unit_defences", "describe_columns", "failed_unit_records"]
+__all__ = ["UnitSettings", "Chunk", "UnitResult", "load_chunk", "run_unit", "unit_defences", "describe_columns",
+           "failed_unit_records"]
 
 #: The perturbation measures copied from the attack result into every row; the clean rows have none.
 CLEAN_MEASURES = {"norm_l2": 0.0, "linf_255": 0.0, "psnr": math.inf, "norm_l2_model": 0.0, "rmse": 0.0}
