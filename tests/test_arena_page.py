@@ -121,6 +121,7 @@ def test_the_leaderboard_is_read_from_its_file(monkeypatch, tmp_path):
     text = " ".join(m.value for m in at.markdown)
     for entry in board.entries:
         assert board.sentence(entry) in text
+    assert "first look" not in text  # 102 photos
     assert "has not been computed" not in " ".join(i.value for i in at.info)
 
 

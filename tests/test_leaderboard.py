@@ -72,6 +72,7 @@ def test_every_number_is_the_reports(reports):
         assert entry.checks_passed == sum(c["status"] == "pass" for c in report["checks"])
         # The ladder times one defended run per image; the board shows exactly that.
         assert entry.seconds_per_image == report["timings"]["defence_seconds_per_image"] > 0
+        assert "With only 2 photos this is a first look" in board.sentence(entry)
     # Best first: by the worst-rung accuracy at the headline budget.
     robust = [e.is_robust[4.0].accuracy for e in board.entries]
     assert robust == sorted(robust, reverse=True)

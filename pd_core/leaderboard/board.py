@@ -16,6 +16,9 @@ __all__ = ["LeaderboardError", "Accuracy", "Entry", "Leaderboard", "LEADERBOARD_
 LEADERBOARD_SCHEMA = "pd-lab/leaderboard/1"
 #: The budgets of the leaderboard's "is robust" columns (issue 20 item 4), in /255.
 DEFAULT_EPS_255 = (2.0, 4.0, 8.0)
+#: Fewer photos than this and a sentence says its numbers are a first look (a Wilson interval at
+#: n = 30 is still about ±17 points wide at 50%).
+SMALL_SAMPLE = 30
 #: The budget of the headline numbers (Athalye & Carlini's 4/255), or the closest one evaluated.
 HEADLINE_EPS_255 = 4.0
 
@@ -120,6 +123,8 @@ class Entry:
             parts.append(": it keeps much of its accuracy against these attacks"
                          + (f", but {len(self.warnings)} sanity check(s) warn, so do not trust it yet."
                             if self.warnings else " (a stronger attack may still break it)."))
+        if is_.n < SMALL_SAMPLE:
+            parts.append(f" With only {is_.n} photos this is a first look, not a measurement.")
         return "".join(parts)
 
     def as_dict(self) -> dict:
