@@ -113,9 +113,10 @@ def visit_home(page, url: str) -> dict:
     return record
 
 
-def app_timings(repeats: int, log: Path) -> dict:
+def app_timings(repeats: int, log: Path, present_warm_up: bool = True) -> dict:
     with chromium_page() as page:  # the browser is up before the server starts
-        with streamlit_server(log_path=log, env={"PD_THREADS": os.environ.get("PD_THREADS", "2")}) as (url, t0, healthy):
+        with streamlit_server(log_path=log, env={"PD_THREADS": os.environ.get("PD_THREADS", "2"),
+                                                        "PD_PRESENT_WARM_UP": "1" if present_warm_up else "0"}) as (url, t0, healthy):
             first_visit = visit_home(page, url)
             page.locator('[data-testid="stSidebar"]').get_by_text("Computing on:").wait_for(timeout=120_000)
             first_page = time.perf_counter() - t0
@@ -142,17 +143,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--log", default=str(ROOT / "artifacts" / "bench_app_streamlit.log"))
+    parser.add_argument("--no-present-warm-up", action="store_true",
+                        help="start the server without the Present page's background gallery runs (they hold the "
+                             "device between clicks until every gallery photo is done), to time the story alone")
     args = parser.parse_args()
     os.environ.setdefault("PD_THREADS", "2")
     Path(args.log).parent.mkdir(exist_ok=True)
 
     load_before = os.getloadavg()[0]
-    app = app_timings(args.repeats, Path(args.log))
+    app = app_timings(args.repeats, Path(args.log), present_warm_up=not args.no_present_warm_up)
     direct = direct_baseline(args.repeats)
     load_after = os.getloadavg()[0]
 
     print(f"bench_app: EfficientNet-Lite0 on CPU, PD_THREADS={os.environ['PD_THREADS']}, {os.cpu_count()} cores, "
-          f"load average {load_before:.1f} -> {load_after:.1f}; repeats {args.repeats}")
+          f"load average {load_before:.1f} -> {load_after:.1f}; repeats {args.repeats}; Present warm-up "
+          f"{'off' if args.no_present_warm_up else 'on'}")
     rows = [
         ("start -> first page rendered", app["first_page"], direct["cold_load"], 10.0,
          "direct: import + load model + foolbox"),
