@@ -222,3 +222,32 @@ def test_visuals_never_import_streamlit():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] == "streamlit" for n in names), path
+
+
+def test_story_through_any_registry_defence_or_plugin(model, story_image, tmp_path, capsys):
+    from pd_core.cli import main
+    from pd_core.defences import unregister_defence
+
+    x, entry = story_image
+    jpeg = attack_and_defend(model, x, entry.label_index, attack="fgsm", preset="paper", seed=3, defence="jpeg")
+    adv = jpeg.images["adversarial"][None]
+    from pd_core.denoising import jpeg_compress
+
+    assert torch.equal(jpeg.images["defended"], jpeg_compress(adv, quality=75)[0])  # deterministic: Ens = single
+    assert jpeg.defence == "jpeg" and len(jpeg.deflections["y"]) == 0 and jpeg.ensemble_agreement == 1.0
+    plugin = tmp_path / "invert.py"
+    plugin.write_text("def defend(x, *, generator):\n    return 1 - x\n")
+    spec = f"{plugin}:defend"
+    try:
+        mine = attack_and_defend(model, x, entry.label_index, attack="fgsm", preset="paper", seed=3, defence=spec,
+                                 image_path=STORY_IMAGE)
+        assert torch.equal(mine.images["defended"], 1 - mine.images["adversarial"])
+        assert mine.defence == spec and f"--defence {spec}" in demo_command(mine)
+        assert main(demo_command(mine).split()[3:]) == 0  # the printed command runs the same plugin
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["defence"]["name"] == spec and printed["stages"] == mine.to_dict()["stages"]
+    finally:
+        from pd_core.defences import DEFENCES
+
+        if "defend" in DEFENCES:
+            unregister_defence("defend")
