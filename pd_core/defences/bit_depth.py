@@ -26,7 +26,8 @@ def reduce_bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
         raise DefenceError(f"Bit-depth reduction keeps 1 to 16 bits, got {bits!r}.")
     levels = float(2 ** bits - 1)
-    return torch.round(x.clamp(0, 1) * levels) / levels
+    out = x.clamp(0, 1)  # a new tensor: the rest runs in place on it
+    return out.mul_(levels).round_().div_(levels)
 
 
 class BitDepthReduction(Defence):
