@@ -4,8 +4,9 @@ import streamlit as st
 from ui import state
 from ui.compute import Failed
 from ui.images import ensure_image, image_picker
-from ui.present import (SHOWN_IMAGE, STEP, draw_step, current_step, handout_button, keyboard_shortcuts,
-                        navigation, page_style, presentation_for)
+from ui.present import (SHOWN_IMAGE, STEP, current_step, handout_button, keyboard_shortcuts, navigation, page_style,
+                        presentation_for)
+from ui.present_draw import draw_step
 from ui.sidebar import settings as sidebar_settings
 
 st.set_page_config(layout="wide")  # every pixel of the projector for the steps
@@ -16,7 +17,8 @@ keyboard_shortcuts()
 ensure_image()
 with st.expander("Presenter: the photo and the handout", icon=":material/slideshow:"):
     st.caption("Swap the gallery photo for a volunteer's upload: the same steps replay on it. Collapse the "
-               "sidebar (top left) to give the steps the whole screen.")
+               "sidebar (top left) to give the steps the whole screen. The steps always defend with pixel "
+               "deflection (the paper's defence) and the sidebar's parameters and seed.")
     image_picker()
 image = state.current_image()
 if image is None:

@@ -14,11 +14,10 @@ move, then follows the mouse or a touch. Arrow keys stay with the step navigatio
 from __future__ import annotations
 
 import base64
-import html
 
 import streamlit as st
 
-from .present_steps import STEPS, load_board
+from .present_steps import STEPS
 
 STEP = "present_step"  # session key: index of the step shown, 0-based
 NEXT_KEY, BACK_KEY = "present_next", "present_back"
@@ -167,114 +166,6 @@ def navigation() -> None:
         st.button("Next", key=NEXT_KEY, icon=":material/arrow_forward:", on_click=_move, args=(1,),
                   disabled=index == len(STEPS) - 1, width="stretch", type="primary",
                   help="The next step (or press → / Page Down).")
-
-
-def _answer(index: int, label: int, probs=None, note: str = "", judged: bool = True) -> None:
-    from pd_core.labels import label_name
-
-    kind = "pd-neutral" if not judged else ("pd-ok" if index == label else "pd-bad")
-    sure = f"{float(probs[index]) * 100:.0f}% sure" if probs is not None else ""
-    detail = " · ".join(part for part in (note, sure) if part)
-    st.markdown(f'<div class="pd-answer {kind}">“{html.escape(label_name(index))}”<small>{html.escape(detail)}</small>'
-                "</div>", unsafe_allow_html=True)
-
-
-def _label(text: str) -> None:
-    st.markdown(f'<div class="pd-present-label">{html.escape(text)}</div>', unsafe_allow_html=True)
-
-
-def _picture(png: bytes, caption: str) -> None:
-    st.image(png, width="stretch")
-    st.markdown(f'<div class="pd-present-caption">{html.escape(caption)}</div>', unsafe_allow_html=True)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _board_figure(path: str, modified: float) -> object:
-    """The leaderboard's Plotly figure, built once per server and version of the file (``modified``:
-    its modification time), taller and in larger type for a projector."""
-    board, _ = load_board()
-    fig = board.figure()
-    fig.update_layout(height=560, font=dict(size=18))
-    return fig
-
-
-def draw_step(run, index: int) -> None:
-    """Step ``index`` of ``run`` (a :class:`ui.present_run.PresentationRun`), full width."""
-    step = STEPS[index]
-    s, a, pics = run.story, run.adaptive, run.pictures
-    judged = s.label_source == "dataset"
-    with st.container(key=f"present_step_{index + 1}"):
-        # <div>, not <p>: Streamlit's own paragraph style would override the projector sizes.
-        st.markdown(f'<div class="pd-present-title">{html.escape(step.title)}</div>'
-                    f'<div class="pd-present-sentence">{html.escape(step.sentence(run))}</div>', unsafe_allow_html=True)
-        if step.key == "clean":
-            left, right = st.columns([3, 2], vertical_alignment="center")
-            with left:
-                _picture(pics["clean"], "The photo")
-            with right:
-                _label("The model says")
-                _answer(s.predictions["clean"], s.label, s.probs["clean"], judged=judged)
-        elif step.key == "attacked":
-            left, right = st.columns([3, 2], vertical_alignment="center")
-            with left:
-                _picture(pics["adversarial"], "The attacked photo")
-            with right:
-                _label("The model now says")
-                _answer(s.predictions["adversarial"], s.label, s.probs["adversarial"])
-        elif step.key == "perturbation":
-            left, right = st.columns(2)
-            with left:
-                _picture(pics["amplified"], f"The change × {run.factor:g} (grey: unchanged)")
-            with right:
-                _picture(pics["heatmap"], f"Size of the change per pixel (black 0, yellow {run.peak_255:.0f}/255)")
-        elif step.key == "slider":
-            comparison_slider(pics["clean"], pics["adversarial"])
-        elif step.key == "deflection":
-            cols = st.columns(3)
-            captions = ("Where the object is (activation map)", f"{int(s.config.deflections)} deflected pixels",
-                        "Deflected, then denoised")
-            for col, name, caption in zip(cols, ("map", "deflected", "defended"), captions):
-                with col:
-                    _picture(pics[name], caption)
-        elif step.key == "recovered":
-            left, right = st.columns([3, 2], vertical_alignment="center")
-            with left:
-                _picture(pics["defended"], "The attacked photo after the defence")
-            with right:
-                _label("One run of the defence")
-                _answer(s.predictions["defended"], s.label, s.probs["defended"])
-                _label(f"The vote of {s.n_ensemble} runs (Ens-{s.n_ensemble})")
-                _answer(s.predictions["ensemble"], s.label, note=f"{s.ensemble_agreement * 100:.0f}% of the votes")
-        elif step.key == "adaptive":
-            left, right = st.columns([3, 2], vertical_alignment="center")
-            with left:
-                _picture(pics["adaptive"], "Made by an attacker who knows the defence")
-            with right:
-                _label("Through one run of the defence")
-                _answer(a.predictions["adversarial_single"], a.label, a.probs["adversarial_single"])
-                _label(f"Through the vote of {a.ensemble} runs")
-                _answer(a.predictions["adversarial_ensemble"], a.label,
-                        note=f"{a.agreement['adversarial_ensemble'] * 100:.0f}% of the votes")
-        elif step.key == "leaderboard":
-            board, _ = load_board()
-            if board is not None:
-                from .arena import leaderboard_file
-
-                path = leaderboard_file()
-                st.plotly_chart(_board_figure(str(path), path.stat().st_mtime),
-                                key="present_leaderboard", config={"displaylogo": False})
-                st.caption("From docs/results/zoo_leaderboard.json; the Defence arena page has a sentence per "
-                           "defence and the numbers.")
-        elif step.key == "closing":
-            cols = st.columns(4)
-            recap = (("clean", "Clean", s.predictions["clean"]), ("adversarial", "Attacked", s.predictions["adversarial"]),
-                     ("defended", "Defended", s.predictions["ensemble"]),
-                     ("adaptive", "Adaptive attack", a.predictions["adversarial_ensemble"]))
-            from pd_core.labels import label_name
-
-            for col, (name, title, pred) in zip(cols, recap):
-                with col:
-                    _picture(pics[name], f"{title}: “{label_name(pred)}”")
 
 
 # --- the run behind the steps -------------------------------------------------------------------
