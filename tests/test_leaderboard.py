@@ -172,6 +172,32 @@ def test_bad_inputs_are_one_sentence_and_exit_2(reports, tmp_path, capsys):
     assert "does not exist" in _fails(capsys, str(pd_path), "--json", str(tmp_path / "no" / "b.json"))
 
 
+def test_a_wider_report_joins_on_the_shared_budgets_and_the_board_says_how_they_differ(reports):
+    """The JPEG report cut down to its 2/255 rows, beside the full pixel deflection report: the board's
+    columns are the budgets both evaluate, each number is still its own report's, and the notes name
+    the budget left out. The cut report's ``settings.losses`` is then changed (its rows are not) so
+    that the note on differing attack settings is exercised."""
+    pd_path, pd_report = reports["pd"]
+    narrow = copy.deepcopy(reports["jpeg"][1])
+    narrow["eps_255"] = [2.0]
+    narrow["attacks"] = [r for r in narrow["attacks"] if r["eps_255"] == 2.0]
+    narrow["robust"] = [r for r in narrow["robust"] if r["eps_255"] == 2.0]
+    narrow["settings"]["losses"] = ["margin"]
+    board = build_leaderboard([(str(pd_path), pd_report), ("narrow.json", narrow)], eps_255=[2.0, 8.0])
+    assert board.eps_255 == (2.0,)
+    for entry in board.entries:
+        report = pd_report if entry.source == str(pd_path) else narrow
+        assert entry.is_robust[2.0].accuracy == _worst_from_rows(report, entry.judge)[2.0]
+        assert entry.looks_robust[2.0].accuracy == _worst_from_rows(report, entry.judge, "transfer")[2.0]
+    notes = " ".join(board.notes)
+    assert f"{pd_path} also evaluates 4/255" in notes
+    assert "differ in losses" in notes and "narrow.json margin" in notes and "ce/margin" in notes
+    assert "no attack at 8/255" in notes
+    # A report lacking a column's budget is still refused (2 and 4 asked, the cut report has only 2).
+    with pytest.raises(LeaderboardError, match="same command"):
+        build_leaderboard([(str(pd_path), pd_report), ("narrow.json", narrow)], eps_255=[2.0, 4.0])
+
+
 def test_library_errors_are_leaderboard_errors(tmp_path):
     with pytest.raises(LeaderboardError):
         find_reports([tmp_path / "nothing"])

@@ -172,21 +172,34 @@ def build_leaderboard(reports: Sequence[tuple[str, dict]], eps_255: Sequence[flo
                       judge: str = "auto") -> "Leaderboard":
     """The leaderboard of ``reports`` (``(source, report)`` pairs, one per defence), with "is robust"
     columns at those of ``eps_255`` the reports evaluated, best defence first. ``eps_255=None``:
-    :data:`DEFAULT_EPS_255` for L∞, every budget evaluated for another threat model."""
+    :data:`DEFAULT_EPS_255` for L∞, every budget evaluated for another threat model.
+
+    Every report must evaluate every budget of the columns (a defence missing one is refused: judge
+    every defence with the same command). A report may evaluate more budgets than the columns (an
+    earlier, wider ladder); those are left out, and the board says so. So are differences in the
+    attack settings (steps, EOT samples, losses): the board notes them rather than refusing, because
+    a report with more losses judges its defence with a stronger attacker, never a weaker one, and the
+    note lets a reader weigh that."""
     if not reports:
         raise LeaderboardError("No report was given: name report files or folders.")
     read = [(source, _read_one(source, report, judge)) for source, report in reports]
     model = _same([(source, facts[1]) for source, facts in read], "model")
     threat = _same([(source, facts[2]) for source, facts in read], "threat model")
-    evaluated_eps = _same([(source, facts[3]) for source, facts in read], "set of budgets ε",
-                          lambda eps: _eps_text(eps, threat))
-    evaluated, available = _eps_text(evaluated_eps, threat), list(evaluated_eps)
+    budgets = {source: list(facts[3]) for source, facts in read}
+    union = sorted(set().union(*budgets.values()))
     if eps_255 is None:
-        eps_255 = DEFAULT_EPS_255 if threat == "Linf" else available
-    columns = tuple(float(e) for e in eps_255 if float(e) in available)
+        eps_255 = DEFAULT_EPS_255 if threat == "Linf" else union
+    columns = tuple(float(e) for e in eps_255 if float(e) in union)
     if not columns:
-        raise LeaderboardError(f"The reports evaluate ε = {evaluated}, none of the leaderboard's "
+        raise LeaderboardError(f"The reports evaluate ε = {_eps_text(union, threat)}, none of the leaderboard's "
                                f"{_eps_text(eps_255, threat)}; choose budgets with --eps.")
+    for source, evaluated in budgets.items():
+        lacking = [e for e in columns if e not in evaluated]
+        if lacking:
+            other = next(s for s, b in budgets.items() if lacking[0] in b)
+            raise LeaderboardError(f"The reports do not share one set of budgets ε: {source} has "
+                                   f"{_eps_text(evaluated, threat)}, {other} has {_eps_text(budgets[other], threat)}; "
+                                   f"judge every defence with the same command.")
     entries, seen = [], {}
     for source, (entry, *_) in read:
         if entry.defence in seen:
@@ -195,7 +208,29 @@ def build_leaderboard(reports: Sequence[tuple[str, dict]], eps_255: Sequence[flo
         seen[entry.defence] = source
         entries.append(entry)
     notes = []
-    missing = [e for e in eps_255 if float(e) not in available]
+    missing = [e for e in eps_255 if float(e) not in union]
     if missing:
-        notes.append(f"the reports have no attack at {_eps_text(missing, threat)} (they evaluate {evaluated})")
+        notes.append(f"the reports have no attack at {_eps_text(missing, threat)} "
+                     f"(they evaluate {_eps_text(union, threat)})")
+    wider = [f"{s} also evaluates {_eps_text([e for e in b if e not in columns], threat)}"
+             for s, b in budgets.items() if any(e not in columns for e in b)]
+    if wider:
+        notes.append("budgets outside the columns are left out: " + "; ".join(wider))
+    notes.extend(_settings_notes(reports))
     return Leaderboard(entries=entries, eps_255=columns, model=model, threat_model=threat, notes=notes)
+
+
+#: The attack settings a reader must know are equal, or how they differ, to compare two rows.
+_COMPARED_SETTINGS = ("steps", "eot", "losses", "ensemble", "seed")
+
+
+def _settings_notes(reports: Sequence[tuple[str, dict]]) -> list[str]:
+    """One note per attack setting the reports do not share, naming each report's value."""
+    notes = []
+    for key in _COMPARED_SETTINGS:
+        values = {source: ((report.get("settings") or {}) if isinstance(report.get("settings"), dict) else {}).get(key)
+                  for source, report in reports}
+        shown = {source: ("/".join(map(str, v)) if isinstance(v, list) else str(v)) for source, v in values.items()}
+        if len(set(shown.values())) > 1:
+            notes.append(f"the reports differ in {key}: " + ", ".join(f"{s} {v}" for s, v in shown.items()))
+    return notes
