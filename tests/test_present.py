@@ -146,7 +146,7 @@ def story_run():
     mp = pytest.MonkeyPatch()
     mp.setattr(pd_core.images, "gallery", lambda: [entry])
     try:
-        assert present_store.warm_gallery("cpu", idle_poll=0.05) == 1
+        assert present_store.warm_gallery("cpu", idle_poll=0.05, quiet_s=0.1) == 1
     finally:
         mp.undo()
     assert present_store.warm_up_status() == {"done": 1, "total": 1, "running": None}
@@ -186,8 +186,10 @@ def test_the_run_holds_the_story_and_its_pictures(story_run):
 
 
 def test_the_warm_up_gives_way_to_a_visitor(monkeypatch):
-    """While a visitor holds the device or waits for it, the warm-up starts nothing."""
+    """While a visitor holds the device or waits for it, and for the quiet period after, the
+    warm-up starts nothing."""
     import threading
+    import time
 
     import pd_core.images
     from pd_core.scheduler import queue_for
@@ -200,11 +202,13 @@ def test_the_warm_up_gives_way_to_a_visitor(monkeypatch):
     queue = queue_for("cpu")
     with queue.slot():  # a visitor's attack is running
         worker = threading.Thread(target=present_store.warm_gallery, args=("cpu",),
-                                  kwargs={"stop": stop, "idle_poll": 0.01})
+                                  kwargs={"stop": stop, "idle_poll": 0.01, "quiet_s": 30.0})
         worker.start()
         worker.join(timeout=1.0)
         assert not started and worker.is_alive()  # it waited
-        stop.set()
+    time.sleep(0.5)
+    assert not started and worker.is_alive()  # the device is free, but not yet for 30 s
+    stop.set()
     worker.join(timeout=10)
     assert not worker.is_alive() and not started
 

@@ -7,7 +7,7 @@ appears at once. Uploads are kept in the visitor's own session instead (:mod:`ui
 
 Low priority. :func:`start_presentation_warm_up` computes the gallery's runs in a background
 thread, the default photo first, with the paper's defence and seed 0 (the sidebar's defaults). It
-starts a photo only when nobody holds or waits for the device
+starts a photo only when nobody has held or waited for the device for :data:`QUIET_S` seconds
 (:func:`pd_core.scheduler.queue_for`), holds the device slot like any page does, and gives way the
 moment a visitor's work joins the queue: both attacks poll ``should_stop``, the photo is
 abandoned and tried again later. So the warm-up never makes another page's first answer wait
@@ -27,6 +27,9 @@ _lock = threading.Lock()
 _status = {"done": 0, "total": 0, "running": None}
 
 IDLE_POLL_S = 0.5  # how often the warm-up looks whether the device is free again
+# A photo starts only after the device has been free this long: a visitor's clicks come in bursts
+# (Run, change a setting, Run again), and the warm-up should not squeeze in between them.
+QUIET_S = 5.0
 
 
 def run_key(image_key: str, model: str, device: str, seed: int, config, n_ensemble: int) -> tuple:
@@ -62,7 +65,7 @@ def _device_busy(device: str) -> bool:
 
 
 def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll: float = IDLE_POLL_S,
-                 limit: int | None = None) -> int:
+                 limit: int | None = None, quiet_s: float = QUIET_S) -> int:
     """Compute every gallery photo's run (the first ``limit`` only, in :func:`gallery_order`) with
     the default settings into the store; returns how many were computed. Blocks (call it from a
     thread); ``stop`` ends it between photos."""
@@ -82,6 +85,7 @@ def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll:
         _status["total"] = len(entries)
     computed = 0
     pending = list(entries)
+    quiet_since = None
     while pending and not (stop and stop.is_set()):
         entry = pending[0]
         key = run_key(f"gallery:{entry.path}", model.name, device, 0, config, ENSEMBLE_SIZE)
@@ -89,6 +93,11 @@ def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll:
             pending.pop(0)
             continue
         if _device_busy(device):
+            quiet_since = None
+            time.sleep(idle_poll)
+            continue
+        quiet_since = quiet_since or time.monotonic()
+        if time.monotonic() - quiet_since < quiet_s:
             time.sleep(idle_poll)
             continue
         spec = model.spec
