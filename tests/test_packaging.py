@@ -217,3 +217,12 @@ def test_pytest_says_loudly_that_gpu_tests_were_skipped():
     assert done.returncode == 0, done.stdout[-3000:]
     assert "skipped for want of hardware" in done.stdout
     assert re.search(r"\d+ GPU TEST\(S\) SKIPPED: no CUDA GPU here", done.stdout), done.stdout[-3000:]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """`.ci/run` runs the README's test command verbatim (the guide's rule), so CI tests what a newcomer runs."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = [line.strip() for line in readme.splitlines() if line.strip().endswith("python -m pytest")]
+    assert len(commands) == 1, commands
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert commands[0] in ci_lines
