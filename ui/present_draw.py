@@ -64,7 +64,7 @@ def _perturbation(run) -> None:
     with left:
         _picture(run.pictures["amplified"], f"The change × {run.factor:g} (grey: unchanged)")
     with right:
-        _picture(run.pictures["heatmap"], f"Size of the change per pixel (black 0, yellow {run.peak_255:.0f}/255)")
+        _picture(run.pictures["heatmap"], f"Darker (blue) or brighter (red), up to {run.peak_255:.0f}/255")
 
 
 def _slider(run) -> None:

@@ -93,13 +93,22 @@ def amplified(delta: torch.Tensor, factor: float) -> np.ndarray:
     return _hwc((0.5 + factor * delta.float()).clamp(0, 1))
 
 
+# Diverging scale of the signed heatmap: blue (darker), near-white (unchanged), red (brighter).
+_DIVERGING = np.array([[33, 102, 172], [247, 247, 247], [178, 24, 43]], np.float64)
+
+
 def perturbation_heatmap(delta: torch.Tensor) -> tuple[np.ndarray, float]:
-    """The size of the change per pixel, max over the colour channels of |δ|, scaled so the largest
-    change is the top of the scale. Returns ((H, W, 3) uint8, that largest change in /255)."""
-    size = delta.float().abs().amax(0)
-    peak = float(size.max())
-    scaled = (size / peak).numpy() if peak > 0 else size.numpy()
-    return heat_colours(scaled), peak * 255.0
+    """The brightness change per pixel, the mean of δ over the colour channels, on a diverging scale
+    (blue: darker, white: unchanged, red: brighter) whose ends are the largest change either way.
+    Signed on purpose: FGSM moves every value by the same ±ε, so a map of |δ| would be flat, while
+    the signs carry the pattern. Returns ((H, W, 3) uint8, that largest change in /255)."""
+    mean = delta.float().mean(0)
+    peak = float(mean.abs().max())
+    v = (mean / peak).numpy() if peak > 0 else mean.numpy()
+    t = np.abs(v)[..., None]
+    end = np.where(v[..., None] < 0, _DIVERGING[0], _DIVERGING[2])
+    rgb = _DIVERGING[1] * (1 - t) + end * t
+    return np.rint(rgb).astype(np.uint8), peak * 255.0
 
 
 def map_overlay(image: torch.Tensor, amap: torch.Tensor, weight: float = 0.55) -> np.ndarray:

@@ -47,8 +47,8 @@ def step_attacked(run) -> str:
 
 
 def step_perturbation(run) -> str:
-    return (f"The change the attack made, invisible in the photo: amplified {run.factor:g} times (left), and "
-            f"its size per pixel as heat (right; the brightest is {run.peak_255:.0f}/255).")
+    return (f"The change the attack made, invisible in the photo: amplified {run.factor:g} times (left), and how "
+            f"much each pixel got darker (blue) or brighter (red), up to {run.peak_255:.0f}/255 (right).")
 
 
 def step_slider(run) -> str:
