@@ -8,7 +8,7 @@ Stages can be switched off or a JPEG stage added for the ablations of Tables 3 a
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -19,8 +19,7 @@ from .maps import robust_activation_map
 from .models import Classifier
 
 __all__ = ["DefenceConfig", "DefenceResult", "EnsembleResult", "DifferentiableDefence", "defend", "defend_batch",
-           "defend_differentiable", "needs_map", "draw_log_prob", "sample_draws", "apply_draws", "ensemble_predict",
-           "TABLE3_DEFENCES", "TABLE4_DEFENCES"]
+           "defend_differentiable", "needs_map", "draw_log_prob", "sample_draws", "apply_draws", "ensemble_predict"]
 
 
 @dataclass(frozen=True)
@@ -57,21 +56,6 @@ class DefenceConfig:
 
 PAPER_DEFAULTS = DefenceConfig()
 
-# Table 3 ablation: name -> stages. Table 4: thresholding after deflection.
-TABLE3_DEFENCES: dict[str, DefenceConfig] = {
-    "jpeg": replace(PAPER_DEFAULTS, deflect=False, denoise=False, jpeg_quality=75),
-    "wd": replace(PAPER_DEFAULTS, deflect=False),
-    "pd": replace(PAPER_DEFAULTS, denoise=False),
-    "pd+jpeg": replace(PAPER_DEFAULTS, denoise=False, jpeg_quality=75),
-    "wd+pd+jpeg": replace(PAPER_DEFAULTS, jpeg_quality=75),
-    "wd+pd": PAPER_DEFAULTS,
-}
-TABLE4_DEFENCES: dict[str, DefenceConfig] = {
-    "hard": replace(PAPER_DEFAULTS, mode="hard"),
-    "visu": replace(PAPER_DEFAULTS, method="visu"),
-    "sure": replace(PAPER_DEFAULTS, method="sure"),
-    "bayes": PAPER_DEFAULTS,
-}
 
 
 class DefenceResult(NamedTuple):

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from pd_core.cli import main
-from pd_core.defence import (PAPER_DEFAULTS, TABLE3_DEFENCES, TABLE4_DEFENCES, defend, defend_batch,
+from paper_columns import TABLE3_DEFENCES, TABLE4_DEFENCES
+from pd_core.defence import (PAPER_DEFAULTS, defend, defend_batch,
                              ensemble_predict)
 from pd_core.defences import (DEFENCES, Defence, DefenceError, DefenceInfo, create_defence, defence_info,
                               register_defence, resolve_defences, unregister_defence)

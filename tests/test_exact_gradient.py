@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pd_core.defence import (PAPER_DEFAULTS, TABLE3_DEFENCES, TABLE4_DEFENCES, defend, defend_batch,
+from paper_columns import TABLE3_DEFENCES, TABLE4_DEFENCES
+from pd_core.defence import (PAPER_DEFAULTS, defend, defend_batch,
                              defend_differentiable, draw_log_prob)
 from pd_core.deflection import deflect
 from pd_core.randomness import make_generator
