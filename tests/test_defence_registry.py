@@ -153,6 +153,33 @@ def test_a_defence_registered_at_run_time_reaches_the_command_line(throwaway, ca
     assert out.stat().st_size > 0
 
 
+def test_a_defence_registered_at_run_time_reaches_the_evaluation_the_ladder_and_the_apps_choices(throwaway, tmp_path):
+    """Issue 19 item 2: the throw-away entry, with no other edit, is a column of ``evaluate --defence``,
+    a defence the ladder judges (its rungs chosen from its declared gradient) and a choice of the app's
+    sidebar and of the Defence arena."""
+    import csv
+
+    from gallery_cases import labelled_folder
+
+    from pd_core.arena import arena_defence_names
+    from ui.sidebar import defence_choices
+
+    folder = labelled_folder(tmp_path, 2)
+    table = tmp_path / "t.csv"
+    assert main(["evaluate", "--images", str(folder), "--attacks", "fgsm", "--defence", "throwaway_blur",
+                 "--ensemble", "2", "--tuning-fraction", "0", "--no-progress", "--out", str(table)]) == 0
+    rows = list(csv.DictReader(open(table)))
+    assert {r["defence"] for r in rows} >= {"throwaway_blur"}
+    assert {r["attack"] for r in rows if r["defence"] == "throwaway_blur"} == {"clean", "fgsm"}
+    ladder = tmp_path / "ladder.csv"
+    assert main(["adaptive", "--images", str(folder), "--ladder", "--defence", "throwaway_blur", "--loss", "ce",
+                 "--eps", "4", "--eot", "1", "--steps", "1", "--ensemble", "2", "--tuning-fraction", "0",
+                 "--no-progress", "--out", str(ladder)]) == 0
+    rungs = {r["rung"] for r in csv.DictReader(open(ladder))} - {"clean"}
+    assert rungs == {"transfer", "bpda", "exact_eot"}  # deterministic, exact gradient: no BPDA+EOT rung
+    assert "throwaway_blur" in defence_choices() and "throwaway_blur" in arena_defence_names()
+
+
 PLUGIN = textwrap.dedent('''
     import torch
 
