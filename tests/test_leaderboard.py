@@ -219,3 +219,16 @@ def test_an_l2_report_reads_its_budgets_as_l2(reports):
     assert "Is robust L2 2" in text and "/255" not in text.split("\n")[0]
     with pytest.raises(LeaderboardError, match="one threat model"):
         build_leaderboard([("l2.json", report), ("linf.json", reports["pd"][1])])
+
+
+@pytest.mark.parametrize("transfer_correct, says", [(40, "looks robust against an attack made without knowing it (39%"),
+                                                    (0, "is not even robust against an attack made without knowing "
+                                                        "it (0%")])
+def test_the_sentence_says_looks_robust_only_when_the_transfer_attack_leaves_something(transfer_correct, says):
+    from pd_core.leaderboard.board import Entry
+
+    entry = Entry(defence="d", title="D", source="d.json", n=102, judge="single", randomised=False,
+                  clean=Accuracy(100, 102), looks_robust={4.0: Accuracy(transfer_correct, 102)},
+                  is_robust={4.0: Accuracy(0, 102)})
+    sentence = entry.sentence(4.0)
+    assert says in sentence and sentence.endswith("it gives no real protection.")

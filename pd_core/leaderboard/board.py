@@ -107,9 +107,12 @@ class Entry:
         if clean is not None:
             parts.append(f" classifies {clean.accuracy:.0%} of the photos correctly without attack")
         if looks is not None:
+            # "Looks robust" only where the attack made without knowing the defence leaves a good share of
+            # the photos (the same 10% line as below); otherwise even that attack gets through.
+            looks_robust = looks.accuracy >= 0.1
             parts.append(("," if clean is not None else "") +
-                         f" looks robust against an attack made without knowing it ({looks.accuracy:.0%} kept "
-                         f"at {budget})")
+                         (" looks robust against" if looks_robust else " is not even robust against") +
+                         f" an attack made without knowing it ({looks.accuracy:.0%} kept at {budget})")
         low, high = is_.interval
         parts.append(f"; an attacker who knows it leaves {is_.accuracy:.0%} (95% interval {low:.0%}–{high:.0%}, "
                      f"{is_.n} photos)")
