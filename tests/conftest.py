@@ -124,3 +124,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_sep("!", "skipped for want of hardware", red=True, bold=True)
         for line in lines:
             terminalreporter.write_line(line, red=True, bold=True)
+
+
+@pytest.fixture(autouse=True)
+def _defence_registry_left_as_found():
+    """A plugin loaded by a test (``--defence FILE.py:FUNC`` registers it in this process) must not
+    leak into the next test of the same worker: entries a test added are removed after it."""
+    from pd_core.defences import DEFENCES, unregister_defence
+
+    before = set(DEFENCES)
+    yield
+    for name in set(DEFENCES) - before:
+        unregister_defence(name)
