@@ -13,7 +13,7 @@ import pytest
 from gallery_cases import labelled_folder
 from ray_namespace import INNER, inner, run_inner_tests
 
-from pd_core.adaptive.settings import RaySettings
+from pd_core.evaluation.settings import ClusterSettings
 
 KW = dict(eps_255=(2, 4), eot=1, steps=2, seed=5, ensemble=2, batch_images=2)
 SELECTION = dict(limit=4, tuning_fraction=0.0)
@@ -87,7 +87,7 @@ def test_two_workers_give_the_single_process_rows_and_a_rerun_computes_nothing(f
     snaps = []
     try:
         first = evaluate_adaptive_distributed("efficientnet_lite0", folder, _settings(**KW), store=tmp_path / "shards",
-                                              selection=_selection(), ray=RaySettings("local:2"),
+                                              selection=_selection(), ray=ClusterSettings("local:2"),
                                               on_progress=snaps.append)
     finally:
         ray.shutdown()
@@ -100,7 +100,7 @@ def test_two_workers_give_the_single_process_rows_and_a_rerun_computes_nothing(f
     # Rows exact in the values a bug would change: the three defences' counts per ε.
     assert [r["correct"] for r in first["rows"]] == [r["correct"] for r in reference]
     rerun = evaluate_adaptive_distributed("efficientnet_lite0", folder, _settings(**KW), store=tmp_path / "shards",
-                                          selection=_selection(), ray=RaySettings("local:2"))
+                                          selection=_selection(), ray=ClusterSettings("local:2"))
     assert rerun["distributed"]["computed"] == 0 and rerun["distributed"]["resumed"] == units
     _same_rows(rerun["rows"], reference)
     assert not ray.is_initialized()  # nothing to compute: Ray was never started
@@ -115,7 +115,7 @@ def test_a_partial_store_resumes_and_a_changed_setting_recomputes(folder, tmp_pa
     kw = {**KW, "eps_255": (2,)}
     run = lambda **extra: evaluate_adaptive_distributed(  # noqa: E731
         "efficientnet_lite0", folder, _settings(**{**kw, **extra}), store=tmp_path / "s",
-        selection=_selection(limit=2), ray=RaySettings("local:1"))
+        selection=_selection(limit=2), ray=ClusterSettings("local:1"))
     try:
         a = run()
         chunks = (a["distributed"]["units"] - 1) // 2  # the clean unit, then ε 0 and 2 per chunk
@@ -144,7 +144,7 @@ def test_ladder_on_two_workers_equals_the_single_process_ladder(folder, model, t
     rows, found, report = evaluate_ladder(model, folder, None, settings, selection)
     try:
         got = evaluate_adaptive_distributed("efficientnet_lite0", folder, settings, store=tmp_path / "ladder",
-                                            selection=selection, ray=RaySettings("local:2"))
+                                            selection=selection, ray=ClusterSettings("local:2"))
     finally:
         ray.shutdown()
     assert got["distributed"]["computed"] == 1 + 1 + 2 * 4 * 2 + 1  # clean pass, clean judge, grid, checks
@@ -175,7 +175,7 @@ def test_a_plugin_ladder_on_ray_equals_the_single_process_and_resumes(folder, mo
     assert report["rungs"] == ["transfer", "bpda", "bpda_eot"]
     run = lambda: evaluate_adaptive_distributed("efficientnet_lite0", folder, settings,  # noqa: E731
                                                 store=tmp_path / "plugin", defence=spec, selection=selection,
-                                                ray=RaySettings("local:2"))
+                                                ray=ClusterSettings("local:2"))
     try:
         got = run()
         again = run()

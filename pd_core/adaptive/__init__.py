@@ -11,7 +11,7 @@ every defence of :data:`pd_core.defences.DEFENCES` and any plugin, through the
 The package, one module per concept:
 
 - :mod:`.settings`: the validated settings (:class:`PgdSettings`, :class:`AdaptiveSettings`,
-  :class:`LadderSettings`, :class:`ImageSelection`, :class:`DefenceSpec`, :class:`RaySettings`,
+  :class:`LadderSettings`, :class:`ImageSelection`, :class:`DefenceSpec`,
   :class:`RunHooks`) and the threat models (L∞, normalised L2).
 - :mod:`.gradients`: BPDA+EOT through the defence's surrogate (:class:`BpdaEotGradient`) and the losses.
 - :mod:`.exact`: EOT on the exact gradient, draws replayed (:class:`ExactEotGradient`).
@@ -42,11 +42,11 @@ from .report import (ADAPTIVE_CSV_COLUMNS, GRADIENT_TITLES, RUNG_KNOWLEDGE, RUNG
                      write_csv)
 from .report_json import REPORT_SCHEMA, build_report, robustness_verdict, validate_report, worst_case, write_report
 from .settings import (LOSSES, NORMS, RUNGS, AdaptiveSettings, DefenceSpec, ImageSelection, LadderSettings,
-                       PgdSettings, RaySettings, RunHooks)
+                       PgdSettings, RunHooks)
 
 __all__ = [
     # settings
-    "PgdSettings", "AdaptiveSettings", "LadderSettings", "ImageSelection", "DefenceSpec", "RaySettings", "RunHooks",
+    "PgdSettings", "AdaptiveSettings", "LadderSettings", "ImageSelection", "DefenceSpec", "RunHooks",
     "NORMS", "LOSSES", "RUNGS",
     # the attack and its gradient estimators
     "bpda_eot_attack", "AdaptiveResult", "fresh_seed", "GradientEstimator", "BpdaEotGradient", "ExactEotGradient",

@@ -44,7 +44,8 @@ import torch
 
 from ..evaluation.data import DEFAULT_TUNING_FRACTION, EvaluationError, Item
 from .evaluate import AttackableImages, curve_rows
-from .settings import AdaptiveSettings, DefenceSpec, ImageSelection, LadderSettings, RaySettings
+from ..evaluation.settings import ClusterSettings
+from .settings import AdaptiveSettings, DefenceSpec, ImageSelection, LadderSettings
 from .work_units import (AdaptiveSpec, AdaptiveUnit, AdaptiveWorker, attack_units, clean_units, item_names,
                          shard_schema, unit_key)
 
@@ -71,8 +72,8 @@ def _read(store: Path, keys: set[str]):
 class _Engine:
     """Runs unit lists on Ray actors through one :class:`Dispatcher` (started on the first work)."""
 
-    def __init__(self, spec: AdaptiveSpec, store: Path, ray: RaySettings, on_progress):
-        self.spec, self.store, self.ray, self.threads = spec, store, ray.target, max(1, int(ray.threads))
+    def __init__(self, spec: AdaptiveSpec, store: Path, ray: ClusterSettings, on_progress):
+        self.spec, self.store, self.ray, self.threads = spec, store, ray.ray, max(1, int(ray.threads))
         self.workers, self.in_flight, self.max_attempts = ray.workers, ray.in_flight, ray.max_attempts
         self.on_progress = on_progress
         self.dispatcher = self.ray_mod = None
@@ -202,13 +203,13 @@ def _spec(model_name: str, settings: AdaptiveSettings | LadderSettings, defence:
 
 def evaluate_adaptive_distributed(model_name: str, images, settings: AdaptiveSettings | LadderSettings, *, store,
                                   defence: DefenceSpec = DefenceSpec(), selection: ImageSelection = ImageSelection(),
-                                  ray: RaySettings = RaySettings(), on_progress: Callable | None = None) -> dict:
+                                  ray: ClusterSettings = ClusterSettings(), on_progress: Callable | None = None) -> dict:
     """:func:`evaluate_adaptive` (``settings`` an :class:`AdaptiveSettings`) or, with a
     :class:`LadderSettings`, the ladder and its checks, on Ray; the units' rows go to the shard
     folder ``store``.
 
     defence : the defence by name or plugin spec (each worker builds it, a plugin file must be
-    readable on every worker). selection : the images. ray : where and how (:class:`RaySettings`).
+    readable on every worker). selection : the images. ray : where and how (:class:`~pd_core.evaluation.settings.ClusterSettings`, shared with the evaluation's Ray engine).
     on_progress : a callback receiving :class:`~pd_core.evaluation.dispatch.ProgressSnapshot`.
 
     Returns ``{"rows", "checks" (the ladder's, else []), "input_size", "defence" (the ladder's
@@ -255,7 +256,7 @@ def evaluate_adaptive_distributed(model_name: str, images, settings: AdaptiveSet
         engine.close()
     seconds = time.monotonic() - started
     meta = {"model": model_name, "spec": asdict(spec), "images": len(evaluation), "kept": len(kept),
-            "ray": ray.target, "threads": ray.threads, "distributed": engine.counts(), "seconds": round(seconds, 1)}
+            "ray": ray.ray, "threads": ray.threads, "distributed": engine.counts(), "seconds": round(seconds, 1)}
     meta_path(store).write_text(json.dumps(meta, indent=2, default=str))
     return {"rows": result_rows, "checks": found, "input_size": input_size, "defence": described,
             "distributed": engine.counts(), "seconds": seconds}

@@ -10,7 +10,8 @@ As in Foolbox 3, an entry point takes the model, the data and one settings objec
 - :class:`ImageSelection`: which images of a folder are evaluated (the protocol's split, ``limit``);
 - :class:`DefenceSpec`: a defence by name (registry entry, alias or ``FILE.py:FUNCTION`` plugin) and
   parameters, for engines whose workers build it themselves (Ray);
-- :class:`RaySettings`: where and how the Ray engine runs;
+- where and how the Ray engine runs is the evaluation's :class:`~pd_core.evaluation.settings.ClusterSettings`
+  (one class, one validation, for both Ray engines);
 - :class:`RunHooks`: progress reporting and stopping.
 
 Threat models (``norm``)
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 __all__ = ["NORMS", "LOSSES", "GRADIENTS", "RUNGS", "PgdSettings", "AdaptiveSettings", "LadderSettings",
-           "ImageSelection", "DefenceSpec", "RaySettings", "RunHooks", "SettingsError", "check_loss", "check_gradient",
+           "ImageSelection", "DefenceSpec", "RunHooks", "SettingsError", "check_loss", "check_gradient",
            "check_at_least_one",
            "budget_title"]
 
@@ -261,25 +262,6 @@ class DefenceSpec:
         from ..defences.registry import create_defence
 
         return create_defence(self.name(), model, **dict(self.params))
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """The Ray engine: ``target`` (``local:N``, ``auto`` or a cluster address), torch ``threads``
-    per CPU worker, ``workers`` (default: one per GPU or ``N``), units ``in_flight`` per worker and
-    ``max_attempts`` per unit."""
-
-    target: str = "local:2"
-    threads: int = 1
-    workers: int | None = None
-    in_flight: int = 2
-    max_attempts: int = 3
-
-    def __post_init__(self):
-        from ..evaluation.ray_cluster import parse_ray_target
-
-        parse_ray_target(self.target)
-        check_at_least_one(threads=self.threads, in_flight=self.in_flight, max_attempts=self.max_attempts)
 
 
 @dataclass(frozen=True)

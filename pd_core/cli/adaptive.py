@@ -265,15 +265,15 @@ def _on_ray(args, settings, selection, spec, images) -> dict:
     from pathlib import Path
 
     from ..adaptive.distributed import evaluate_adaptive_distributed
-    from ..adaptive.settings import RaySettings
     from ..defences import DefenceError
     from ..evaluation.dispatch import progress_printer
+    from ..evaluation.settings import ClusterSettings
 
     several = len([t for t in (args.defence or args.baseline or "").split(",") if t.strip()]) > 1
     store = Path(_path_for(args.out, spec.name(), several)).with_suffix(".shards")
     show = progress_printer() if (not args.no_progress and sys.stderr.isatty()) or args.progress else None
     try:
-        ray = RaySettings(target=args.ray, threads=args.threads_per_worker)
+        ray = ClusterSettings(ray=args.ray, threads=args.threads_per_worker)
         got = evaluate_adaptive_distributed(args.model, images, settings, store=store, defence=spec,
                                             selection=selection, ray=ray, on_progress=show)
     except (ValueError, OSError, DefenceError) as exc:  # EvaluationError is a ValueError
