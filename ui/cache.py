@@ -28,16 +28,41 @@ def get_model(name: str, device: str):
     return load_model(name, device=device)
 
 
+def import_compute_stack() -> None:
+    """Import the computing stack (torch, torchvision, timm, Foolbox, Plotly, the attacks and the
+    story) in the calling thread, in one fixed order.
+
+    Why not in the warm-up thread: a module imported by two threads at once, each from another
+    entry point, can meet CPython's import deadlock detector (seen: the warm-up importing timm ->
+    torchvision while a page's script imported torchvision itself; CPython raised
+    ``_DeadlockError: deadlock detected by _ModuleLock('torchvision.models._meta')`` in the warm-up,
+    which then never loaded the model nor computed the one-click story). Done here, after the first
+    page has been drawn, the page's own later imports find every module already loaded.
+    """
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+    import timm  # noqa: F401
+    import foolbox  # noqa: F401  (about a second to import)
+    import plotly.graph_objects  # noqa: F401
+
+    import pd_core.attacks  # noqa: F401
+    import pd_core.story  # noqa: F401
+
+
 @st.cache_resource(show_spinner=False)
 def start_warm_up() -> threading.Thread:
-    """Once per server: load the default model and import the attack stack in a background thread,
-    so the first visitor's first click does not pay for them. ``app.py`` calls it after the page has
+    """Once per server: import the attack stack (:func:`import_compute_stack`, in the caller's
+    thread), then load the default model in a background thread, so the first visitor's first
+    click does not pay for them. ``app.py`` calls it after the page has
 been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the work off)."""
     device = device_name()
     stories = story_cache()
+    enabled = os.environ.get("PD_WARM_UP", "1") != "0"  # tests that start and stop many apps turn it off
+    if enabled:
+        import_compute_stack()
 
     def work() -> None:
-        if os.environ.get("PD_WARM_UP", "1") == "0":  # tests that start and stop many apps turn it off
+        if not enabled:
             return
         try:
             from pd_core.models import DEFAULT_MODEL, load_model
@@ -45,12 +70,6 @@ been drawn, so the first page never waits for it (``PD_WARM_UP=0`` turns the wor
 
             configure_from_env()
             model = load_model(DEFAULT_MODEL, device=device)
-            import foolbox  # noqa: F401  (about a second to import)
-            import plotly.graph_objects  # noqa: F401
-
-            import pd_core.attacks  # noqa: F401
-            import pd_core.story  # noqa: F401
-
             # The one-click story itself (default photo and settings), into the server's story cache:
             # the first visitor's first Run is then an instant answer, and every code path a story
             # takes (attack, maps, defence, Ens-10, figures) has run once before anyone waits on it.
