@@ -172,3 +172,19 @@ def test_the_commands_that_make_the_leaderboard_parse():
         assert args.ladder and args.defence == name and args.report == f"docs/results/zoo/{name}.json"
     args = build_parser("leaderboard").parse_args(shlex.split(board)[3:])
     assert args.results == ["docs/results/zoo"] and args.json == "docs/results/zoo_leaderboard.json"
+
+
+def test_the_shown_leaderboard_command_remakes_the_committed_file(tmp_path):
+    """The command under the arena's chart reads the same reports again and gives the same board."""
+    from pd_core.cli import main
+    from pd_core.leaderboard import load_leaderboard
+    from ui.arena import LEADERBOARD_FILE, board_sources
+
+    board = load_leaderboard(LEADERBOARD_FILE)
+    sources = board_sources(board)
+    assert "docs/results/ladder_report.json" in sources  # the pixel-deflection row is not in the zoo folder
+    out = tmp_path / "board.json"
+    assert main(["leaderboard", *[str(ROOT / s) for s in sources], "--json", str(out)]) == 0
+    committed, remade = json.loads(LEADERBOARD_FILE.read_text()), json.loads(out.read_text())
+    strip = lambda entries: [{k: v for k, v in e.items() if k != "report"} for e in entries]  # noqa: E731
+    assert strip(remade["entries"]) == strip(committed["entries"])

@@ -292,5 +292,28 @@ def leaderboard_section(board, problem: str | None) -> None:
         notes = [f"{e.title}: {n}" for e in board.entries for n in e.notes] + board.notes
         for note in notes:
             st.caption(f"Note — {note}.")
-    command_line(f"python -m pd_core leaderboard docs/results/zoo --json {path.name}",
-                 f"Read from {path.name}, made by this command from the ladder reports (model {board.model}).")
+    command_line(f"python -m pd_core leaderboard {' '.join(board_sources(board))} --json {_shown_path(path)}",
+                 f"Read from {path.name}, made by this command from the ladder reports (model {board.model}); "
+                 "docs/results.md gives each report's ladder command.")
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def board_sources(board) -> list[str]:
+    """The leaderboard command's arguments that read the board's reports again: a folder where it
+    holds two or more of them, the file itself otherwise (in the order of first appearance)."""
+    from collections import Counter
+
+    reports = [Path(e.source) for e in board.entries if e.source]
+    per_folder = Counter(r.parent for r in reports)
+    sources: list[str] = []
+    for report in reports:
+        source = str(report.parent) if per_folder[report.parent] > 1 else str(report)
+        if source not in sources:
+            sources.append(source)
+    return sources
