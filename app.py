@@ -24,6 +24,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.activity import visitor_run  # light; the background warm-ups wait while a visitor's page runs
+
 st.set_page_config(page_title="Pixel Deflection Lab", page_icon=":material/shield:", layout="wide",
                    initial_sidebar_state="expanded")
 
@@ -49,7 +51,8 @@ with st.sidebar.container(key="pd_menu"):
         st.page_link(entry)
     st.divider()
 try:
-    page.run()
+    with visitor_run():
+        page.run()
 finally:
     from ui.cache import start_warm_up
 

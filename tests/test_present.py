@@ -213,6 +213,115 @@ def test_the_warm_up_gives_way_to_a_visitor(monkeypatch):
     assert not worker.is_alive() and not started
 
 
+def test_visitor_activity_counts_runs_and_the_quiet_after_them():
+    import time
+
+    from ui import activity
+
+    assert activity.active() == 0
+    with activity.visitor_run():
+        with activity.visitor_run():  # two visitors' pages at once
+            assert activity.active() == 2 and activity.idle_for() == 0.0
+        assert activity.active() == 1 and activity.idle_for() == 0.0
+    assert activity.active() == 0
+    assert 0.0 <= activity.idle_for() < 5.0
+    with pytest.raises(RuntimeError):
+        with activity.visitor_run():  # a page that fails (or is rerun) still ends its run
+            raise RuntimeError("the page raised")
+    assert activity.active() == 0
+    time.sleep(0.2)
+    assert activity.idle_for() >= 0.2
+
+
+def test_the_warm_up_waits_while_a_visitors_page_runs_and_gives_way_to_one(monkeypatch):
+    """A visitor's page (not only their device work) keeps the warm-up from starting, for the
+    quiet period after it too; and a page starting while a photo is computed stops that photo at
+    its next check, which is tried again later."""
+    import threading
+    import time
+
+    import pd_core.images
+    from pd_core.attacks import AttackCancelled
+    from ui import activity, present_store
+
+    monkeypatch.setattr(pd_core.images, "gallery", lambda: [pd_core.images.gallery_image("coffee")])
+    monkeypatch.setattr(present_store, "_runs", {})
+    calls, gave_way, page_running = [], [], threading.Event()
+
+    def compute(*args, should_stop, **kwargs):
+        calls.append(should_stop())
+        if len(calls) == 1:  # the first try: a visitor's page starts while it computes
+            page_running.set()
+            deadline = time.monotonic() + 5
+            while not should_stop() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gave_way.append(should_stop())
+            raise AttackCancelled("stopped after the story")
+        return "the run"
+
+    monkeypatch.setattr("ui.present_run.compute_presentation", compute)
+    stop = threading.Event()
+    with activity.visitor_run():  # a visitor's page is being drawn: nothing starts
+        worker = threading.Thread(target=present_store.warm_gallery, args=("cpu",),
+                                  kwargs={"stop": stop, "idle_poll": 0.01, "quiet_s": 0.3})
+        worker.start()
+        time.sleep(0.5)
+        assert not calls
+    started = time.monotonic()
+    assert page_running.wait(timeout=10)  # it started only after the quiet period...
+    assert time.monotonic() - started >= 0.25
+    with activity.visitor_run():  # ...and a new page makes it give way
+        time.sleep(0.3)
+        assert len(calls) == 1
+    worker.join(timeout=20)
+    stop.set()
+    assert not worker.is_alive()
+    assert gave_way == [True]  # the visitor's page, not the deadline, stopped the first try
+    assert calls == [False, False]  # the photo was tried again when the server was quiet, and kept
+    entry = pd_core.images.gallery_image("coffee")
+    assert any(key[0] == f"gallery:{entry.path}" and run == "the run" for key, run in present_store._runs.items())
+
+
+def test_the_presentation_stops_between_its_stages(monkeypatch):
+    """``should_stop`` turning true during the story stops the run before the adaptive attack."""
+    import pd_core.adaptive
+    import pd_core.story
+    from pd_core.attacks import AttackCancelled
+    from ui.present_run import compute_presentation
+
+    asked = {"stop": False}
+
+    def story(*args, **kwargs):
+        asked["stop"] = True  # a visitor arrives while the story is computed
+        return SimpleNamespace(label=1)
+
+    adaptive_runs = []
+    monkeypatch.setattr(pd_core.story, "attack_and_defend", story)
+    monkeypatch.setattr(pd_core.adaptive, "adaptive_demo", lambda *a, **k: adaptive_runs.append(1))
+    monkeypatch.setattr("pd_core.defences.create_defence", lambda *a, **k: None)
+    with pytest.raises(AttackCancelled, match="after the story"):
+        compute_presentation(None, torch.zeros(1, 3, 8, 8), 1, should_stop=lambda: asked["stop"])
+    assert not adaptive_runs
+
+
+def test_the_story_stops_after_its_attack_when_asked(model, monkeypatch):
+    """The stop is checked between the attack and the defence: the defence never runs."""
+    import pd_core.story.pipeline as pipeline
+    from pd_core.attacks import AttackCancelled
+    from pd_core.images import gallery_image, load_image
+
+    entry = gallery_image("coffee")
+    x = load_image(entry.path, spec=model.spec, device=model.device)
+    defended = []
+    monkeypatch.setattr(pipeline, "_defend_story", lambda *a, **k: defended.append(1))
+    progress = []
+    with pytest.raises(AttackCancelled, match="after the attack"):
+        pipeline.attack_and_defend(model, x, entry.label_index, attack="fgsm", preset="paper",
+                                   progress=lambda f, m: progress.append(f),
+                                   should_stop=lambda: bool(progress) and progress[-1] >= 0.8)
+    assert not defended and progress[-1] == pytest.approx(0.8)
+
+
 # --- the page ------------------------------------------------------------------------------------
 
 def _present_app():

@@ -162,12 +162,14 @@ def compute_presentation(model, image: torch.Tensor, label: int | None, *, confi
     config, seed, n_ensemble : the defence, as the sidebar sets them; the story and the adaptive
     attack both use ``seed``, so ``pdlab demo`` and the Adaptive attack page reproduce every number.
     progress(fraction, message) : 0-0.45 the story, 0.45-0.95 the adaptive attack, then pictures.
-    should_stop() : polled by both attacks; when it turns true they raise (the warm-up uses it
-    to give way to a visitor's click).
+    should_stop() : polled by both attacks at every step and between the stages; when it turns
+    true, :class:`pd_core.attacks.AttackCancelled` or ``InterruptedError`` is raised (the warm-up
+    uses it to give way to a visitor).
     """
     import time
 
     from pd_core.adaptive import PgdSettings, RunHooks, adaptive_demo
+    from pd_core.attacks import stop_if_asked
     from pd_core.defences import create_defence
     from pd_core.story import attack_and_defend
 
@@ -178,6 +180,7 @@ def compute_presentation(model, image: torch.Tensor, label: int | None, *, confi
                               seed=seed, n_ensemble=n_ensemble, image_name=image_name, image_path=image_path,
                               progress=lambda f, m: report(0.45 * f, m), should_stop=should_stop)
     seconds["story"] = time.perf_counter() - t
+    stop_if_asked(should_stop, "after the story")
     t = time.perf_counter()
     budget = PgdSettings(eps=ADAPTIVE_EPS_255 / 255, steps=ADAPTIVE_STEPS, eot=ADAPTIVE_EOT)
     defence = create_defence("pixel_deflection", model, config=config)
@@ -185,6 +188,7 @@ def compute_presentation(model, image: torch.Tensor, label: int | None, *, confi
                              hooks=RunHooks(lambda f, m: report(0.45 + 0.5 * f, "adaptive attack: " + m),
                                             should_stop))
     seconds["adaptive"] = time.perf_counter() - t
+    stop_if_asked(should_stop, "before drawing the pictures")
     t = time.perf_counter()
     report(0.96, "drawing the pictures")
     pictures, factor, peak_255 = _pictures(story, adaptive)

@@ -7,11 +7,14 @@ appears at once. Uploads are kept in the visitor's own session instead (:mod:`ui
 
 Low priority. :func:`start_presentation_warm_up` computes the gallery's runs in a background
 thread, the default photo first, with the paper's defence and seed 0 (the sidebar's defaults). It
-starts a photo only when nobody has held or waited for the device for :data:`QUIET_S` seconds
-(:func:`pd_core.scheduler.queue_for`), holds the device slot like any page does, and gives way the
-moment a visitor's work joins the queue: both attacks poll ``should_stop``, the photo is
-abandoned and tried again later. So the warm-up never makes another page's first answer wait
-for more than one attack step.
+starts a photo only when, for :data:`QUIET_S` seconds, nobody has held or waited for the device
+(:func:`pd_core.scheduler.queue_for`) **and** no visitor's page has been running
+(:mod:`ui.activity`: on a 2-core server a page's imports, figures and transfer need the cores as
+much as its attack does). It holds the device slot like any page does, and gives way the moment a
+visitor's page starts or a visitor's work joins the queue: ``should_stop`` is polled before every
+attack step and between the story's stages (:func:`ui.present_run.compute_presentation`), the
+photo is abandoned and tried again later. So the warm-up never makes a visitor wait for more than
+one attack step or one stage (well under a second on the CPU).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import logging
 import os
 import threading
 import time
+
+from . import activity
 
 log = logging.getLogger("pixel_deflection_app")
 
@@ -64,6 +69,11 @@ def _device_busy(device: str) -> bool:
     return queue.running > 0 or queue.waiting > 0
 
 
+def _visitor_came(queue) -> bool:
+    """The warm-up's ``should_stop``: a visitor's page is running or their work waits for the device."""
+    return queue.waiting > 0 or activity.active() > 0
+
+
 def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll: float = IDLE_POLL_S,
                  limit: int | None = None, quiet_s: float = QUIET_S) -> int:
     """Compute every gallery photo's run (the first ``limit`` only, in :func:`gallery_order`) with
@@ -97,7 +107,7 @@ def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll:
             time.sleep(idle_poll)
             continue
         quiet_since = quiet_since or time.monotonic()
-        if time.monotonic() - quiet_since < quiet_s:
+        if min(time.monotonic() - quiet_since, activity.idle_for()) < quiet_s:
             time.sleep(idle_poll)
             continue
         spec = model.spec
@@ -109,7 +119,7 @@ def warm_gallery(device: str, *, stop: threading.Event | None = None, idle_poll:
                 run = compute_presentation(model, x, entry.label_index, config=config, seed=0,
                                            n_ensemble=ENSEMBLE_SIZE, image_name=entry.name,
                                            image_path=entry.path.stem,
-                                           should_stop=lambda: queue.waiting > 0)
+                                           should_stop=lambda: _visitor_came(queue))
         except Exception as exc:  # noqa: BLE001 - a cancelled or failed photo is retried or skipped
             from pd_core.attacks import AttackCancelled
 

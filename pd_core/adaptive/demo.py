@@ -97,6 +97,8 @@ def adaptive_demo(model: Classifier, image: torch.Tensor, label: int | None = No
                              hooks=RunHooks(lambda f, m: report(0.05 + 0.9 * f, m), hooks.should_stop))
     if result.stopped:
         raise InterruptedError("the adaptive attack was stopped before it finished.")
+    if hooks.should_stop is not None and hooks.should_stop():
+        raise InterruptedError("the adaptive attack was stopped before its photo was defended.")
     report(0.95, "defending the attacked photo")
     adv = result.adversarial
     with torch.no_grad():

@@ -10,9 +10,9 @@ See :mod:`pd_core.attacks.core` for the quantisation to 1/255 and how success is
 """
 from .core import REPAIR_SCALES, AttackResult, attack
 from .measures import normalization_of, perturbation_norms, quantize_to_grid
-from .monitor import AttackCancelled
+from .monitor import AttackCancelled, stop_if_asked
 from .registry import ALL_PRESETS, ATTACKS, PAPER_NORMS, PRESETS, AttackInfo
 
 
-__all__ = ["attack", "AttackResult", "AttackCancelled", "ATTACKS", "AttackInfo", "PRESETS", "ALL_PRESETS",
+__all__ = ["attack", "AttackResult", "AttackCancelled", "stop_if_asked", "ATTACKS", "AttackInfo", "PRESETS", "ALL_PRESETS",
            "PAPER_NORMS", "perturbation_norms", "normalization_of", "quantize_to_grid", "REPAIR_SCALES"]

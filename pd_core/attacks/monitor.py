@@ -6,11 +6,19 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-__all__ = ["AttackCancelled", "ForwardMonitor", "Progress"]
+__all__ = ["AttackCancelled", "ForwardMonitor", "Progress", "stop_if_asked"]
 
 
 class AttackCancelled(Exception):
     """Raised by :func:`attack` when ``should_stop()`` returned True; nothing is left behind."""
+
+
+def stop_if_asked(should_stop: Callable[[], bool] | None, where: str) -> None:
+    """Raise :class:`AttackCancelled` when ``should_stop()`` is true: a long computation checks this
+    between its stages (after the attack, before the defence, ...), so that a caller who gives way
+    to others never has to wait for the rest of it."""
+    if should_stop is not None and should_stop():
+        raise AttackCancelled(f"stopped {where}")
 
 
 class ForwardMonitor(nn.Module):

@@ -71,8 +71,10 @@ def attack_and_defend(model: Classifier, image: torch.Tensor, label: int | None 
     seed : the attack's and the defence's seed: the single defended run, the defended clean image
         and Ens-n each draw from a generator seeded with ``seed`` (same seed, same numbers).
     progress(fraction, message) : called during the attack (fractions 0–0.8) and after each step.
+    should_stop() : polled at every forward pass of the attack and once more before the defence;
+        when true, :class:`pd_core.attacks.AttackCancelled` is raised.
     """
-    from ..attacks import attack as run_attack
+    from ..attacks import attack as run_attack, stop_if_asked
 
     config = config or DefenceConfig()
     spec = defence if isinstance(defence, str) else None
@@ -100,6 +102,7 @@ def attack_and_defend(model: Classifier, image: torch.Tensor, label: int | None 
     adv = result.adversarial.to(model.device).contiguous()
     seconds["attack"] = time.perf_counter() - t
     report(0.8, "attack done; defending")
+    stop_if_asked(should_stop, "after the attack")
 
     t = time.perf_counter()
     adv_maps = robust_activation_map(model, adv, top_k=config.top_k)
