@@ -232,3 +232,15 @@ def test_the_sentence_says_looks_robust_only_when_the_transfer_attack_leaves_som
                   is_robust={4.0: Accuracy(0, 102)})
     sentence = entry.sentence(4.0)
     assert says in sentence and sentence.endswith("it gives no real protection.")
+
+
+def test_the_undefended_row_is_called_the_reference_not_a_defence_without_protection():
+    from pd_core.leaderboard.board import Entry
+
+    entry = Entry(defence="none", title="No defence", source="none.json", n=102, judge="single", randomised=False,
+                  clean=Accuracy(102, 102), looks_robust={4.0: Accuracy(1, 102)}, is_robust={4.0: Accuracy(1, 102)})
+    sentence = entry.sentence(4.0)
+    assert sentence.startswith("With no defence at all the model classifies 100% of the photos correctly")
+    assert "an attack at 4/255 leaves 1% (95% interval 0%–5%, 102 photos)" in sentence
+    assert sentence.endswith("the reference every defence is measured against.")
+    assert "protection" not in sentence

@@ -19,6 +19,8 @@ DEFAULT_EPS_255 = (2.0, 4.0, 8.0)
 #: Fewer photos than this and a sentence says its numbers are a first look (a Wilson interval at
 #: n = 30 is still about ±17 points wide at 50%).
 SMALL_SAMPLE = 30
+#: The registry's undefended entry: its row is the reference, and its sentence says so.
+UNDEFENDED = "none"
 #: The budget of the headline numbers (Athalye & Carlini's 4/255), or the closest one evaluated.
 HEADLINE_EPS_255 = 4.0
 
@@ -103,6 +105,14 @@ class Entry:
         budget = budget_text(eps_255, threat_model)
         if is_ is None:
             return f"{self.title}: the report has no attack at {budget}, so nothing can be said there."
+        if self.defence == UNDEFENDED:
+            low, high = is_.interval
+            return ("With no defence at all" +
+                    (f" the model classifies {clean.accuracy:.0%} of the photos correctly, and" if clean else "") +
+                    f" an attack at {budget} leaves {is_.accuracy:.0%} (95% interval {low:.0%}–{high:.0%}, "
+                    f"{is_.n} photos): the reference every defence is measured against." +
+                    (f" With only {is_.n} photos this is a first look, not a measurement." if is_.n < SMALL_SAMPLE
+                     else ""))
         parts = [f"{self.title}"]
         if clean is not None:
             parts.append(f" classifies {clean.accuracy:.0%} of the photos correctly without attack")
