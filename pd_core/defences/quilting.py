@@ -33,14 +33,14 @@ first alone, 29 of imagenet-800's 148 tuning images are evaluation images of ima
 rules 29 images of imagenet-800 remain, none an evaluation image of either folder
 (tests/test_zoo_quilting.py checks it). Each is read at the model's preprocessing (short side 256
 bicubic, centre crop 224) and ``database_patches`` (100,000) 5 × 5 patches are taken at positions
-drawn with ``seed``, the same number from each image (Guo et al. likewise draw random positions,
+drawn with ``database_seed``, the same number from each image (Guo et al. likewise draw random positions,
 ``num_patches / num_images`` per image). The built database is cached outside the repository
 (``$PD_CACHE_DIR``, else ``~/.cache/pdlab``, under ``quilting/``), keyed by the SHA-256 of the
 sources' names and bytes and every parameter, so a changed file or setting builds a new one.
 
 Search index: an exact search of 100,000 patches costs about 2 s per 224² image at one thread
 (5,476 queries), so, as Guo et al. did with faiss (IVF, 200 lists, 5 probed), the database is
-split into ``lists`` (1,024) clusters by k-means (20 Lloyd iterations from ``seed``) and each query
+split into ``lists`` (1,024) clusters by k-means (20 Lloyd iterations from ``database_seed``) and each query
 searches the ``probes`` (8) clusters whose centres are nearest, exactly within those; ``probes ≥
 lists`` is an exact search. On imagenet-dev photos 96% of the K returned patches lie within the
 true 10-nearest radius (probes 16: 99%, at 1.5× the time). The clusters and the K are chosen from
@@ -319,7 +319,7 @@ def load_database(folder, patch: int = 5, patches: int = 100_000, lists: int = 1
 
 class Quilting(Defence):
     """``patch_size``, ``overlap``, ``neighbours`` (K), ``database`` (a folder, None = default),
-    ``database_patches``, ``lists`` and ``probes`` (the search index), ``seed`` (the database's draws);
+    ``database_patches``, ``lists`` and ``probes`` (the search index), ``database_seed`` (the database's draws);
     or ``index=`` a ready :class:`PatchIndex` (tests, a database of one's own)."""
 
     def __init__(self, info: DefenceInfo, params, index: PatchIndex | None = None):
@@ -334,7 +334,7 @@ class Quilting(Defence):
             if not folder.is_dir():
                 raise DefenceError(f"Image quilting needs a folder of clean labelled images for its patch database "
                                    f"and {folder} is not one: pass database=FOLDER or set {DATABASE_ENV}.")
-            index = load_database(folder, size, int(p["database_patches"]), int(p["lists"]), int(p["seed"]))
+            index = load_database(folder, size, int(p["database_patches"]), int(p["lists"]), int(p["database_seed"]))
         if index.patches.shape[1] != 3 * size * size or len(index.patches) < k:
             raise DefenceError(f"Image quilting's database must hold at least {k} patches of 3×{size}×{size}.")
         self.index = index
@@ -360,5 +360,5 @@ INFO = DefenceInfo(
             "picked at random among the ten that look most like that part of the photo.",
     build=lambda model=None, **params: Quilting(INFO, params),
     params={"patch_size": 5, "overlap": 2, "neighbours": 10, "database": None, "database_patches": 100_000,
-            "lists": 1024, "probes": 8, "seed": 0},
+            "lists": 1024, "probes": 8, "database_seed": 0},
     randomised=True, gradient="bpda", surrogate="identity", group="zoo", aliases=("image_quilting",))
