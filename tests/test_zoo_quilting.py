@@ -143,6 +143,27 @@ def test_search_exact_with_every_cluster_and_rows_do_not_depend_on_the_batch(tin
         assert torch.equal(Q.search(index, queries[::3], K, probes), full[::3])
 
 
+def test_near_ties_of_flat_patches_do_not_depend_on_the_batch():
+    """Flat, nearly equal patches (sky, a white wall) are where rounding could reorder the neighbours."""
+    g = make_generator(12)
+    table = 0.9 + 1e-4 * torch.rand(400, 3 * P * P, generator=g)
+    index = Q.build_index(table, 4, 0)
+    queries = 0.9 + 1e-4 * torch.rand(300, 3 * P * P, generator=g)
+    for probes in (1, 4):
+        full = Q.search(index, queries, K, probes)
+        parts = torch.cat([Q.search(index, queries[s:s + 7], K, probes) for s in range(0, 300, 7)])
+        assert torch.equal(parts, full)
+        assert torch.equal(Q.search(index, queries[[5]], K, probes), full[[5]])
+
+
+def test_searching_in_chunks_changes_nothing(tiny, monkeypatch):
+    _, defence = tiny
+    x = smooth_images(3, 20, 23, 13)
+    whole = defence.apply(x, make_generator(14))
+    monkeypatch.setattr(Q, "_QUERIES", 17)
+    assert torch.equal(defence.apply(x, make_generator(14)), whole)
+
+
 def test_bpda_passes_the_gradient_straight_through(tiny):
     _, defence = tiny
     info = defence_info("quilting")

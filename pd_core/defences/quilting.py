@@ -85,6 +85,7 @@ DEFAULT_DATABASE = Path(__file__).resolve().parents[3] / "shared" / "imagenet-80
 FORMAT = "pdlab-quilting-database-v1"
 MARGIN = 6  # float32 candidates kept beyond K before the exact float64 ranking
 _CHUNK = 1 << 22  # distances computed at once (16 MB of float32)
+_QUERIES = 1 << 16  # queries searched at once (about 12 images of 224²; ~0.3 GB of candidates)
 _LOADED: dict[tuple, "PatchIndex"] = {}
 
 
@@ -161,18 +162,19 @@ def search(index: PatchIndex, queries: torch.Tensor, k: int, probes: int) -> tor
     offsets = index.offsets.tolist()
     best = torch.full((n * probes, keep), -1, dtype=torch.long, device=q.device)
     best_dist = torch.full((n * probes, keep), float("inf"), device=q.device)
-    norms = (index.patches * index.patches).sum(1)
     start = 0
     for c in range(lists):  # one matrix product per cluster, for all the queries that probe it
         pairs, start = order[start:start + counts[c]], start + counts[c]
         lo, hi = offsets[c], offsets[c + 1]
         if not len(pairs) or hi == lo:
             continue
-        members, take = index.patches[lo:hi], min(keep, hi - lo)
-        step = max(1, _CHUNK // (hi - lo))
+        # centred on the cluster's centre: small norms, so little cancellation in ‖a‖² + ‖b‖² − 2a·b
+        members, take = index.patches[lo:hi] - index.centroids[c], min(keep, hi - lo)
+        norms, step = (members * members).sum(1), max(1, _CHUNK // (hi - lo))
         for s in range(0, len(pairs), step):
             rows = pairs[s:s + step]
-            dist = torch.addmm(norms[lo:hi][None], q[pair_query[rows]], members.T, alpha=-2)
+            centred = q[pair_query[rows]] - index.centroids[c]
+            dist = torch.addmm(norms[None], centred, members.T, alpha=-2) + (centred * centred).sum(1, keepdim=True)
             value, where = dist.topk(take, dim=1, largest=False)
             best[rows, :take], best_dist[rows, :take] = where + lo, value
     best, best_dist = best.view(n, -1), best_dist.view(n, -1)
@@ -242,7 +244,8 @@ def quilt(x: torch.Tensor, index: PatchIndex, u: torch.Tensor, patch: int = 5, o
     (gh, gw), (hp, wp) = grid_shape(h, w, patch, overlap)
     padded = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
     queries = F.unfold(padded.float(), patch, stride=step).transpose(1, 2).reshape(n * gh * gw, -1)
-    near = search(index, queries, k, probes)
+    near = torch.cat([search(index, queries[s:s + _QUERIES], k, probes)  # bounded memory; rows are independent
+                      for s in range(0, len(queries), _QUERIES)])
     count = (near >= 0).sum(1).clamp_min(1)
     pick = (u.reshape(-1).double() * count).long().clamp_max(count - 1)
     chosen = near.gather(1, pick[:, None])[:, 0]
