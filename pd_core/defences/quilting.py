@@ -49,7 +49,7 @@ database index, so a row never depends on the batch it was computed in.
 
 Differences from Guo et al.: their database is 1,000,000 patches from 20,000 ImageNet training
 images; ours is 100,000 patches from 29 held-apart validation images (ImageNet's training set is not
-on these machines), a size chosen for speed: about 0.3 s per 224² image at one thread (batch of 8,
+on these machines), a size chosen for speed: 0.25–0.40 s per 224² image at one thread (batch of 8,
 docs/defences.md), where an exact search of 1,000,000 would take about 20 s. Their search is
 approximate twice over (PCA to 64 dimensions and product quantisation, nprobe 5 of 200 lists); ours
 is exact within the probed clusters. Their
