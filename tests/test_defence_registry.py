@@ -7,6 +7,7 @@ by them too.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,11 @@ def photos(model):
 
 
 def _built(name, model):
+    if name == "quilting":
+        from pd_core.defences.quilting import DATABASE_ENV, DEFAULT_DATABASE
+
+        if not Path(os.environ.get(DATABASE_ENV) or DEFAULT_DATABASE).is_dir():
+            pytest.skip("image quilting's patch database folder (../shared/imagenet-800) is absent")
     return create_defence(name, model if defence_info(name).needs_model else None, config=PAPER_DEFAULTS)
 
 

@@ -4,6 +4,9 @@ backward is the declared surrogate's (identity, or kornia's JPEG), and rows that
 the batch they were computed in."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,7 +15,17 @@ from pd_core.defences.median import median_filter
 from pd_core.defences.resize_pad import draw_resize_pad, resize_pad
 from pd_core.randomness import make_generator
 
-ZOO = ["bit_depth", "bit_depth_3", "median", "median_3x3", "tvm", "random_resize_pad", "shield", "jpeg"]
+ZOO = ["bit_depth", "bit_depth_3", "median", "median_3x3", "tvm", "random_resize_pad", "shield", "jpeg", "quilting"]
+
+
+def _create(name):
+    """The defence at its published setting (image quilting skips where its database folder is absent)."""
+    if name == "quilting":
+        from pd_core.defences.quilting import DATABASE_ENV, DEFAULT_DATABASE
+
+        if not Path(os.environ.get(DATABASE_ENV) or DEFAULT_DATABASE).is_dir():
+            pytest.skip("image quilting's patch database folder (../shared/imagenet-800) is absent")
+    return create_defence(name)
 
 
 @pytest.mark.parametrize("size", [2, 3])
@@ -48,9 +61,9 @@ def test_exact_path_differentiates_the_defence_itself(name):
     assert torch.isclose((plus - minus) / (2 * h), (grad * direction).sum(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["bit_depth", "bit_depth_3", "tvm", "shield"])
+@pytest.mark.parametrize("name", ["bit_depth", "bit_depth_3", "tvm", "shield", "quilting"])
 def test_identity_bpda_passes_the_gradient_straight_through(name):
-    defence = create_defence(name)
+    defence = _create(name)
     assert defence.gradient == "bpda" and defence_info(name).surrogate == "identity"
     x = torch.rand(2, 3, 32, 32, generator=make_generator(6))
     draws = defence.draw(x, 1, make_generator(7))
@@ -76,7 +89,7 @@ def test_jpeg_bpda_forward_is_pillow_and_backward_is_kornias_codec():
 
 @pytest.mark.parametrize("name", ZOO)
 def test_seeds_reproduce_and_batch_composition_does_not_change_a_row(name):
-    defence = create_defence(name)
+    defence = _create(name)
     x = torch.rand(3, 3, 40, 40, generator=make_generator(11))
     seeds = [5, 6, 7]
     full = defence.apply_seeded(x, 2, seeds)

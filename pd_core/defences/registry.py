@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from . import bit_depth, jpeg, median, none, pixel_deflection, resize_pad, shield, tvm, wavelet
+from . import bit_depth, jpeg, median, none, pixel_deflection, quilting, resize_pad, shield, tvm, wavelet
 from .base import Defence, DefenceError, DefenceInfo
 
 __all__ = ["DEFENCES", "BUILTIN", "TABLE3_COLUMNS", "TABLE4_COLUMNS", "register_defence", "unregister_defence",
@@ -32,6 +32,7 @@ BUILTIN: tuple[DefenceInfo, ...] = (
     tvm.INFO,
     resize_pad.INFO,
     shield.INFO,
+    quilting.INFO,
     *pixel_deflection.VARIANTS,
 )
 
