@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..defences.none import INFO as UNDEFENDED_INFO
 from ..evaluation.stats import wilson_interval
 
 __all__ = ["LeaderboardError", "Accuracy", "Entry", "Leaderboard", "LEADERBOARD_SCHEMA", "DEFAULT_EPS_255",
@@ -20,7 +21,7 @@ DEFAULT_EPS_255 = (2.0, 4.0, 8.0)
 #: n = 30 is still about ±17 points wide at 50%).
 SMALL_SAMPLE = 30
 #: The registry's undefended entry: its row is the reference, and its sentence says so.
-UNDEFENDED = "none"
+UNDEFENDED = UNDEFENDED_INFO.name
 #: The budget of the headline numbers (Athalye & Carlini's 4/255), or the closest one evaluated.
 HEADLINE_EPS_255 = 4.0
 
