@@ -4,7 +4,8 @@ on the same batch of 224² ImageNet-dev photos, one thread, in one run.
 Counterparts (ART, NumPy, one image at a time where ART loops): FeatureSqueezing (bit depth),
 SpatialSmoothing (median), JpegCompression (JPEG), TotalVarMin (TVM: ``prob = 0.5``,
 ``lamb = 0.03``, ``norm = 2``, ``max_iter = 10``, its default solver L-BFGS-B). Random resizing
-and padding and SHIELD have no ART counterpart; their time is printed alone. Prints ms per image
+and padding, SHIELD, wavelet denoising and image quilting have no ART counterpart; their time is printed
+alone. The defences are the registry's ``zoo`` group, so a new zoo entry is timed without editing this file. Prints ms per image
 for both sides and the ratio ART / ours (targets: ≥ 5×, ≥ 20× for TVM). ART's TotalVarMin runs on
 the first ``--tvm-n`` photos only (it takes most of a second per image); the per-image times are
 comparable because both sides loop or vectorise over the same images.
@@ -26,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pd_core.defences import create_defence  # noqa: E402
+from pd_core.defences import create_defence, defence_names  # noqa: E402
 from pd_core.images import load_batch  # noqa: E402
 from pd_core.randomness import make_generator  # noqa: E402
 
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     print(f"bench_zoo: {len(x)} photos at 224², torch {torch.__version__}, ART {art.__version__}, "
           f"1 thread, best of {args.repeats}")
     print(f"{'defence':<18} {'ours ms/img':>12} {'ART ms/img':>11} {'ART/ours':>9}")
-    for name in ["bit_depth", "bit_depth_3", "median", "median_3x3", "jpeg", "tvm", "random_resize_pad", "shield"]:
+    for name in defence_names(groups=("zoo",)):  # every zoo entry of the registry, in its order
         defence = create_defence(name)
         ours = timed(lambda: defence.apply(x, make_generator(0)), args.repeats) / len(x) * 1000
         peer = peers.get(name)
