@@ -215,6 +215,19 @@ def test_tuning_split_is_deterministic_disjoint_and_stable():
     assert ev.split_tuning(items, 0.0)[1] == []
 
 
+def test_held_apart_everywhere_is_tuning_under_both_names_of_a_file():
+    # An ImageFolder names a file "<wnid>/<file>", a flat folder "<file>": the two hash apart.
+    items = [ev.Item(f"n{i % 7:08d}/img_{i:04d}.jpg", Path(f"/x/img_{i:04d}.jpg"), i % 7) for i in range(2000)]
+    _, tuning = ev.split_tuning(items, 0.2)
+    flat = {it.name for it in ev.split_tuning(
+        [ev.Item(it.name.split("/")[1], it.path, it.label) for it in items], 0.2)[1]}
+    kept = ev.held_apart_everywhere(items, 0.2)
+    expected = [it for it in tuning if it.name.split("/")[1] in flat]
+    assert kept == expected  # every image tuning by both names, in the folder's hash order
+    assert 40 <= len(kept) <= 120  # about 0.2 * 0.2 * 2000 = 80: the two hashes are independent
+    assert len(kept) < len(tuning) - 200  # the rule removes most nested-name tuning images
+
+
 def test_cli_bad_folder_is_one_line_and_exit_2(tmp_path, capsys):
     from pd_core.cli import main
 

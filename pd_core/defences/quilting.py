@@ -26,10 +26,8 @@ The image is rebuilt from patches of clean images. What is implemented, exactly:
 Database (``database``): a folder of labelled images (any layout :func:`pd_core.evaluation.load_items`
 reads); default ``$PD_QUILTING_DATABASE``, else ``../shared/imagenet-800`` beside the project. Only
 its held-apart tuning images are used: the tuning part of :func:`split_tuning` at
-``DEFAULT_TUNING_FRACTION``, by the image's name in that folder *and* by its bare file name. Both are
-required because the split hashes names and a flat folder with ``labels.csv`` (``../shared/imagenet-dev``)
-names a file by its file name while an ImageFolder (imagenet-800) names it ``<wnid>/<file>``: by the
-first alone, 29 of imagenet-800's 148 tuning images are evaluation images of imagenet-dev. With both
+``DEFAULT_TUNING_FRACTION``, by the image's name in that folder *and* by its bare file name
+(:func:`pd_core.evaluation.data.held_apart_everywhere`, whose module says why both). With both
 rules 29 images of imagenet-800 remain, none an evaluation image of either folder
 (tests/test_zoo_quilting.py checks it). Each is read at the model's preprocessing (short side 256
 bicubic, centre crop 224) and ``database_patches`` (100,000) 5 × 5 patches are taken at positions
@@ -260,15 +258,12 @@ def grid_shape(h: int, w: int, patch: int, overlap: int) -> tuple[tuple[int, int
 
 
 def database_sources(folder, tuning_fraction: float | None = None) -> list:
-    """The images of ``folder`` a database may use: tuning images by their name there and by their
-    bare file name (module docstring), in hash order."""
-    from ..evaluation.data import DEFAULT_TUNING_FRACTION, Item, load_items, split_tuning
+    """The images of ``folder`` a database may use: :func:`~pd_core.evaluation.data.held_apart_everywhere`
+    (tuning images by their name there and by their bare file name), in hash order."""
+    from ..evaluation.data import DEFAULT_TUNING_FRACTION, held_apart_everywhere, load_items
 
-    fraction = DEFAULT_TUNING_FRACTION if tuning_fraction is None else tuning_fraction
-    _, tuning = split_tuning(load_items(folder), fraction)
-    _, by_file = split_tuning([Item(Path(it.name).name, it.path, it.label) for it in tuning], fraction)
-    keep = {it.path for it in by_file}
-    return [it for it in tuning if it.path in keep]
+    return held_apart_everywhere(load_items(folder),
+                                 DEFAULT_TUNING_FRACTION if tuning_fraction is None else tuning_fraction)
 
 
 def _cache_dir() -> Path:

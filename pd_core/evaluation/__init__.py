@@ -29,7 +29,8 @@ the module that defines it.
 from __future__ import annotations
 
 from .csv_rows import CSV_COLUMNS
-from .data import DEFAULT_TUNING_FRACTION, EvaluationError, Item, evaluation_part, load_items, split_tuning
+from .data import (DEFAULT_TUNING_FRACTION, EvaluationError, Item, evaluation_part, held_apart_everywhere,
+                   load_items, split_tuning)
 from .figures import (CurveResult, CurveSettings, deflection_curve, probability_curve, rank_histogram,
                       tuning_grid)
 from .paper import PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4, format_table, table_frame
@@ -43,7 +44,8 @@ from .tables import ATTACK_ORDER, ATTACK_TITLES, PAPER_ATTACKS
 
 __all__ = [
     "evaluate", "ProtocolSettings", "ClusterSettings", "EvaluationResult", "EvaluationError", "format_table",
-    "table_frame", "summarize", "wilson_interval", "split_tuning", "evaluation_part", "read_results", "load_items",
+    "table_frame", "summarize", "wilson_interval", "split_tuning", "held_apart_everywhere", "evaluation_part",
+    "read_results", "load_items",
     "Item", "Progress", "progress_bar", "deflection_curve", "probability_curve", "CurveSettings", "CurveResult",
     "tuning_grid", "rank_histogram", "PAPER_ATTACKS", "PAPER_TABLE1", "PAPER_TABLE3", "PAPER_TABLE4", "ATTACK_ORDER",
     "ATTACK_TITLES", "CSV_COLUMNS", "DEFAULT_TUNING_FRACTION",
