@@ -22,7 +22,11 @@ attack stack) starts only after the first page has been drawn.
 """
 from pathlib import Path
 
-import streamlit as st
+from pd_core.runtime import wait_passively
+
+wait_passively()  # before anything imports torch: idle OpenMP threads sleep (pd_core.runtime says why)
+
+import streamlit as st  # noqa: E402
 
 from ui.activity import visitor_run  # light; the background warm-ups wait while a visitor's page runs
 

@@ -39,6 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from pd_core.runtime import wait_passively  # noqa: E402
+
+wait_passively()  # the direct baseline runs torch as the app does (pd_core.runtime says why)
+
 from browser_helpers import (ERROR_SELECTOR, FILE_NAME_ENTRIES, MENU_LINKS, chromium_page,  # noqa: E402
                              first_impression, go_to_page, install_first_impression_probe, streamlit_server,
                              wait_for_title, wait_until_idle)

@@ -13,6 +13,19 @@ blocks stay in the heap and are reused.
 The cost: memory freed by the process is kept for reuse instead of being returned to the system
 (the resident size stays near its peak). Set ``PD_MALLOC_TUNING=0`` to leave glibc's defaults.
 Nothing here changes any result, only where memory comes from.
+
+Why idle threads should sleep (:func:`wait_passively`): PyTorch's CPU wheels run intra-op work on
+GNU OpenMP, whose threads *spin* at the end of each parallel region, waiting for the next one. On a
+machine with as many threads as cores that is fastest only while nothing else wants a core. The app
+never has the cores to itself (Streamlit's web server, other visitors' sessions, the warm-ups, and on
+a laptop the browser), and with one core taken each parallel region waits for a thread that is not
+running. Measured on this project's 2-core machine, the app's story (``attack_and_defend``, FGSM,
+Ens-10; ``python bench/bench_app.py``): the page's stated compute 1.5-6.4 s with two spinning
+threads, 0.7-1.2 s with ``OMP_WAIT_POLICY=PASSIVE`` and 0.6-0.9 s with one thread, same host, same
+hour; directly in one process beside a busy core, 0.9-1.6 s against 0.55-0.62 s. Passive waiting
+keeps every core for a machine that is quiet and costs nothing measurable here. It must be in the
+environment before torch is imported (libgomp reads it when it is loaded), so the app and the command
+line call it first thing; ``OMP_WAIT_POLICY=ACTIVE`` in the environment wins.
 """
 from __future__ import annotations
 
@@ -21,7 +34,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["configure_from_env", "keep_freed_memory", "set_threads_from_env"]
+__all__ = ["configure_from_env", "keep_freed_memory", "set_threads_from_env", "wait_passively"]
 
 # glibc <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -65,6 +78,16 @@ def keep_freed_memory(mmap_threshold: int = _MMAP_THRESHOLD_MAX, trim_threshold:
     trim_threshold = int(min(max(trim_threshold, 0), 2**31 - 1))
     _tuned = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     return _tuned
+
+
+def wait_passively() -> bool:
+    """Let OpenMP's idle threads sleep instead of spinning (module docstring), unless the
+    environment already sets ``OMP_WAIT_POLICY``. True when it takes effect: torch not yet imported
+    and no policy given."""
+    if "torch" in sys.modules or os.environ.get("OMP_WAIT_POLICY"):
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
 
 
 def set_threads_from_env() -> None:

@@ -53,3 +53,58 @@ def test_keep_freed_memory_answers_the_same_twice():
     first = keep_freed_memory()
     assert keep_freed_memory() is first
     assert first == sys.platform.startswith("linux")
+
+
+# Two threads doing small parallel sums with 3 ms pauses between them: spinning OpenMP threads burn a
+# core through every pause, sleeping ones do not. ``FIRST`` is what the entry point imports first.
+WAIT_PROBE = textwrap.dedent("""
+    import os, sys, time
+    {first}
+    import torch
+    torch.set_num_threads(2)
+    x = torch.rand(2_000_000)
+    (x * 1.0).sum()
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(100):
+        (x * 1.0001).sum()
+        time.sleep(0.003)
+    print(os.environ.get("OMP_WAIT_POLICY"), time.process_time() - cpu, time.perf_counter() - start)
+""")
+
+
+def _wait_probe(first: str, **env) -> tuple[str, float]:
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    environ.update(env, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", WAIT_PROBE.format(first=first)], capture_output=True, text=True,
+                         env=environ, check=True, timeout=120, cwd=ROOT).stdout.split()
+    return out[0], float(out[1])
+
+
+def test_the_command_line_lets_idle_openmp_threads_sleep_unless_told_otherwise():
+    # pd_core.runtime's docstring: spinning threads made the app's story 2-6x slower on 2 busy cores.
+    policy, cpu_passive = _wait_probe("import pd_core.cli")
+    assert policy == "PASSIVE"
+    policy, cpu_spinning = _wait_probe("")  # torch alone: libgomp's default spins between regions
+    assert policy == "None"
+    assert cpu_passive < 0.6 * cpu_spinning, (cpu_passive, cpu_spinning)
+    assert _wait_probe("import pd_core.cli", OMP_WAIT_POLICY="ACTIVE")[0] == "ACTIVE"  # the operator's wins
+
+
+def test_wait_passively_is_too_late_once_torch_is_imported(monkeypatch):
+    import torch  # noqa: F401 - imported by the test session already; libgomp has read its settings
+
+    from pd_core.runtime import wait_passively
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert wait_passively() is False and "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_the_app_sets_the_wait_policy_before_anything_imports_torch():
+    # app.py's first statements, run alone: nothing before wait_passively() may import torch.
+    source = (ROOT / "app.py").read_text()
+    head = source[: source.index("wait_passively()") + len("wait_passively()")]
+    code = head + "\nimport sys, os\nprint('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))\n"
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=True,
+                         timeout=60, cwd=ROOT).stdout.split()
+    assert out == ["False", "PASSIVE"]

@@ -30,7 +30,11 @@ import importlib
 import os
 import sys
 
-from .common import EXIT_BAD_INPUT, CliError, fail
+from ..runtime import wait_passively
+
+wait_passively()  # before any subcommand imports torch (pd_core.runtime says why)
+
+from .common import EXIT_BAD_INPUT, CliError, fail  # noqa: E402
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "CliError", "EXIT_BAD_INPUT"]
 
