@@ -23,7 +23,8 @@ running. Measured on this project's 2-core machine, the app's story (``attack_an
 Ens-10; ``python bench/bench_app.py``): the page's stated compute 1.5-6.4 s with two spinning
 threads, 0.7-1.2 s with ``OMP_WAIT_POLICY=PASSIVE`` and 0.6-0.9 s with one thread, same host, same
 hour; directly in one process beside a busy core, 0.9-1.6 s against 0.55-0.62 s. Passive waiting
-keeps every core for a machine that is quiet and costs nothing measurable here. It must be in the
+keeps every core for a machine that is quiet; its cost on a quiet machine was not measured (this
+host never was quiet). It must be in the
 environment before torch is imported (libgomp reads it when it is loaded), so the app and the command
 line call it first thing; ``OMP_WAIT_POLICY=ACTIVE`` in the environment wins.
 """
