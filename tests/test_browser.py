@@ -72,11 +72,16 @@ def test_first_page_never_shows_the_file_name_menu(tmp_path):
         wait_for_title(page, "Pixel Deflection Lab", timeout_ms=90_000)
         page.get_by_role("button", name="Attack and defend a sample photo").wait_for(timeout=90_000)
         page.locator(MENU_LINKS).nth(len(titles) - 1).wait_for(timeout=60_000)
+        page.wait_for_function(f"() => window.__firstImpression.menu.length >= {len(titles)}", timeout=10_000)
         record = first_impression(page)
     assert record["checks"] > 10  # the DOM was watched from its first state on
     shown = [text for text, _ in record["entries"]]
     assert not [t for t in shown if t in FILE_NAME_ENTRIES], shown
     assert record["streamlit_nav_ms"] is None  # Streamlit's own (file-name) navigation never appeared
+    # The menu may be painted a few links at a time, but every state it shows is the start of the
+    # titled menu, in order, and it ends complete.
+    assert record["menu_states"], record
+    assert all(state == titles[:len(state)] for state in record["menu_states"]), record["menu_states"]
     assert record["menu"] == titles and set(shown) >= set(titles)
     assert record["home_title_ms"] is not None and record["home_content_ms"] is not None
     assert record["menu_ms"] is not None
