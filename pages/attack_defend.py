@@ -8,7 +8,7 @@ from pd_core.cli.options import demo_command
 from pd_core.labels import label_name
 from ui import state
 from ui.components import (command_line, downloads, maps_section, norms_table, perturbation_section,
-                           result_cards, settings_changed_notice)
+                           preload_chart_code, result_cards, settings_changed_notice)
 from ui.compute import Failed
 from ui.images import image_panel
 from ui.sidebar import settings as sidebar_settings
@@ -45,6 +45,7 @@ if run:
 stored = state.stored_result()
 if stored is None or stored.image_key != image.key:
     st.info("Press **Run** to attack this photo and defend it.", icon=":material/touch_app:")
+    preload_chart_code()  # the browser loads its chart code now, so the results draw at once
     st.stop()
 
 result = stored.result

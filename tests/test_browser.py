@@ -35,6 +35,11 @@ def test_home_to_attack_and_defend_in_chromium(tmp_path):
 
         go_to_page(page, "Attack & Defend")
         wait_until_idle(page)
+        # Before any Run the browser has already loaded and run its Plotly code (a hidden empty chart,
+        # ui.components.preload_chart_code), so the first result's charts draw at once.
+        preload = page.locator(".st-key-pd_chart_code_preload .js-plotly-plot")
+        preload.wait_for(state="attached", timeout=60_000)
+        assert not preload.is_visible()
         page.get_by_role("button", name="Run", exact=True).click()
         cards = page.locator(".st-key-ad_result_cards")
         cards.wait_for(state="visible", timeout=180_000)
