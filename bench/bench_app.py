@@ -12,7 +12,8 @@ Measures, on this machine's CPU with EfficientNet-Lite0:
   file-name menu entry ("app", "about", ...) seen at any time is reported as a failure.
 * click -> story shown: from clicking **Run** on Attack & Defend (the default gallery photo, FGSM,
   the defence and Ens-10) to the four result columns, the maps and the heatmaps drawn, with the
-  page idle again. Target <= 3 s. The first click and the median of the next ``--repeats`` clicks
+  page idle again. Targets (issue 21): the first click on a fresh server <= 3 s, the median of the
+  next ``--repeats`` clicks <= 2 s. The first click and the median of the next clicks
   (with the seed changed each time, so nothing can be reused) are reported.
 
 The baseline is measured in the same run: the same pd_core work done directly in this process
@@ -168,7 +169,7 @@ def main() -> int:
         ("  (server answering /_stcore/health)", app["server_healthy"], None, None, ""),
         ("first click -> story shown", app["first_click"], direct["first_story"], 3.0,
          "direct: first attack_and_defend + figures"),
-        ("click -> story shown (median)", app["click"], direct["story"], 3.0,
+        ("click -> story shown (median)", app["click"], direct["story"], 2.0,  # issue 21: <= 2 s warm
          "direct: attack_and_defend + figures (warm median)"),
         ("  of which pd_core compute (direct)", None, direct["compute"], None, "attack_and_defend only"),
     ]
