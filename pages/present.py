@@ -2,6 +2,7 @@
 import streamlit as st
 
 from ui import state
+from ui.components import preload_chart_code
 from ui.compute import Failed
 from ui.images import ensure_image, image_picker
 from ui.present import (SHOWN_IMAGE, STEP, current_step, handout_button, keyboard_shortcuts, navigation, page_style,
@@ -38,3 +39,4 @@ navigation()
 draw_step(run, current_step())
 st.divider()
 handout_button(run, "present_handout")
+preload_chart_code()  # the arena step's chart then draws at once, and no key press waits behind it
