@@ -6,11 +6,11 @@ blocks above its ``mmap`` threshold with fresh ``mmap`` calls and gives heap mem
 threshold back to the kernel on ``free``; each new block then costs page faults and the kernel's
 zeroing of every page. On this project's 2-core CPU machine the wavelet denoiser took 2.8 ms per
 image without and 1.0 ms with :func:`keep_freed_memory` (blocks of 8 images at 224², one thread);
-``tests/test_runtime.py`` checks that the faults go down. Measured
-there (2026-12-04): glibc's own dynamic ``mmap`` threshold reaches the same reuse by itself after two
-to four calls with the same block sizes, so the setting saves the faults of those first calls
-(about 9 400 per 32-image call) and of any call whose sizes glibc has not seen yet. PyTorch's own CPU tuning guide recommends jemalloc or tcmalloc for the
-same reason; this is the same remedy without preloading a library: raise both thresholds, so freed
+``tests/test_runtime.py`` checks that the faults go down. Measured there (2026-12-04): glibc's own
+dynamic ``mmap`` threshold reaches the same reuse by itself after two to four calls with the same
+block sizes, so the setting saves the faults of those first calls (about 9 400 per 32-image call)
+and of any call whose sizes glibc has not seen yet. PyTorch's own CPU tuning guide recommends
+jemalloc or tcmalloc for the same reason; this is the same remedy without preloading a library: raise both thresholds, so freed
 blocks stay in the heap and are reused.
 
 The cost: memory freed by the process is kept for reuse instead of being returned to the system
