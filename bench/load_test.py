@@ -43,6 +43,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 MAX_SESSIONS = 16
 PREPARE_TIMEOUT = 180.0  # seconds for one session to open the page and pick its photo
+OPTION_WAIT = 15.0  # seconds one opening of the photo list may take to show its entries
 PAGE_PATH = "attack-defend"
 # Streamlit's elements that mean something went wrong on the page.
 ERROR_SELECTORS = ['[data-testid="stException"]', '[data-testid="stAlertContentError"]']
@@ -158,11 +159,46 @@ async def _dismiss_dialog(page) -> str | None:
     return text
 
 
-async def _select_photo(page, option: str) -> None:
+async def _select_photo(page, s: Session, deadline: float) -> None:
+    """Open the "Gallery photo" list and pick ``s.option``, reopening the list until it shows.
+
+    A list opened while the page is still rerunning, or just before a dialog appears, closes
+    again without showing its options (seen in CI, with two sessions loading on a busy machine:
+    one click opened nothing for 180 s). So each try waits ``OPTION_WAIT`` seconds for the
+    entry, then closes whatever is open and clicks again.
+    """
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     box = page.get_by_test_id("stSelectbox").filter(has_text="Gallery photo")
-    await box.wait_for(state="visible")
-    await box.click()
-    await page.get_by_role("option", name=option, exact=True).click()
+    entry = page.get_by_role("option", name=s.option, exact=True)
+    tries = 0
+    while True:
+        tries += 1
+        await box.wait_for(state="visible")
+        await box.click()
+        try:
+            await entry.wait_for(state="visible", timeout=OPTION_WAIT * 1000)
+            await entry.click()
+            if tries > 1:
+                s.notes.append(f"the photo list showed its entries on try {tries}")
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() + OPTION_WAIT > deadline:
+                s.notes.append(f"opened the photo list {tries} times; its entry never showed")
+                raise
+            dialog = await _dismiss_dialog(page)
+            if dialog:
+                s.notes.append(f"dialog while picking the photo: {dialog!r}")
+            await page.keyboard.press("Escape")
+
+
+async def _page_excerpt(page) -> str:
+    """The first lines of what the page shows, for a failure report."""
+    try:
+        text = await page.locator("body").inner_text(timeout=5000)
+    except Exception as exc:  # noqa: BLE001 - a report must not fail on its diagnostics
+        return f"(page text unavailable: {type(exc).__name__})"
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())[:400]
 
 
 async def _first_error(page) -> str | None:
@@ -185,7 +221,7 @@ async def run_session(browser, url: str, s: Session, start_together: asyncio.Bar
         dialog = await _dismiss_dialog(page)
         if dialog:
             s.notes.append(f"dialog on arrival: {dialog!r}")
-        await _select_photo(page, s.option)
+        await _select_photo(page, s, min(deadline, t0 + PREPARE_TIMEOUT))
         # The rerun after the selection shows the photo's name in bold above the controls.
         await page.locator("strong", has_text=s.name).first.wait_for(state="visible")
         run_button = page.get_by_role("button", name="Run", exact=True)
@@ -193,6 +229,7 @@ async def run_session(browser, url: str, s: Session, start_together: asyncio.Bar
         s.ready_seconds = time.monotonic() - t0
     except Exception as exc:  # noqa: BLE001 - any failure is this session's failure
         s.problems.append(f"could not prepare the page: {type(exc).__name__}: {str(exc)[:200]}")
+        s.notes.append(f"the page showed: {await _page_excerpt(page)}")
         await start_together.wait()  # do not leave the others waiting at the barrier
         await context.close()
         return
@@ -317,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"completion after click: min {min(done):.1f} s, median {sorted(done)[len(done) // 2]:.1f} s, "
               f"max {max(done):.1f} s; wall time with the app up {wall:.1f} s")
     passed = sum(s.ok for s in sessions)
+    if passed < n:
+        print("last lines of the server log:")
+        print(log_path.read_text(errors="replace")[-2000:])
     print(f"{'PASS' if passed == n else 'FAIL'}: {passed}/{n} sessions finished with their own photo's result "
           f"and no error shown (server log: {log_path})")
     return 0 if passed == n else 1
