@@ -45,9 +45,19 @@ def rerun(model, clean, cls, *, eps, steps, stepsize, targeted=False):
     return iterates, fooled
 
 
-def assert_same_image(a, b):
-    """Equal up to a handful of values (a gradient component ~0 may change sign with the batch size)."""
-    assert (a != b).float().mean() < 1e-3
+def assert_is_candidate(a, candidates, index):
+    """``a`` is ``candidates[index]``, up to a few values, and no other candidate.
+
+    Exact equality cannot hold: the attack drops fooled images from its batch, and a convolution's
+    float sums depend on the batch size and thread count, so a gradient component near 0 may change
+    sign; once a value moves, later gradients move too. Measured on these samples at 1 and 2 threads:
+    0-0.24% of values differ from the rerun's iterate after 3 steps, while two iterates or grid
+    values differ in 33-100% of theirs. So: at most 1% differ, and at least 20 times fewer than
+    differ from any other candidate (a wrong step would fail both).
+    """
+    differs = [float((a != c).float().mean()) for c in candidates]
+    assert differs[index] < 1e-2, differs
+    assert all(differs[index] * 20 <= d for j, d in enumerate(differs) if j != index), differs
 
 
 def assert_within_eps_on_grid(adv, clean, eps):
@@ -67,7 +77,7 @@ def test_igsm_early_stop_returns_each_images_first_successful_iterate(model, sam
         first = fooled.index(True) if any(fooled) else steps
         assert int(r.stopped_at[i]) == first and bool(r.success[i]) == fooled[first]
         assert not any(fooled[:first])
-        assert_same_image(r.adversarial[i:i + 1], iterates[first])
+        assert_is_candidate(r.adversarial[i:i + 1], iterates, first)
 
 
 def test_images_never_fooled_keep_the_last_iterate(model, samples):
@@ -85,7 +95,7 @@ def test_images_never_fooled_keep_the_last_iterate(model, samples):
                                  targeted=True)
         first = fooled.index(True) if any(fooled) else steps
         assert int(stopped[i]) == first and bool(success[i]) == fooled[first]
-        assert_same_image(adv[i:i + 1], iterates[first])
+        assert_is_candidate(adv[i:i + 1], iterates, first)
     assert int(stopped[1]) == int(stopped[2]) == steps
     assert float((adv[1:] - images[1:]).abs().amax()) == pytest.approx(1 / 255, abs=1e-6)  # moved, not clean
 
@@ -137,7 +147,7 @@ def test_minimal_fgsm_returns_the_smallest_fooling_grid_value(model, samples):
             hits = [int(model(c).argmax()) == int(targets[i]) for c in candidates]
         expected = hits.index(True) if any(hits) else 8
         assert int(k[i]) == expected and bool(success[i]) == hits[expected]
-        assert_same_image(adv[i:i + 1], candidates[expected])
+        assert_is_candidate(adv[i:i + 1], candidates, expected)
         if success[i]:
             assert not hits[int(k[i]) - 1]           # one grid step smaller does not fool
 
