@@ -106,3 +106,19 @@ def test_the_defence_is_a_clipped_solve_of_its_own_draw():
     keep = draw_keep_mask(x, 0.5, make_generator(4))
     assert torch.equal(out, minimise_total_variation(x, keep).clamp(0, 1))
     assert (out - x).abs().mean() > 0.01, "it changes the image"
+
+
+@pytest.mark.parametrize("images_per_block", [1, 2, 5])
+def test_blocks_of_the_batch_give_the_whole_batchs_result_bit_for_bit(monkeypatch, images_per_block):
+    """The CPU solver's cache blocks (and the buffers they reuse, the last block smaller) change
+    nothing: each image comes out as when it is solved alone, or with the whole batch at once."""
+    from pd_core.defences import tvm
+
+    x = torch.rand(5, 3, 48, 40, generator=make_generator(1))
+    keep = draw_keep_mask(x, 0.5, make_generator(2))
+    alone = torch.cat([minimise_total_variation(x[i:i + 1], keep[i:i + 1]) for i in range(5)])
+    monkeypatch.setattr(tvm, "_CPU_BLOCK_BYTES", images_per_block * x[0].numel() * x.element_size())
+    blocked = minimise_total_variation(x, keep)
+    assert torch.equal(blocked, alone)
+    assert torch.equal(minimise_total_variation(x, keep.expand_as(x)), blocked)  # a per-channel mask
+    assert not torch.equal(blocked[0], blocked[1])
