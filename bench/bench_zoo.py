@@ -8,7 +8,8 @@ and padding, SHIELD, wavelet denoising and image quilting have no ART counterpar
 alone. The defences are the registry's ``zoo`` group, so a new zoo entry is timed without editing this file. Prints ms per image
 for both sides and the ratio ART / ours (targets: ≥ 5×, ≥ 20× for TVM). ART's TotalVarMin runs on
 the first ``--tvm-n`` photos only (it takes most of a second per image); the per-image times are
-comparable because both sides loop or vectorise over the same images.
+comparable because both sides loop or vectorise over the same images. A last row times TVM with its
+CPU cache blocks switched off, the baseline of that optimisation in the same run.
 
     PD_THREADS=1 OMP_NUM_THREADS=1 python bench/bench_zoo.py [--n 16] [--tvm-n 4]
 """
@@ -89,7 +90,21 @@ def main(argv=None) -> int:
         else:
             theirs = timed(lambda: peer(x_np), args.repeats) / len(x) * 1000
         print(f"{name:<18} {ours:>12.2f} {theirs:>11.2f} {theirs / ours:>8.1f}×")
+    print(f"tvm, one block     {tvm_as_one_block(x, args.repeats):>12.2f} {'-':>11} {'-':>9}  "
+          "(the whole batch at once: the CPU cache blocks' baseline)")
     return 0
+
+
+def tvm_as_one_block(x: torch.Tensor, repeats: int) -> float:
+    """TVM's ms per image with its CPU cache blocking switched off (same output, bit for bit)."""
+    from pd_core.defences import tvm
+
+    defence, saved = create_defence("tvm"), tvm._CPU_BLOCK_BYTES
+    tvm._CPU_BLOCK_BYTES = 1 << 62
+    try:
+        return timed(lambda: defence.apply(x, make_generator(0)), repeats) / len(x) * 1000
+    finally:
+        tvm._CPU_BLOCK_BYTES = saved
 
 
 if __name__ == "__main__":
