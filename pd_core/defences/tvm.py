@@ -15,8 +15,9 @@ Solver: Chambolle & Pock (2011, Algorithm 1, θ = 1) on ``G(z) = ‖m ⊙ (z −
 ``F(Kz) = λ Σ_groups ‖(Kz)_group‖₂`` with K the forward row and column differences (‖K‖² < 8), all
 images and channels at once on a GPU, in cache-sized blocks of images on the CPU (bit-identical).
 The proximal step of G shrinks the kept residual as a whole; that of F* projects each row / column
-group of the dual onto the ball of radius λ. Fixed ``iterations = 10`` with steps ``tau = 3``, ``sigma = 1 / (8 tau)``: measured on
-224² ImageNet photos this is within 0.2% of the objective reached after 1500 iterations
+group of the dual onto the ball of radius λ. Fixed ``iterations = 10`` with steps ``tau = 3``,
+``sigma = 1 / (8 tau)``: measured on 224² ImageNet photos this is within 0.2% of the objective
+reached after 1500 iterations
 (tests/test_zoo_tvm.py checks ≤ 1% against an independent SciPy solve). The iteration starts, at
 the dropped pixels, from the mean of the kept pixels of the surrounding 5 × 5 window (not from the
 dropped values themselves), so the result depends on the input through the kept pixels only, as
@@ -63,7 +64,7 @@ def _fill_dropped(x: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None 
 
 # On the CPU the solver runs on blocks of images small enough that each of its ~15 full-size passes
 # per iteration stays in the core's L2 cache (2 MiB here): one 224² photo per block, its buffers
-# reused from block to block (fresh pages cost as much as the arithmetic). Every operation acts
+# reused from block to block rather than allocated afresh each iteration. Every operation acts
 # within one image and channel, so the result is bit-identical to the whole batch's
 # (tests/test_zoo_tvm.py) and cannot depend on the batch's composition. A GPU takes the batch whole.
 _CPU_BLOCK_BYTES = 1 << 20
