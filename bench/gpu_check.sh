@@ -36,9 +36,12 @@ fi
 export RAY_USAGE_STATS_ENABLED=0
 
 # 1. Every GPU-marked test, in one process (-n 0: one card, no competing workers), with a JUnit report.
+# A test file that cannot be imported here (say, the app's, where Streamlit is missing) shows in the table
+# as an ERROR row and fails the check, but no longer stops the GPU tests from running (first H200 run).
 echo "== GPU-marked tests" >&2
 started=$SECONDS
-timeout "$tests_limit" python -m pytest -m gpu -n 0 -q -p no:cacheprovider --junitxml="$work/gpu_tests.xml" tests \
+timeout "$tests_limit" python -m pytest -m gpu -n 0 -q -p no:cacheprovider --continue-on-collection-errors \
+  --junitxml="$work/gpu_tests.xml" tests \
   > "$work/pytest.log" 2>&1
 tests_rc=$?
 tail -n 5 "$work/pytest.log" >&2
