@@ -7,7 +7,8 @@
 #   bash bench/gpu_check.sh --cpu-dry-run  # anywhere: the same code on the CPU, small sizes (checks the script)
 #
 # Exit status: 0 when every GPU test passed and every timing ran, 1 otherwise.
-# The Ray test needs a loopback-only network namespace (unshare -n, as root); without one it is skipped.
+# The Ray test needs a loopback-only network namespace (unshare -n, as root; the loopback is brought up by
+# tests/loopback_up.py, so iproute2 is not needed); without one it is skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

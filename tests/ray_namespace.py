@@ -2,9 +2,10 @@
 
 Ray listens on every interface, and on these machines only loopback traffic is allowed. So each Ray
 test file has one outer test that calls :func:`run_inner_tests`: it starts
-``unshare -n sh -c 'ip link set lo up && exec python -m pytest <file>'`` with ``PD_RAY_INNER=1``, and
-the file's inner tests (marked with :data:`inner`) do the work there. Where no such namespace can be
-made, the outer test is skipped with the reason.
+``unshare -n sh -c 'python tests/loopback_up.py && exec python -m pytest <file>'`` with
+``PD_RAY_INNER=1``, and the file's inner tests (marked with :data:`inner`) do the work there. Where no
+such namespace can be made, the outer test is skipped with the reason. ``loopback_up.py`` does what
+``ip link set lo up`` does, from the standard library: the first GPU machine had no ``ip`` command.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import pytest
 
 INNER = os.environ.get("PD_RAY_INNER") == "1"
 REPO = Path(__file__).resolve().parent.parent
+#: The shell command, run first inside the new namespace, that brings its loopback interface up.
+LOOPBACK_UP = f"{sys.executable} {Path(__file__).resolve().parent / 'loopback_up.py'}"
 
 #: Marks a test that runs only inside the namespace started by the outer test.
 inner = pytest.mark.skipif(not INNER, reason="runs inside the loopback namespace started by the outer test")
@@ -29,7 +32,7 @@ def unshare_flag() -> str:
     if shutil.which("unshare") is None:
         pytest.skip("Ray tests need a loopback-only network namespace: the unshare command is not installed")
     for flag in ("-n", "-rn"):
-        probe = subprocess.run(["unshare", flag, "sh", "-c", "ip link set lo up && true"], capture_output=True,
+        probe = subprocess.run(["unshare", flag, "sh", "-c", f"{LOOPBACK_UP} && true"], capture_output=True,
                                text=True, timeout=30)
         if probe.returncode == 0:
             return flag
@@ -47,7 +50,7 @@ def run_inner_tests(test_file: str, expected_passed: int) -> None:
     env = {**os.environ, "PD_RAY_INNER": "1", "PD_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_TMPDIR": ray_tmp}
     # -n 0: the inner tests run in this one process (the suite's addopts would start xdist workers).
-    cmd = (f"ip link set lo up && exec {sys.executable} -m pytest -n 0 -x -q -p no:cacheprovider "
+    cmd = (f"{LOOPBACK_UP} && exec {sys.executable} -m pytest -n 0 -x -q -p no:cacheprovider "
            f"{Path(test_file).resolve().relative_to(REPO)}")
     try:
         proc = subprocess.run(["unshare", flag, "sh", "-c", cmd], cwd=REPO, env=env, capture_output=True,
