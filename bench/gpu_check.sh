@@ -35,6 +35,11 @@ if [ -n "$dry" ]; then
   tests_limit=3000; timings_limit=900; budget=700
 fi
 export RAY_USAGE_STATS_ENABLED=0
+# Image quilting's patch database: ../shared/imagenet-800 beside the checkout, else the transport copy of its
+# tuning images that bench/stage_quilting_tuning.py leaves in shared/ (a GPU machine gets no ../shared).
+if [ -z "${PD_QUILTING_DATABASE:-}" ] && [ ! -d ../shared/imagenet-800 ] && [ -d shared/imagenet-800 ]; then
+  export PD_QUILTING_DATABASE="$PWD/shared/imagenet-800"
+fi
 
 # 1. Every GPU-marked test, in one process (-n 0: one card, no competing workers), with a JUnit report.
 # A test file that cannot be imported here (say, the app's, where Streamlit is missing) shows in the table
