@@ -250,3 +250,19 @@ def test_the_default_database_holds_no_evaluation_image_of_either_folder():
     assert Q.DEFAULT_DATABASE.resolve() == (SHARED / "imagenet-800").resolve()
     assert sorted(defence.index.sources) == sorted(it.name for it in sources)
     assert len(defence.index.patches) == 100_000 and len(defence.index.centroids) == 1024
+
+
+@needs_shared
+def test_the_staged_tuning_images_give_the_same_database_sources(tmp_path):
+    """bench/stage_quilting_tuning.py (the GPU machine's copy): the same names and bytes, so the same key."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "stage_quilting_tuning.py"
+    proc = subprocess.run([sys.executable, str(script), "--source", str(SHARED / "imagenet-800"),
+                           "--dest", str(tmp_path / "imagenet-800")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    here, there = Q.database_sources(SHARED / "imagenet-800"), Q.database_sources(tmp_path / "imagenet-800")
+    assert [it.name for it in there] == [it.name for it in here] and len(there) == 29
+    assert all(Path(a.path).read_bytes() == Path(b.path).read_bytes() for a, b in zip(here, there))
+    assert len(list((tmp_path / "imagenet-800").rglob("*.*"))) == 29, "only the tuning images are copied"
