@@ -122,3 +122,23 @@ def test_blocks_of_the_batch_give_the_whole_batchs_result_bit_for_bit(monkeypatc
     assert torch.equal(blocked, alone)
     assert torch.equal(minimise_total_variation(x, keep.expand_as(x)), blocked)  # a per-channel mask
     assert not torch.equal(blocked[0], blocked[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("keep_prob", [0.5, 0.04])  # 0.04: many 5 × 5 windows keep nothing (the 0.5 fill)
+def test_the_starting_fill_is_avg_pool_and_where_bit_for_bit(dtype, keep_prob):
+    """The solver's start, computed by shifted whole-array sums and arithmetic for speed, against
+    its plain definition with F.avg_pool2d and torch.where, for shared and per-channel masks."""
+    import torch.nn.functional as F
+
+    from pd_core.defences import tvm
+
+    x = torch.rand(3, 3, 37, 50, generator=make_generator(7), dtype=dtype)
+    for keep in (draw_keep_mask(x, keep_prob, make_generator(8)),
+                 (torch.rand(x.shape, generator=make_generator(9)) < keep_prob).to(dtype)):
+        total = F.avg_pool2d(keep * x, 5, stride=1, padding=2)
+        count = F.avg_pool2d(keep, 5, stride=1, padding=2)
+        expected = torch.where(keep > 0, x, torch.where(count > 0, total / count.clamp_min(1e-12), 0.5))
+        assert (count == 0).any() == (keep_prob < 0.1)
+        assert torch.equal(tvm._fill_dropped(x, keep), expected)
+        assert torch.equal(minimise_total_variation(x, keep, iterations=0), expected)
