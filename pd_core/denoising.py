@@ -304,14 +304,16 @@ def jpeg_compress(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
     _check_images(images)
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be a whole number from 1 to 100, got {quality!r}.")
-    as_uint8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    as_uint8 = as_uint8.permute(0, 2, 3, 1).cpu().numpy()
+    # The codec itself is about a third of the time: the rest is kept small by quantising in place,
+    # handing Pillow contiguous 8-bit rows, and skipping a copy-only convert (the same bits).
+    as_uint8 = images.detach().float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    as_uint8 = as_uint8.cpu().permute(0, 2, 3, 1).contiguous().numpy()
     decoded = np.empty_like(as_uint8)
     for i, pixels in enumerate(as_uint8):
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=int(quality))
         buffer.seek(0)
-        with Image.open(buffer) as jpeg:
-            decoded[i] = np.asarray(jpeg.convert("RGB"))
-    out = torch.from_numpy(decoded).permute(0, 3, 1, 2).to(device=images.device, dtype=images.dtype)
-    return out / 255
+        with Image.open(buffer, formats=("JPEG",)) as jpeg:
+            decoded[i] = np.asarray(jpeg if jpeg.mode == "RGB" else jpeg.convert("RGB"))
+    out = torch.empty(images.shape, dtype=images.dtype, device=images.device)
+    return out.copy_(torch.from_numpy(decoded).permute(0, 3, 1, 2)).div_(255)
