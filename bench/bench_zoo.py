@@ -8,8 +8,9 @@ and padding, SHIELD, wavelet denoising and image quilting have no ART counterpar
 alone. The defences are the registry's ``zoo`` group, so a new zoo entry is timed without editing this file. Prints ms per image
 for both sides and the ratio ART / ours (targets: ≥ 5×, ≥ 20× for TVM). ART's TotalVarMin runs on
 the first ``--tvm-n`` photos only (it takes most of a second per image); the per-image times are
-comparable because both sides loop or vectorise over the same images. A last row times TVM with its
-CPU cache blocks switched off, the baseline of that optimisation in the same run.
+comparable because both sides loop or vectorise over the same images. Two last rows: TVM with its
+CPU cache blocks switched off, the baseline of that optimisation in the same run; and Pillow's JPEG
+encode and decode alone (no conversions), the floor under any Pillow-based JPEG, ours or ART's.
 
     PD_THREADS=1 OMP_NUM_THREADS=1 python bench/bench_zoo.py [--n 16] [--tvm-n 4]
 """
@@ -86,13 +87,35 @@ def main(argv=None) -> int:
             continue
         if name == "tvm":
             batch = x_hwc[:args.tvm_n]
-            theirs = timed(lambda: peer(batch), 1) / len(batch) * 1000
+            theirs = timed(lambda: peer(batch), args.repeats) / len(batch) * 1000
         else:
             theirs = timed(lambda: peer(x_np), args.repeats) / len(x) * 1000
         print(f"{name:<18} {ours:>12.2f} {theirs:>11.2f} {theirs / ours:>8.1f}×")
     print(f"tvm, one block     {tvm_as_one_block(x, args.repeats):>12.2f} {'-':>11} {'-':>9}  "
           "(the whole batch at once: the CPU cache blocks' baseline)")
+    print(f"jpeg, codec alone  {pillow_codec_alone(x, args.repeats):>12.2f} {'-':>11} {'-':>9}  "
+          "(Pillow's encode + decode at quality 75 only: the floor of both JPEG rows)")
     return 0
+
+
+def pillow_codec_alone(x: torch.Tensor, repeats: int) -> float:
+    """ms per image of Pillow's JPEG encode and decode alone, on ready 8-bit images."""
+    import io
+
+    from PIL import Image
+
+    pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    images = [Image.fromarray(p) for p in pixels]
+
+    def round_trip():
+        for image in images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=75)
+            buffer.seek(0)
+            with Image.open(buffer, formats=("JPEG",)) as jpeg:
+                jpeg.load()
+
+    return timed(round_trip, repeats) / len(x) * 1000
 
 
 def tvm_as_one_block(x: torch.Tensor, repeats: int) -> float:
