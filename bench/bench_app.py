@@ -13,7 +13,8 @@ Measures, on this machine's CPU with EfficientNet-Lite0:
 * click -> story shown: from clicking **Run** on Attack & Defend (the default gallery photo, FGSM,
   the defence and Ens-10) to the four result columns, the maps and the heatmaps drawn, with the
   page idle again. Targets (issue 21): the first click on a fresh server <= 3 s, the median of the
-  next ``--repeats`` clicks <= 2 s. The first click and the median of the next clicks
+  next ``--repeats`` clicks <= 2 s, checked twice: to the four result cards drawn (with their charts:
+  the issue's own measure, "click -> the four cards"), and, stricter, to the whole story shown. The first click and the median of the next clicks
   (with the seed changed each time, so nothing can be reused) are reported.
 
 The baseline is measured in the same run: the same pd_core work done directly in this process
@@ -85,8 +86,9 @@ def direct_baseline(repeats: int) -> dict:
 
 def click_run(page, seed: int) -> dict:
     """One click on Run; seconds from the click to: the result's caption shown (the script has
-    computed and sent the cards), the script finished (idle), every chart drawn ("shown"), and
-    the computation's own time as the page states it ("computed in X s")."""
+    computed and sent the cards), the four cards drawn (their charts too: issue 21's measure), the
+    script finished (idle), every chart drawn ("shown"), and the computation's own time as the page
+    states it ("computed in X s")."""
     page.wait_for_timeout(300)
     t = time.perf_counter()
     page.get_by_role("button", name="Run", exact=True).click()
@@ -94,16 +96,17 @@ def click_run(page, seed: int) -> dict:
     caption = page.get_by_text(f"seed {seed}; computed in")
     caption.wait_for(state="visible", timeout=300_000)
     cards = time.perf_counter() - t
+    page.locator(".st-key-ad_result_cards .js-plotly-plot").nth(3).wait_for(state="visible", timeout=60_000)
+    cards_drawn = time.perf_counter() - t
     wait_until_idle(page, timeout_ms=300_000)
     idle = time.perf_counter() - t
-    page.locator(".st-key-ad_result_cards .js-plotly-plot").nth(3).wait_for(state="visible", timeout=60_000)
     page.locator(".st-key-ad_heatmaps .js-plotly-plot").nth(2).wait_for(state="visible", timeout=60_000)
     elapsed = time.perf_counter() - t
     errors = page.locator(ERROR_SELECTOR)
     if errors.count():
         raise RuntimeError(f"the app showed an error: {errors.all_inner_texts()}")
     stated = re.search(r"computed in ([0-9.]+) s", caption.inner_text())
-    return {"shown": elapsed, "cards": cards, "idle": idle, "compute": float(stated.group(1)) if stated else None}
+    return {"shown": elapsed, "cards": cards, "cards_drawn": cards_drawn, "idle": idle, "compute": float(stated.group(1)) if stated else None}
 
 
 def visit_home(page, url: str) -> dict:
@@ -167,6 +170,10 @@ def main() -> int:
         ("start -> first page rendered", app["first_page"], direct["cold_load"], 10.0,
          "direct: import + load model + foolbox"),
         ("  (server answering /_stcore/health)", app["server_healthy"], None, None, ""),
+        ("first click -> four cards drawn", app["first_click_parts"]["cards_drawn"], None, 3.0,
+         "issue 21's measure: the four result cards with their charts"),
+        ("click -> four cards drawn (median)", statistics.median(c["cards_drawn"] for c in app["clicks"]), None, 2.0,
+         ""),
         ("first click -> story shown", app["first_click"], direct["first_story"], 3.0,
          "direct: first attack_and_defend + figures"),
         ("click -> story shown (median)", app["click"], direct["story"], 2.0,  # issue 21: <= 2 s warm
@@ -181,11 +188,12 @@ def main() -> int:
               f"{'' if target is None else f'{target:8.1f}':>8s}  {verdict}  {note}")
     shown = ", ".join(f"{c['shown']:.2f}" for c in app["clicks"])
     print(f"individual clicks (s): {shown}")
-    print("where a click's time goes (s from the click): stated compute | caption and cards shown | script done | "
-          "all charts drawn")
+    print("where a click's time goes (s from the click): stated compute | caption shown | four cards drawn | "
+          "script done | all charts drawn")
     for name, c in [("first click", app["first_click_parts"]), *((f"click {i + 1}", c) for i, c in enumerate(app["clicks"]))]:
         stated = "?" if c["compute"] is None else f"{c['compute']:.1f}"
-        print(f"  {name:12s} {stated:>6s} | {c['cards']:6.2f} | {c['idle']:6.2f} | {c['shown']:6.2f}")
+        print(f"  {name:12s} {stated:>6s} | {c['cards']:6.2f} | {c['cards_drawn']:6.2f} | {c['idle']:6.2f} | "
+              f"{c['shown']:6.2f}")
     print("first impression, seconds from the browser connecting (target <= 3 s):")
     print(f"  {'visitor':28s} {'Home title':>10s} {'Home text':>10s} {'Home button':>11s} {'real menu':>10s}  "
           "file-name menu seen")
