@@ -10,6 +10,7 @@ such namespace can be made, the outer test is skipped with the reason. ``loopbac
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 INNER = os.environ.get("PD_RAY_INNER") == "1"
 REPO = Path(__file__).resolve().parent.parent
 #: The shell command, run first inside the new namespace, that brings its loopback interface up.
-LOOPBACK_UP = f"{sys.executable} {Path(__file__).resolve().parent / 'loopback_up.py'}"
+LOOPBACK_UP = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve().parent / 'loopback_up.py'))}"
 
 #: Marks a test that runs only inside the namespace started by the outer test.
 inner = pytest.mark.skipif(not INNER, reason="runs inside the loopback namespace started by the outer test")
@@ -50,7 +51,7 @@ def run_inner_tests(test_file: str, expected_passed: int) -> None:
     env = {**os.environ, "PD_RAY_INNER": "1", "PD_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_TMPDIR": ray_tmp}
     # -n 0: the inner tests run in this one process (the suite's addopts would start xdist workers).
-    cmd = (f"{LOOPBACK_UP} && exec {sys.executable} -m pytest -n 0 -x -q -p no:cacheprovider "
+    cmd = (f"{LOOPBACK_UP} && exec {shlex.quote(sys.executable)} -m pytest -n 0 -x -q -p no:cacheprovider "
            f"{Path(test_file).resolve().relative_to(REPO)}")
     try:
         proc = subprocess.run(["unshare", flag, "sh", "-c", cmd], cwd=REPO, env=env, capture_output=True,

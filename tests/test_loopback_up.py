@@ -5,6 +5,7 @@ runs and succeeds after it, with ``PATH`` emptied so that no ``ip`` command coul
 """
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 
@@ -16,8 +17,8 @@ CONNECT = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.list
 
 def test_the_loopback_comes_up_in_a_new_namespace_without_the_ip_command():
     flag = unshare_flag()
-    script = (f"{sys.executable} -c \"{CONNECT}\" || echo 'down before'; "
-              f"{LOOPBACK_UP} && {sys.executable} -c \"{CONNECT}\"")
+    script = (f"{shlex.quote(sys.executable)} -c \"{CONNECT}\" || echo 'down before'; "
+              f"{LOOPBACK_UP} && {shlex.quote(sys.executable)} -c \"{CONNECT}\"")
     unshare = subprocess.run(["which", "unshare"], capture_output=True, text=True).stdout.strip()
     proc = subprocess.run([unshare, flag, "/bin/sh", "-c", script], env={"PATH": ""}, capture_output=True,
                           text=True, timeout=60)
