@@ -15,7 +15,10 @@ Measures, on this machine's CPU with EfficientNet-Lite0:
   page idle again. Targets (issue 21): the first click on a fresh server <= 3 s, the median of the
   next ``--repeats`` clicks <= 2 s, checked twice: to the four result cards drawn (with their charts:
   the issue's own measure, "click -> the four cards"), and, stricter, to the whole story shown. The first click and the median of the next clicks
-  (with the seed changed each time, so nothing can be reused) are reported.
+  (with the seed changed each time, so nothing can be reused) are reported. Each click is also
+  broken down from the browser's side (:class:`BrowserProbe`): when the server's first and last
+  messages arrived, and how long the browser's main thread was busy, which on this machine is CPU
+  the computation does not get (server and browser share the two cores).
 
 The baseline is measured in the same run: the same pd_core work done directly in this process
 (``attack_and_defend`` plus building the figures), warm, median of the same number of repeats,
@@ -84,12 +87,35 @@ def direct_baseline(repeats: int) -> dict:
             "story": statistics.median(w[1] for w in warm), "threads": torch.get_num_threads()}
 
 
-def click_run(page, seed: int) -> dict:
+class BrowserProbe:
+    """What the browser does during a click, from Chromium's own counters (DevTools protocol):
+    the arrival time of every WebSocket message from the server, and how long the page's main
+    thread was busy (``Performance.getMetrics``: TaskDuration, and ScriptDuration, its JavaScript
+    share). The browser runs on the same cores as the server here, so its busy time is CPU taken
+    from the computation."""
+
+    def __init__(self, page):
+        self.frames: list[float] = []
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda _: self.frames.append(time.perf_counter())))
+        self._cdp = page.context.new_cdp_session(page)
+        self._cdp.send("Performance.enable")
+
+    def busy(self) -> tuple[float, float]:
+        metrics = {m["name"]: m["value"] for m in self._cdp.send("Performance.getMetrics")["metrics"]}
+        return metrics["TaskDuration"], metrics["ScriptDuration"]
+
+
+def click_run(page, seed: int, probe: BrowserProbe | None = None) -> dict:
     """One click on Run; seconds from the click to: the result's caption shown (the script has
     computed and sent the cards), the four cards drawn (their charts too: issue 21's measure), the
     script finished (idle), every chart drawn ("shown"), and the computation's own time as the page
-    states it ("computed in X s")."""
+    states it ("computed in X s"). With a ``probe``: the first and the last message from the server
+    (the script's start; the end of the transfer) and the browser's main-thread busy time, all of
+    it and its JavaScript share, over the click."""
     page.wait_for_timeout(300)
+    if probe is not None:
+        probe.frames.clear()
+        busy_before = probe.busy()
     t = time.perf_counter()
     page.get_by_role("button", name="Run", exact=True).click()
     # Shown = this seed's result is on the page, the script finished and every chart is drawn.
@@ -106,7 +132,14 @@ def click_run(page, seed: int) -> dict:
     if errors.count():
         raise RuntimeError(f"the app showed an error: {errors.all_inner_texts()}")
     stated = re.search(r"computed in ([0-9.]+) s", caption.inner_text())
-    return {"shown": elapsed, "cards": cards, "cards_drawn": cards_drawn, "idle": idle, "compute": float(stated.group(1)) if stated else None}
+    parts = {"shown": elapsed, "cards": cards, "cards_drawn": cards_drawn, "idle": idle,
+             "compute": float(stated.group(1)) if stated else None}
+    if probe is not None:
+        busy_after = probe.busy()
+        frames = [f - t for f in probe.frames if f >= t]
+        parts.update(first_message=frames[0] if frames else None, last_message=frames[-1] if frames else None,
+                     browser_busy=busy_after[0] - busy_before[0], browser_js=busy_after[1] - busy_before[1])
+    return parts
 
 
 def visit_home(page, url: str) -> dict:
@@ -125,20 +158,21 @@ def app_timings(repeats: int, log: Path, present_warm_up: bool = True) -> dict:
     with chromium_page() as page:  # the browser is up before the server starts
         with streamlit_server(log_path=log, env={"PD_THREADS": os.environ.get("PD_THREADS", "2"),
                                                         "PD_PRESENT_WARM_UP": "1" if present_warm_up else "0"}) as (url, t0, healthy):
+            probe = BrowserProbe(page)
             first_visit = visit_home(page, url)
             page.locator('[data-testid="stSidebar"]').get_by_text("Computing on:").wait_for(timeout=120_000)
             first_page = time.perf_counter() - t0
             wait_until_idle(page)
             go_to_page(page, "Attack & Defend")
             wait_until_idle(page)
-            first_click = click_run(page, 0)  # the default story: the warm-up may have computed it
+            first_click = click_run(page, 0, probe)  # the default story: the warm-up may have computed it
             clicks = []
             for seed in range(1, repeats + 1):
                 box = page.locator('[data-testid="stSidebar"] input[type="number"]').first
                 box.fill(str(seed))
                 box.press("Enter")
                 wait_until_idle(page)
-                clicks.append(click_run(page, seed))
+                clicks.append(click_run(page, seed, probe))
             later = page.context.browser.new_context(viewport={"width": 1500, "height": 1000})
             later_visit = visit_home(later.new_page(), url)  # a new visitor: its own session and cookies
             later.close()
@@ -188,12 +222,14 @@ def main() -> int:
               f"{'' if target is None else f'{target:8.1f}':>8s}  {verdict}  {note}")
     shown = ", ".join(f"{c['shown']:.2f}" for c in app["clicks"])
     print(f"individual clicks (s): {shown}")
-    print("where a click's time goes (s from the click): stated compute | caption shown | four cards drawn | "
-          "script done | all charts drawn")
+    print("where a click's time goes (s from the click): first message from the server (the script starts) | "
+          "stated compute | last message (transfer done) | caption shown | four cards drawn | script done | "
+          "all charts drawn || the browser's main thread busy during the click (of which JavaScript)")
     for name, c in [("first click", app["first_click_parts"]), *((f"click {i + 1}", c) for i, c in enumerate(app["clicks"]))]:
         stated = "?" if c["compute"] is None else f"{c['compute']:.1f}"
-        print(f"  {name:12s} {stated:>6s} | {c['cards']:6.2f} | {c['cards_drawn']:6.2f} | {c['idle']:6.2f} | "
-              f"{c['shown']:6.2f}")
+        first, last = (("?" if c.get(k) is None else f"{c[k]:.2f}") for k in ("first_message", "last_message"))
+        print(f"  {name:12s} {first:>6s} | {stated:>5s} | {last:>6s} | {c['cards']:6.2f} | {c['cards_drawn']:6.2f} | "
+              f"{c['idle']:6.2f} | {c['shown']:6.2f} || {c.get('browser_busy', 0):5.2f} ({c.get('browser_js', 0):4.2f})")
     print("first impression, seconds from the browser connecting (target <= 3 s):")
     print(f"  {'visitor':28s} {'Home title':>10s} {'Home text':>10s} {'Home button':>11s} {'real menu':>10s}  "
           "file-name menu seen")
