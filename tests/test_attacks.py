@@ -102,6 +102,32 @@ def test_adversarials_are_on_the_8_bit_grid_and_norms_match_a_direct_computation
 
 
 @pytest.mark.parametrize("name", ["fgsm", "igsm", "pgd"])
+def test_budgeted_attacks_are_foolboxs_call_quantised_without_its_unread_success_check(model, samples, name):
+    """A budgeted attack calls Foolbox's ``run`` and clip directly (pd_core.attacks.core._run_foolbox):
+    the result must be Foolbox's own ``__call__`` output, quantised, bit for bit, and the forward
+    pass ``__call__`` spends classifying its unquantised result must not be made."""
+    import foolbox as fb
+
+    from pd_core.attacks.core import _build
+
+    images, labels = samples[0][:4], samples[1][:4]
+    preset = ATTACKS[name].preset("interactive")
+    assert not preset.get("early_stop"), "precondition: this preset goes through Foolbox"
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        r = attack(model, images, labels, name, preset="interactive", seed=3, batch_size=4)
+    finally:
+        hook.remove()
+    fb_attack, eps, _ = _build(name, r.params, torch.Generator().manual_seed(3))  # PGD's start: the same seed
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=model.device)
+    _, clipped, _ = fb_attack(fmodel, images, fb.criteria.Misclassification(labels), epsilons=eps)
+    assert torch.equal(r.adversarial, quantize_to_grid(clipped, images, eps))
+    gradient_passes = 1 if name == "fgsm" else preset["steps"]
+    assert len(calls) == gradient_passes + 1, "one pass per gradient, one to classify the quantised result"
+
+
+@pytest.mark.parametrize("name", ["fgsm", "igsm", "pgd"])
 def test_linf_budget_holds_after_quantisation(model, samples, name):
     images, labels, r = run_interactive(model, samples, name)
     eps_255 = r.params["eps"] * 255

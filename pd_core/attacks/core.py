@@ -140,15 +140,16 @@ def _build(name: str, p: dict, generator: torch.Generator):
         return (EarlyStopLinfAttack(steps=steps, stepsize=p.get("stepsize", 1 / 255), random_start=name == "pgd",
                                     generator=generator),
                 p["eps"], (grid + 1) if name == "fgsm" else steps + 1)
+    # The budgeted attacks' counts have no "+ 1": Foolbox's own success check is skipped (_run_foolbox).
     if name == "fgsm":
-        return fb.attacks.LinfFastGradientAttack(random_start=False), p["eps"], 2
+        return fb.attacks.LinfFastGradientAttack(random_start=False), p["eps"], 1
     if name == "igsm":
         return (fb.attacks.LinfBasicIterativeAttack(abs_stepsize=p["stepsize"], steps=p["steps"]),
-                p["eps"], p["steps"] + 1)
+                p["eps"], p["steps"])
     if name == "pgd":
         cls = _seeded_pgd_class()
         return (cls(generator=generator, abs_stepsize=p["stepsize"], steps=p["steps"], random_start=True),
-                p["eps"], p["steps"] + 1)
+                p["eps"], p["steps"])
     if name == "deepfool":
         return (fb.attacks.L2DeepFoolAttack(steps=p["steps"], candidates=p["candidates"],
                                             overshoot=p["overshoot"]),
@@ -317,8 +318,17 @@ def _run_early_stop(fb_attack, monitored: nn.Module, images: Tensor, classes: Te
 def _run_foolbox(name: str, info: AttackInfo, p: dict, fb_attack, epsilons, monitored: nn.Module, model,
                  images: Tensor, labels: Tensor, targets: Optional[Tensor], batch_size: int,
                  counter: Progress) -> tuple[Tensor, Tensor, Tensor]:
-    """A Foolbox attack by batches, then quantisation (and the repair of minimal perturbations)."""
+    """A Foolbox attack by batches, then quantisation (and the repair of minimal perturbations).
+
+    For the budgeted attacks (FGSM, IGSM, PGD) Foolbox's ``run`` and its clipping to the budget are
+    called directly instead of ``__call__``, which would also classify the clipped, unquantised
+    result: a forward pass whose answer nothing here reads (success is decided on the quantised
+    adversarial, below). The adversarial is the same tensor, bit for bit; an FGSM costs one
+    forward and one backward pass instead of two forwards and a backward.
+    """
+    import eagerpy as ep
     import foolbox as fb
+    from foolbox.attacks.base import verify_input_bounds
 
     fmodel = fb.PyTorchModel(monitored, bounds=(0, 1), device=model.device)
     raw_parts, ok_parts = [], []
@@ -329,11 +339,17 @@ def _run_foolbox(name: str, info: AttackInfo, p: dict, fb_attack, epsilons, moni
             criterion = fb.criteria.TargetedMisclassification(targets[sl])
         else:
             criterion = fb.criteria.Misclassification(labels[sl])
+        if info.budgeted:
+            x = ep.astensor(images[sl])
+            verify_input_bounds(x, fmodel)
+            perturbed = fb_attack.run(fmodel, x, criterion, epsilon=epsilons)
+            raw_parts.append(fb_attack.distance.clip_perturbation(x, perturbed, epsilons).raw.detach())
+            continue
         _, clipped, ok = fb_attack(fmodel, images[sl], criterion, epsilons=epsilons)
         raw_parts.append(clipped.detach())
         ok_parts.append(ok.detach())
     raw = torch.cat(raw_parts)
-    raw_success = torch.cat(ok_parts)
+    raw_success = torch.cat(ok_parts) if ok_parts else None  # only the unbudgeted attacks read it
     counter.check()
 
     def is_success(pred: Tensor, idx: Tensor) -> Tensor:
