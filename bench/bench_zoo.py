@@ -9,9 +9,8 @@ alone. The defences are the registry's ``zoo`` group, so a new zoo entry is time
 for both sides and the ratio ART / ours (targets: ≥ 5×, ≥ 20× for TVM). ART's TotalVarMin runs on
 the first ``--tvm-n`` photos only (it takes most of a second per image); the per-image times are
 comparable because both sides loop or vectorise over the same images. Two last rows: TVM with its
-CPU cache blocks switched off, the baseline of that optimisation in the same run; and the JPEG codec's
-encode and decode alone (no conversions), through Pillow (ART's floor) and through torchvision (ours:
-the same libjpeg-turbo, called on the whole batch).
+CPU cache blocks switched off, the baseline of that optimisation in the same run; and Pillow's JPEG
+encode and decode alone (no conversions), the floor under any Pillow-based JPEG, ours or ART's.
 
     PD_THREADS=1 OMP_NUM_THREADS=1 python bench/bench_zoo.py [--n 16] [--tvm-n 4]
 """
@@ -95,18 +94,8 @@ def main(argv=None) -> int:
     print(f"tvm, one block     {tvm_as_one_block(x, args.repeats):>12.2f} {'-':>11} {'-':>9}  "
           "(the whole batch at once: the CPU cache blocks' baseline)")
     print(f"jpeg, codec alone  {pillow_codec_alone(x, args.repeats):>12.2f} {'-':>11} {'-':>9}  "
-          "(Pillow's encode + decode at quality 75 only: the floor of ART's JPEG row)")
-    print(f"jpeg, codec, tv    {torchvision_codec_alone(x, args.repeats):>12.2f} {'-':>11} {'-':>9}  "
-          "(the same codec through torchvision.io, as ours calls it: the floor of our JPEG row)")
+          "(Pillow's encode + decode at quality 75 only: the floor of both JPEG rows)")
     return 0
-
-
-def torchvision_codec_alone(x: torch.Tensor, repeats: int) -> float:
-    """ms per image of libjpeg-turbo's encode and decode through torchvision.io, on ready 8-bit images."""
-    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
-
-    pixels = list((x.clamp(0, 1) * 255).round().to(torch.uint8))
-    return timed(lambda: decode_jpeg(encode_jpeg(pixels, quality=75), mode=ImageReadMode.RGB), repeats) / len(x) * 1000
 
 
 def pillow_codec_alone(x: torch.Tensor, repeats: int) -> float:

@@ -28,6 +28,7 @@ through the data-dependent BayesShrink threshold and the min-max renormalisation
 """
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -279,41 +280,41 @@ def _denoise_images(
 
 
 def jpeg_compress(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
-    """JPEG round trip with libjpeg-turbo, the baseline input transform of paper Table 3.
+    """JPEG round trip with Pillow, the baseline input transform of paper Table 3.
 
     Each image is quantised to 8 bits (``round(255·x)`` after clipping to [0, 1]), saved as a
-    baseline JPEG at ``quality`` with the library's default settings (4:2:0 chroma subsampling,
-    integer DCT, no optimised Huffman tables), decoded (fancy upsampling), and divided by 255. This
-    is Pillow's ``Image.save(format="JPEG", quality=q)`` and ``Image.open``: the codec is the same
-    libjpeg-turbo, called through :func:`torchvision.io.encode_jpeg` and
-    :func:`torchvision.io.decode_jpeg`, which take the whole batch as a list of CHW tensors (no
-    per-image conversion to PIL and back). The tests hold the output equal to Pillow's round trip,
-    pixel for pixel (tests/test_denoising.py, tests/test_zoo_oracles.py). The codec runs on the CPU;
-    the result is returned on the input's device.
+    baseline JPEG at ``quality`` with Pillow's default settings (4:2:0 chroma subsampling), decoded,
+    and divided by 255. Pillow works one image
+    at a time, so this loops over the batch internally (it is not on the defence's hot path).
 
     Parameters
     ----------
     images : torch.Tensor, shape (N, 3, H, W)
         RGB images, float in [0, 1], any device.
     quality : int
-        JPEG quality, 1 (worst) to 100 (libjpeg advises ≤ 95). Default 75, as in the paper.
+        JPEG quality, 1 (worst) to 100 (Pillow advises ≤ 95). Default 75, as in the paper.
 
     Returns
     -------
     torch.Tensor, shape (N, 3, H, W)
         Decoded images, multiples of 1/255, same dtype and device as ``images``.
     """
-    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+    from PIL import Image
 
     _check_images(images)
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be a whole number from 1 to 100, got {quality!r}.")
-    # The codec's encode and decode are most of the time (bench/bench_zoo.py, "codec alone"): the
-    # rest is kept small by quantising in place and decoding straight into NCHW.
-    as_uint8 = images.detach().float().clamp(0, 1).mul_(255).round_().to(torch.uint8).cpu()
-    encoded = encode_jpeg(list(as_uint8), quality=int(quality))
-    decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB)
+    # Pillow's encode and decode are under half of the time (bench/bench_zoo.py, "codec alone"); the
+    # rest is kept small by quantising in place, handing Pillow contiguous 8-bit rows, and skipping a
+    # copy-only convert (the same bits).
+    as_uint8 = images.detach().float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    as_uint8 = as_uint8.cpu().permute(0, 2, 3, 1).contiguous().numpy()
+    decoded = np.empty_like(as_uint8)
+    for i, pixels in enumerate(as_uint8):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=int(quality))
+        buffer.seek(0)
+        with Image.open(buffer, formats=("JPEG",)) as jpeg:
+            decoded[i] = np.asarray(jpeg if jpeg.mode == "RGB" else jpeg.convert("RGB"))
     out = torch.empty(images.shape, dtype=images.dtype, device=images.device)
-    for i, pixels in enumerate(decoded):  # a copy per image, not a Python loop over pixels
-        out[i].copy_(pixels)
-    return out.div_(255)
+    return out.copy_(torch.from_numpy(decoded).permute(0, 3, 1, 2)).div_(255)

@@ -1,10 +1,10 @@
 """JPEG compression as a defence (Das et al. 2017; Guo et al., ICLR 2018; paper Table 3's "JPG").
 
-The batch is quantised to 8 bits and round-tripped through libjpeg-turbo's baseline JPEG at ``quality``
-(4:2:0 chroma subsampling; Pillow's codec and settings, called through torchvision.io), :func:`pd_core.denoising.jpeg_compress`. Published setting: quality 75
+The batch is quantised to 8 bits and round-tripped through Pillow's baseline JPEG at ``quality``
+(4:2:0 chroma subsampling), :func:`pd_core.denoising.jpeg_compress`. Published setting: quality 75
 (the paper's Table 3, and Athalye et al.'s re-implementation of Guo et al.). Deterministic.
 Gradient: BPDA (Athalye, Carlini & Wagner, ICML 2018): quantisation is piecewise constant, so its
-true gradient is zero almost everywhere. The forward value is Pillow's round trip, bit for bit; the backward
+true gradient is zero almost everywhere. The forward value is Pillow's, bit for bit; the backward
 pass goes through kornia's differentiable JPEG at the same quality
 (``kornia.enhance.jpeg_codec_differentiable``, Reich et al. 2024: the same colour transform, 4:2:0
 subsampling, DCT and quality-scaled tables, with a smooth stand-in for rounding), which is closer

@@ -3,12 +3,12 @@ defense and vaccination for deep learning using JPEG compression"), §3.
 
 Each 8 × 8 block of the image is JPEG-compressed at a quality drawn uniformly, independently per
 block, from {20, 40, 60, 80}. As in SHIELD, the whole image is compressed once at each quality
-(libjpeg-turbo's baseline JPEG, 4:2:0, equal to Pillow's: :func:`pd_core.denoising.jpeg_compress`) and every block is taken
+(Pillow's baseline JPEG, 4:2:0, :func:`pd_core.denoising.jpeg_compress`) and every block is taken
 from the version at its drawn quality, so a block equals the Pillow codec's output for that block
 of the whole image at that quality (JPEG's 8 × 8 grid, with the chroma of its 16 × 16 macroblock).
 Blocks are aligned to the top-left corner; a partial block at the right or bottom edge draws like
 the others. The per-block choice is one gather over the stacked versions, batch-first; the codec
-itself runs on the CPU, the batch in one call per quality. Resolution: the blocks are 8 × 8 pixels of the model's
+itself runs image by image inside Pillow. Resolution: the blocks are 8 × 8 pixels of the model's
 input (224²: 28 × 28 blocks), as JPEG's are. SHIELD's vaccinated (re-trained) models are not part
 of this defence; the lab's classifiers are used as they are.
 
