@@ -225,11 +225,13 @@ def main() -> int:
     print("where a click's time goes (s from the click): first message from the server (the script starts) | "
           "stated compute | last message (transfer done) | caption shown | four cards drawn | script done | "
           "all charts drawn || the browser's main thread busy during the click (of which JavaScript)")
-    for name, c in [("first click", app["first_click_parts"]), *((f"click {i + 1}", c) for i, c in enumerate(app["clicks"]))]:
+    named = [("first click", app["first_click_parts"]), *((f"click {i + 1}", c) for i, c in enumerate(app["clicks"]))]
+    for name, c in named:
         stated = "?" if c["compute"] is None else f"{c['compute']:.1f}"
         first, last = (("?" if c.get(k) is None else f"{c[k]:.2f}") for k in ("first_message", "last_message"))
         print(f"  {name:12s} {first:>6s} | {stated:>5s} | {last:>6s} | {c['cards']:6.2f} | {c['cards_drawn']:6.2f} | "
-              f"{c['idle']:6.2f} | {c['shown']:6.2f} || {c.get('browser_busy', 0):5.2f} ({c.get('browser_js', 0):4.2f})")
+              f"{c['idle']:6.2f} | {c['shown']:6.2f} || {c.get('browser_busy', 0):5.2f} "
+              f"({c.get('browser_js', 0):4.2f})")
     print("first impression, seconds from the browser connecting (target <= 3 s):")
     print(f"  {'visitor':28s} {'Home title':>10s} {'Home text':>10s} {'Home button':>11s} {'real menu':>10s}  "
           "file-name menu seen")
